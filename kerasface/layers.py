@@ -1,0 +1,258 @@
+"""Small registered layers shared by every kerasface model.
+
+Everything here uses ``keras.ops`` only, so it runs under any Keras 3 backend
+(TensorFlow, JAX, PyTorch), and every layer is registered under the
+``kerasface`` package with a complete ``get_config``: a saved ``.keras`` model
+loads with ``import kerasface`` and the default ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = [
+    "GroupConv2D",
+    "AbsoluteDifference",
+    "L2Normalize",
+    "resolve_group_conv_implementation",
+]
+
+_IMPLEMENTATIONS = ("auto", "native", "depthwise", "split")
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package="kerasface")(cls)
+
+
+# Above this many groups the depthwise form beats G sliced convolutions on
+# TF's CPU kernels (measured: benchmarks/bench_group_conv.py).
+SPLIT_MAX_GROUPS = 32
+
+
+def resolve_group_conv_implementation(implementation: str = "auto", groups: int = 2) -> str:
+    """Return the concrete grouped-convolution path for ``implementation``.
+
+    ``"auto"`` avoids ``"native"`` on the TensorFlow backend when no GPU is
+    visible: TF 2.21's CPU gradient of ``Conv2D(groups>1)`` is 40-200x slower
+    than the equivalent split or depthwise forms (tensorflow#49147; numbers in
+    ``docs/performance.md``). There it picks ``"split"`` for up to
+    ``SPLIT_MAX_GROUPS`` groups and ``"depthwise"`` above. Everywhere else
+    (TF on a GPU, JAX, PyTorch) it picks ``"native"``.
+    """
+    if implementation not in _IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"
+        )
+    if implementation != "auto":
+        return implementation
+    if keras.backend.backend() != "tensorflow":
+        return "native"
+    try:
+        devices = keras.distribution.list_devices()
+    except Exception:  # pragma: no cover - very old Keras
+        devices = []
+    has_gpu = any(str(d).lower().startswith("gpu") for d in devices)
+    if has_gpu:
+        return "native"
+    return "split" if groups <= SPLIT_MAX_GROUPS else "depthwise"
+
+
+@_register
+class GroupConv2D(keras.layers.Layer):
+    """2-D convolution with ``groups`` channel groups and a selectable kernel path.
+
+    The kernel has the layout of ``keras.layers.Conv2D(groups=G)``:
+    ``(kh, kw, in_channels // G, filters)``, output channels of group ``g``
+    being ``filters // G * g ... filters // G * (g + 1) - 1``. Whatever path
+    runs, the weights and the result are the same, so a model trained on a CPU
+    with the fast path loads and runs unchanged on a GPU with the native one.
+
+    Paths (``implementation``):
+
+    * ``"native"``: one ``ops.conv`` call (the backend's grouped conv).
+    * ``"depthwise"``: a depthwise conv with depth multiplier
+      ``M = filters // G`` over all input channels, then a reshape and a sum
+      over the ``in_channels // G`` inputs of each group. Same MACs as the
+      grouped conv; an intermediate ``in_channels // G`` times larger than the
+      output. Fast on TF's CPU kernels in both directions.
+    * ``"split"``: ``G`` dense convolutions on channel slices, concatenated.
+    * ``"auto"``: see :func:`resolve_group_conv_implementation` (the path is
+      chosen when the layer is traced, not stored: it is not part of the weights).
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="same",
+        groups=1,
+        use_bias=False,
+        implementation="auto",
+        kernel_initializer="he_normal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size)
+        self.strides = _pair(strides)
+        self.padding = padding.lower()
+        self.groups = int(groups)
+        self.use_bias = bool(use_bias)
+        if implementation not in _IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"
+            )
+        self.implementation = implementation
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        if self.padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if self.filters % self.groups:
+            raise ValueError(
+                f"filters={self.filters} is not divisible by groups={self.groups}"
+            )
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        if in_channels % self.groups:
+            raise ValueError(
+                f"{self.name}: input channels {in_channels} are not divisible by "
+                f"groups={self.groups}"
+            )
+        self.in_channels = in_channels
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.kernel_size, in_channels // self.groups, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
+
+    def call(self, inputs):
+        path = resolve_group_conv_implementation(self.implementation, self.groups)
+        if self.groups == 1 or path == "native":
+            out = ops.conv(inputs, self.kernel, strides=self.strides, padding=self.padding)
+        elif path == "depthwise":
+            out = self._depthwise(inputs)
+        else:
+            out = self._split(inputs)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def _depthwise(self, inputs):
+        g = self.groups
+        cpg = self.in_channels // g  # input channels per group
+        m = self.filters // g  # output channels per group
+        kh, kw = self.kernel_size
+        # (kh, kw, cpg, g*m) -> (kh, kw, g, cpg, m) -> (kh, kw, g*cpg, m)
+        k = ops.reshape(self.kernel, (kh, kw, cpg, g, m))
+        k = ops.transpose(k, (0, 1, 3, 2, 4))
+        k = ops.reshape(k, (kh, kw, g * cpg, m))
+        y = ops.depthwise_conv(inputs, k, strides=self.strides, padding=self.padding)
+        if cpg == 1:
+            return y
+        shape = ops.shape(y)
+        y = ops.reshape(y, (shape[0], shape[1], shape[2], g, cpg, m))
+        y = ops.sum(y, axis=4)
+        return ops.reshape(y, (shape[0], shape[1], shape[2], self.filters))
+
+    def _split(self, inputs):
+        g = self.groups
+        cpg = self.in_channels // g
+        m = self.filters // g
+        outs = []
+        for i in range(g):
+            x = inputs[..., i * cpg : (i + 1) * cpg]
+            k = self.kernel[..., i * m : (i + 1) * m]
+            outs.append(ops.conv(x, k, strides=self.strides, padding=self.padding))
+        return ops.concatenate(outs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        return (input_shape[0], _out_len(h, self.kernel_size[0], self.strides[0], self.padding),
+                _out_len(w, self.kernel_size[1], self.strides[1], self.padding), self.filters)
+
+    def macs(self, output_shape) -> int:
+        """Multiply-accumulates of one sample for the given output shape."""
+        kh, kw = self.kernel_size
+        return int(output_shape[1] * output_shape[2] * self.filters * kh * kw
+                   * (self.in_channels // self.groups))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            groups=self.groups,
+            use_bias=self.use_bias,
+            implementation=self.implementation,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
+            if self.kernel_regularizer
+            else None,
+        )
+        return config
+
+
+@_register
+class AbsoluteDifference(keras.layers.Layer):
+    """``|a - b|`` of two tensors of the same shape (the Siamese verifier's merge)."""
+
+    def call(self, inputs):
+        a, b = inputs
+        return ops.abs(a - b)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+@_register
+class L2Normalize(keras.layers.Layer):
+    """``x / sqrt(max(sum(x^2), epsilon))`` along ``axis``: finite for a zero vector."""
+
+    def __init__(self, axis=-1, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        sq = ops.sum(ops.square(inputs), axis=self.axis, keepdims=True)
+        return inputs * ops.rsqrt(ops.maximum(sq, self.epsilon))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(axis=self.axis, epsilon=self.epsilon)
+        return config
+
+
+def _pair(v):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) != 2:
+        raise ValueError(f"expected an int or a pair, got {v}")
+    return v
+
+
+def _out_len(n, k, s, padding):
+    if n is None:
+        return None
+    if padding == "same":
+        return -(-n // s)
+    return (n - k) // s + 1

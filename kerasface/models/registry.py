@@ -1,0 +1,31 @@
+"""Name -> builder map for every backbone (``kerasface summary NAME``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced
+
+__all__ = ["BACKBONES", "build_backbone", "list_backbones"]
+
+BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    "vargfacenet": vargfacenet,
+    "vargfacenet_reduced": vargfacenet_reduced,
+}
+
+
+def list_backbones() -> list[str]:
+    return sorted(BACKBONES)
+
+
+def build_backbone(name: str, **kwargs) -> keras.Model:
+    """Build the backbone registered as ``name`` (keyword arguments go to its builder)."""
+    try:
+        builder = BACKBONES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; known: {', '.join(list_backbones())}"
+        ) from None
+    return builder(**kwargs)
