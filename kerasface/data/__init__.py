@@ -1,0 +1,46 @@
+"""Data layer: LFW image sources and pairs lists, image cache, low-light set, tf.data pairs pipeline.
+
+Names are re-exported lazily so that ``kerasface.data.lfw`` (stdlib only) can be
+imported without loading OpenCV or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    # lfw.py (stdlib only)
+    "ImageSource": "lfw",
+    "FolderSource": "lfw",
+    "ZipSource": "lfw",
+    "open_image_source": "lfw",
+    "lfw_relpath": "lfw",
+    "Pair": "lfw",
+    "parse_pairs": "lfw",
+    "resolve_pairs": "lfw",
+    # images.py (numpy, cv2)
+    "CorruptImageError": "images",
+    "decode_image": "images",
+    "load_images": "images",
+    # lowlight.py (tensorflow, matplotlib)
+    "low_light": "lowlight",
+    "save_lowlight_grid": "lowlight",
+    # pairs.py (tensorflow)
+    "PairData": "pairs",
+    "normalize_images": "pairs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

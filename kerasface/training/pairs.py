@@ -1,0 +1,203 @@
+"""Train a Siamese pair verifier (report 000) and write its run folder.
+
+Run folder contents: ``model.keras``, ``config.json`` (the resolved preset),
+``history.csv`` and ``history.json``, ``curves.png`` (accuracy and loss,
+train vs validation), ``metrics.json`` (final and best validation figures,
+data counts, timing) and ``data_report.json`` (pairs kept/missing/corrupt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from kerasface.data import PairData, open_image_source, parse_pairs
+from kerasface.evaluation import plot_history
+from kerasface.experiments import PairExperiment, bundled_sample_dir
+from kerasface.io import save_model, write_json
+from kerasface.models import SiameseVerifier, build_backbone
+
+logger = logging.getLogger("kerasface.training")
+
+__all__ = ["train_pairs", "resolve_pair_lists", "build_verifier", "RunResult"]
+
+_DEFAULT_LISTS = (("pairs.txt", "pairsDevTest.txt"), ("pairsTrain.txt", "pairsVal.txt"))
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    model: keras.Model
+
+
+def _list_dirs(data: Path) -> list[Path]:
+    return [data] if data.is_dir() else [data.parent]
+
+
+def resolve_pair_lists(data: Path, train_pairs: str | None, val_pairs: str | None) -> tuple[Path, Path]:
+    """Find the train/validation pair lists: explicit paths, else next to ``data``.
+
+    With no names given, ``pairs.txt`` + ``pairsDevTest.txt`` (the report's
+    protocol) are looked for first, then the bundled sample's
+    ``pairsTrain.txt`` + ``pairsVal.txt``.
+    """
+    dirs = _list_dirs(data)
+
+    def find(name: str) -> Path | None:
+        p = Path(name)
+        if p.is_file():
+            return p
+        for d in dirs:
+            if (d / name).is_file():
+                return d / name
+        return None
+
+    if train_pairs or val_pairs:
+        defaults = next((d for d in _DEFAULT_LISTS if all(find(n) for n in d)), _DEFAULT_LISTS[0])
+        names = (train_pairs or defaults[0], val_pairs or defaults[1])
+        found = [find(n) for n in names]
+        for n, f in zip(names, found):
+            if f is None:
+                raise FileNotFoundError(
+                    f"pairs list {n!r} not found (looked as given and in {', '.join(map(str, dirs))})"
+                )
+        return found[0], found[1]
+    for names in _DEFAULT_LISTS:
+        found = [find(n) for n in names]
+        if all(found):
+            return found[0], found[1]
+    raise FileNotFoundError(
+        f"no pairs lists next to {data}: expected {' + '.join(_DEFAULT_LISTS[0])} or "
+        f"{' + '.join(_DEFAULT_LISTS[1])}; pass --train-pairs and --val-pairs"
+    )
+
+
+def build_verifier(cfg: PairExperiment) -> keras.Model:
+    backbone = build_backbone(
+        cfg.backbone,
+        input_shape=(cfg.image_size, cfg.image_size, 3),
+        implementation=cfg.group_conv,
+    )
+    model = SiameseVerifier(backbone, hidden_units=cfg.hidden_units, dropout=cfg.dropout,
+                            name=f"{cfg.backbone}_verifier")
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class _RunFolderWriter(keras.callbacks.Callback):
+    """Rewrites history.json and curves.png after every epoch (a cut run keeps its curves)."""
+
+    def __init__(self, run_dir: Path, title: str):
+        super().__init__()
+        self.run_dir = run_dir
+        self.title = title
+        self.history: dict[str, list[float]] = {}
+        self.epoch_seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._t0)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
+        write_json(self.run_dir / "history.json", self.history)
+        plot_history(self.history, self.run_dir / "curves.png", title=self.title)
+
+
+def _new_run_dir(out: str, name: str) -> Path:
+    base = Path(out)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the output folder {base}: {e.strerror}") from e
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = base / f"{name}-{stamp}"
+    i = 1
+    while run_dir.exists():
+        i += 1
+        run_dir = base / f"{name}-{stamp}-{i}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
+    pairs = parse_pairs(pairs_path)
+    logger.info("%s: %d pairs from %s", what, len(pairs), pairs_path)
+    data = PairData.from_pairs(
+        pairs, source, size=cfg.image_size, center_crop=cfg.center_crop,
+        on_missing=cfg.on_missing, on_error="raise" if cfg.on_error == "error" else cfg.on_error,
+    )
+    if not len(data.labels):
+        raise ValueError(f"{what}: no usable pairs left in {pairs_path} (report: {data.report})")
+    return data
+
+
+def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto") -> RunResult:
+    """Train ``cfg`` end to end and write the run folder; returns it with the metrics."""
+    data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
+    if not data_path.exists():
+        raise FileNotFoundError(f"--data {data_path}: no such file or folder")
+    train_list, val_list = resolve_pair_lists(data_path, cfg.train_pairs, cfg.val_pairs)
+    run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
+                                "val_pairs": str(val_list)}
+    write_json(run_dir / "config.json", resolved)
+    keras.utils.set_random_seed(cfg.seed)
+
+    source = open_image_source(data_path)
+    train = _load(train_list, source, cfg, "train")
+    val = _load(val_list, source, cfg, "validation")
+    write_json(run_dir / "data_report.json", {"train": train.report, "validation": val.report})
+
+    train_ds = train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                             augment=cfg.augment, low_light=cfg.low_light,
+                             low_light_seed=cfg.low_light_seed)
+    val_ds = val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
+                         low_light=cfg.low_light, low_light_seed=cfg.low_light_seed)
+
+    model = build_verifier(cfg)
+    writer = _RunFolderWriter(run_dir, f"{cfg.name} ({cfg.backbone})")
+    callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TerminateOnNaN(),
+        writer,
+    ]
+    t0 = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
+              verbose=verbose)
+    seconds = time.perf_counter() - t0
+    save_model(model, run_dir / "model.keras")
+
+    h = writer.history
+    if not h.get("val_accuracy"):
+        raise RuntimeError(f"training produced no validation results; see {run_dir}")
+    best = max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i])
+    later = writer.epoch_seconds[1:] or writer.epoch_seconds
+    metrics = {
+        "preset": cfg.name,
+        "epochs_run": len(h["val_accuracy"]),
+        "final": {k: v[-1] for k, v in h.items()},
+        "best_val_accuracy": h["val_accuracy"][best],
+        "best_val_accuracy_epoch": best + 1,
+        "best_val_loss": min(h["val_loss"]),
+        "train_pairs": int(len(train.labels)),
+        "val_pairs": int(len(val.labels)),
+        "seconds_total": seconds,
+        "seconds_per_epoch_after_first": sum(later) / len(later),
+        "train_pairs_per_second": len(train.labels) / (sum(later) / len(later)),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return RunResult(run_dir=run_dir, metrics=metrics, model=model)
