@@ -3,7 +3,7 @@
 from kerasface.models.profile import ModelProfile, format_profile, profile_model
 from kerasface.models.registry import BACKBONES, build_backbone, list_backbones
 from kerasface.models.siamese import SiameseVerifier
-from kerasface.models.vargfacenet import VarGFaceNet, vargfacenet, vargfacenet_reduced
+from kerasface.models.vargfacenet import VarGFaceNet, vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 __all__ = [
     "BACKBONES",
@@ -16,4 +16,5 @@ __all__ = [
     "profile_model",
     "vargfacenet",
     "vargfacenet_reduced",
+    "vargfacenet_tiny",
 ]

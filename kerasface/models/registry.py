@@ -6,13 +6,14 @@ from typing import Callable
 
 import keras
 
-from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced
+from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 __all__ = ["BACKBONES", "build_backbone", "list_backbones"]
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "vargfacenet": vargfacenet,
     "vargfacenet_reduced": vargfacenet_reduced,
+    "vargfacenet_tiny": vargfacenet_tiny,
 }
 
 

@@ -35,7 +35,7 @@ from keras import layers
 
 from kerasface.layers import GroupConv2D
 
-__all__ = ["VarGFaceNet", "vargfacenet", "vargfacenet_reduced"]
+__all__ = ["VarGFaceNet", "vargfacenet", "vargfacenet_reduced", "vargfacenet_tiny"]
 
 
 class _Builder:
@@ -185,3 +185,12 @@ def vargfacenet_reduced(**kwargs):
     """The report's reduced VarGFaceNet (stage 3 with 4 normal blocks)."""
     kwargs.setdefault("name", "vargfacenet_reduced")
     return VarGFaceNet(normal_blocks=(2, 4, 3), **kwargs)
+
+
+def vargfacenet_tiny(**kwargs):
+    """A narrow, shallow VarGFaceNet (same block types) for tests and smoke runs."""
+    kwargs.setdefault("name", "vargfacenet_tiny")
+    kwargs.setdefault("channels", (16, 32, 64, 128))
+    kwargs.setdefault("last_channels", 256)
+    kwargs.setdefault("embedding_dim", 128)
+    return VarGFaceNet(normal_blocks=(1, 1, 1), **kwargs)

@@ -8,7 +8,6 @@ data counts, timing) and ``data_report.json`` (pairs kept/missing/corrupt).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -95,12 +94,18 @@ def build_verifier(cfg: PairExperiment) -> keras.Model:
 
 
 class _RunFolderWriter(keras.callbacks.Callback):
-    """Rewrites history.json and curves.png after every epoch (a cut run keeps its curves)."""
+    """After every epoch: history.json, curves.png, model.keras and metrics.json.
 
-    def __init__(self, run_dir: Path, title: str):
+    Every file is written atomically, so a run that is cut off (time limit,
+    kill) still leaves a loadable model and consistent metrics of its last
+    finished epoch (``metrics.json`` says ``"complete": false`` until the end).
+    """
+
+    def __init__(self, run_dir: Path, title: str, summary):
         super().__init__()
         self.run_dir = run_dir
         self.title = title
+        self.summary = summary  # callable(history, epoch_seconds, complete) -> metrics dict
         self.history: dict[str, list[float]] = {}
         self.epoch_seconds: list[float] = []
         self._t0 = 0.0
@@ -114,6 +119,8 @@ class _RunFolderWriter(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         write_json(self.run_dir / "history.json", self.history)
         plot_history(self.history, self.run_dir / "curves.png", title=self.title)
+        save_model(self.model, self.run_dir / "model.keras")
+        write_json(self.run_dir / "metrics.json", self.summary(self.history, self.epoch_seconds, False))
 
 
 def _new_run_dir(out: str, name: str) -> Path:
@@ -169,35 +176,40 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
                          low_light=cfg.low_light, low_light_seed=cfg.low_light_seed)
 
     model = build_verifier(cfg)
-    writer = _RunFolderWriter(run_dir, f"{cfg.name} ({cfg.backbone})")
+    n_train, n_val = int(len(train.labels)), int(len(val.labels))
+
+    def summary(h, epoch_seconds, complete):
+        best = max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i])
+        later = epoch_seconds[1:] or epoch_seconds
+        per_epoch = sum(later) / len(later)
+        return {
+            "preset": cfg.name,
+            "complete": complete,
+            "epochs_run": len(h["val_accuracy"]),
+            "epochs_planned": cfg.epochs,
+            "final": {k: v[-1] for k, v in h.items()},
+            "best_val_accuracy": h["val_accuracy"][best],
+            "best_val_accuracy_epoch": best + 1,
+            "best_val_loss": min(h["val_loss"]),
+            "train_pairs": n_train,
+            "val_pairs": n_val,
+            "epoch_seconds": epoch_seconds,
+            # Later epochs exclude the first one's graph tracing.
+            "seconds_per_epoch": per_epoch,
+            "train_pairs_per_second": n_train / per_epoch,
+        }
+
+    writer = _RunFolderWriter(run_dir, f"{cfg.name} ({cfg.backbone})", summary)
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
         keras.callbacks.TerminateOnNaN(),
         writer,
     ]
-    t0 = time.perf_counter()
+    # The dataset is already shuffled (seeded) by PairData.dataset.
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
-              verbose=verbose)
-    seconds = time.perf_counter() - t0
-    save_model(model, run_dir / "model.keras")
-
-    h = writer.history
-    if not h.get("val_accuracy"):
+              shuffle=False, verbose=verbose)
+    if not writer.history.get("val_accuracy"):
         raise RuntimeError(f"training produced no validation results; see {run_dir}")
-    best = max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i])
-    later = writer.epoch_seconds[1:] or writer.epoch_seconds
-    metrics = {
-        "preset": cfg.name,
-        "epochs_run": len(h["val_accuracy"]),
-        "final": {k: v[-1] for k, v in h.items()},
-        "best_val_accuracy": h["val_accuracy"][best],
-        "best_val_accuracy_epoch": best + 1,
-        "best_val_loss": min(h["val_loss"]),
-        "train_pairs": int(len(train.labels)),
-        "val_pairs": int(len(val.labels)),
-        "seconds_total": seconds,
-        "seconds_per_epoch_after_first": sum(later) / len(later),
-        "train_pairs_per_second": len(train.labels) / (sum(later) / len(later)),
-    }
+    metrics = summary(writer.history, writer.epoch_seconds, len(writer.history["val_accuracy"]) == cfg.epochs)
     write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir=run_dir, metrics=metrics, model=model)
