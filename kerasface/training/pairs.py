@@ -48,27 +48,25 @@ def resolve_pair_lists(data: Path, train_pairs: str | None, val_pairs: str | Non
     """
     dirs = _list_dirs(data)
 
-    def find(name: str) -> Path | None:
-        p = Path(name)
-        if p.is_file():
-            return p
-        for d in dirs:
-            if (d / name).is_file():
-                return d / name
-        return None
+    def near_data(name: str) -> Path | None:
+        return next((d / name for d in dirs if (d / name).is_file()), None)
+
+    def given(name: str) -> Path | None:
+        # A name the user typed: as given (relative to the working folder) first.
+        return Path(name) if Path(name).is_file() else near_data(name)
 
     if train_pairs or val_pairs:
-        defaults = next((d for d in _DEFAULT_LISTS if all(find(n) for n in d)), _DEFAULT_LISTS[0])
-        names = (train_pairs or defaults[0], val_pairs or defaults[1])
-        found = [find(n) for n in names]
-        for n, f in zip(names, found):
+        defaults = next((d for d in _DEFAULT_LISTS if all(near_data(n) for n in d)), _DEFAULT_LISTS[0])
+        names = (train_pairs, val_pairs)
+        found = [given(n) if n else near_data(d) for n, d in zip(names, defaults)]
+        for n, d, f in zip(names, defaults, found):
             if f is None:
                 raise FileNotFoundError(
-                    f"pairs list {n!r} not found (looked as given and in {', '.join(map(str, dirs))})"
+                    f"pairs list {n or d!r} not found (looked as given and in {', '.join(map(str, dirs))})"
                 )
         return found[0], found[1]
     for names in _DEFAULT_LISTS:
-        found = [find(n) for n in names]
+        found = [near_data(n) for n in names]
         if all(found):
             return found[0], found[1]
     raise FileNotFoundError(
