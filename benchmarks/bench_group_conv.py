@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from kerasface.layers import GroupConv2D  # noqa: E402
+from kerasface.layers import GroupConv2D, resolve_group_conv_implementation  # noqa: E402
 
 # (name, H=W, in, out, groups, stride): the grouped convs of VarGFaceNet.
 CASES = [
@@ -73,8 +73,6 @@ def main():
             np.testing.assert_allclose(layer(x).numpy(), ref(x).numpy(), rtol=1e-3, atol=1e-3)
             reps = args.native_repeats if impl == "native" else args.repeats
             row.append(f"{step_time(layer, x, reps):.1f}")
-        from kerasface.layers import resolve_group_conv_implementation
-
         print(f"| {name} | " + " | ".join(row) + f" | {resolve_group_conv_implementation('auto', g)} |",
               flush=True)
 
