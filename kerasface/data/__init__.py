@@ -25,6 +25,18 @@ _EXPORTS = {
     # lowlight.py (tensorflow, matplotlib)
     "low_light": "lowlight",
     "save_lowlight_grid": "lowlight",
+    # identities.py (numpy): compact file lists grouped by identity
+    "IdentityIndex": "identities",
+    "fold_identities": "identities",
+    # chunked.py (numpy, cv2; tensorflow only for the datasets)
+    "Chunk": "chunked",
+    "ChunkedLoader": "chunked",
+    "pk_plan": "chunked",
+    "pk_batches": "chunked",
+    "embed_images": "chunked",
+    "select_triplets": "chunked",
+    "triplet_dataset": "chunked",
+    "offline_triplet_dataset": "chunked",
     # pairs.py (tensorflow)
     "PairData": "pairs",
     "normalize_images": "pairs",
