@@ -1,4 +1,4 @@
-"""The ``kerasface`` command: ``train``, ``presets``, ``summary``, ``lowlight-grid``.
+"""The ``kerasface`` command: ``train``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``.
 
 ``python train_pairs.py ...`` is ``kerasface train ...``.
 """
@@ -41,6 +41,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--seed", type=int)
+    g.add_argument("--verify-every", type=int,
+                   help="verification metrics (AUC, EER) on the validation pairs every N epochs (0: at the end only)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="parent folder of run folders (default: runs)")
     g.add_argument("--run-dir", help="exact run folder to write (default: OUT/PRESET-TIMESTAMP)")
@@ -63,7 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="lowlight_grid.png")
     g.add_argument("-n", type=int, default=6, help="number of faces")
     g.add_argument("--seed", type=int, default=1234)
+    _add_align_args(sub.add_parser(
+        "align", help="detect (MTCNN) and align the faces of a folder tree or zip; resumable, with a CSV report"))
+    _add_evaluate_args(sub.add_parser(
+        "evaluate", help="verification metrics of a saved model on a pairs list (10-fold, ROC, EER, TAR@FAR)"))
     return parser
+
+
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="saved .keras model (embedding model, Siamese verifier or triplet graph), "
+                                 "or 'raw-pixels' for the non-learned baseline")
+    p.add_argument("--data", help="LFW folder or zip (default: the bundled sample data/lfw_sample)")
+    p.add_argument("--pairs", help="pairs list (default: pairs.txt, else pairsDevTest.txt, else pairsVal.txt next to --data)")
+    p.add_argument("--metric", choices=("cosine", "l2", "l2sq"), default="cosine",
+                   help="pair score of embedding models (default: cosine)")
+    p.add_argument("--flip", action="store_true",
+                   help="flip TTA: sum the embeddings of each face and its mirror, then L2-normalise")
+    p.add_argument("--image-size", type=int, help="input side (default: the model's; raw-pixels: 64)")
+    p.add_argument("--center-crop", type=float, default=1.0,
+                   help="fraction of the image kept before resizing (default 1.0: whole image)")
+    p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default="kerasface",
+                   help="pixel scaling the model expects: kerasface (x-127.5)/128 (default), unit x/255, raw 0..255")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--on-missing", choices=("skip", "error"), default="skip",
+                   help="pairs naming a missing image: leave them out (counted, listed) or stop")
+    p.add_argument("--cases", type=int, default=6, help="hardest pairs of each kind drawn in cases.png (0: none)")
+    p.add_argument("--out", help="folder for metrics.json, roc.png, cases.png "
+                                 "(default: next to the model, eval-<pairs name>)")
+    p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
 
 
 def _quiet_tf() -> None:
@@ -81,7 +110,7 @@ def _cmd_train(args) -> int:
         low_light_seed=args.low_light_seed, augment=args.augment, on_missing=args.on_missing,
         on_error=args.on_error, backbone=args.backbone, group_conv=args.group_conv,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        seed=args.seed, out=args.out,
+        seed=args.seed, verify_every=args.verify_every, out=args.out,
     )
     print(f"kerasface: preset {cfg.name}: {cfg.description}", flush=True)
     result = train_pairs(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto")
@@ -132,12 +161,97 @@ def _cmd_lowlight_grid(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from kerasface.experiments import bundled_sample_dir
+
+    data = Path(args.data) if args.data else bundled_sample_dir()
+    if not data.exists():
+        raise FileNotFoundError(f"--data not found: {str(data)!r}")
+    pairs = Path(args.pairs) if args.pairs else None
+    if pairs is not None and not pairs.is_file():
+        raise FileNotFoundError(f"--pairs not found: {str(pairs)!r}")
+
+    import keras
+
+    import kerasface  # noqa: F401  (registers the custom layers)
+    from kerasface.evaluation.baselines import BASELINES
+    from kerasface.evaluation.verification import default_pairs_file, evaluate_to_dir
+
+    pairs = pairs or default_pairs_file(data)
+    if args.model in BASELINES:
+        model = BASELINES[args.model](args.image_size or 64)
+        default_out = Path("runs") / f"{args.model}-eval-{pairs.stem}"
+    else:
+        path = Path(args.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {str(path)!r} (a .keras file, or one of {sorted(BASELINES)})")
+        model = keras.saving.load_model(path)
+        default_out = path.parent / f"eval-{pairs.stem}"
+    out = Path(args.out) if args.out else default_out
+    print(f"kerasface evaluate: {args.model} on {pairs} (images from {data})", flush=True)
+    result = evaluate_to_dir(
+        model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
+        metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
+        normalization=args.normalization, batch_size=args.batch_size, on_missing=args.on_missing,
+        verbose=2 if not sys.stderr.isatty() else "auto",
+    )
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+    else:
+        print(result.summary())
+        print(f"wrote {', '.join(str(out / f) for f in result.metrics['files'].values())}")
+    return 0
+
+
+def _add_align_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="folder tree <identity>/<image> (or holding lfw/ or lfw.zip), or a zip")
+    p.add_argument("dst", metavar="DST", help="output folder: the same tree of aligned crops, align_report.csv, "
+                                              "align_config.json; an interrupted run resumes here")
+    g = p.add_argument_group("crop")
+    g.add_argument("--size", type=int, default=112, help="crop side in pixels: 112 (ArcFace, default), 160, 224, ...")
+    g.add_argument("--margin", type=float, default=0.0,
+                   help="context added around the ArcFace framing, as a fraction of it per side (default 0)")
+    g.add_argument("--format", dest="fmt", choices=("jpg", "png"), default="jpg", help="crop file format (default jpg)")
+    g.add_argument("--jpeg-quality", type=int, default=95)
+    g = p.add_argument_group("face choice")
+    g.add_argument("--pick", choices=("largest", "central"), default="largest",
+                   help="several faces: align the largest box or the one nearest the centre (default largest)")
+    g.add_argument("--min-confidence", type=float, default=0.9, help="ignore faces scored lower (default 0.9)")
+    g.add_argument("--min-face-size", type=float, default=20.0,
+                   help="ignore faces whose box is smaller, in original pixels (default 20)")
+    g.add_argument("--on-no-face", choices=("skip", "center"), default="skip",
+                   help="no face passes: skip the image (recorded) or write a centre crop (default skip)")
+    g.add_argument("--center-crop", type=float, default=1.0,
+                   help="fraction of the shorter side the centre-crop fallback keeps (default 1.0; ~0.58 for LFW)")
+    g = p.add_argument_group("run")
+    g.add_argument("--detect-max-side", type=int, default=1024,
+                   help="downscale larger images for detection only (the warp reads the original); default 1024")
+    g.add_argument("--batch-size", type=int, default=16, help="images per detector call (default 16)")
+    g.add_argument("--limit", type=int, help="align only the first N images (sorted)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cmd_align(args) -> int:
+    from kerasface.data.align import AlignOptions
+    from kerasface.data.align_run import align_tree
+
+    opts = AlignOptions(size=args.size, margin=args.margin, pick=args.pick, min_confidence=args.min_confidence,
+                        min_face_size=args.min_face_size, on_no_face=args.on_no_face,
+                        center_crop=args.center_crop, detect_max_side=args.detect_max_side)
+    summary = align_tree(args.src, args.dst, opts, batch_size=args.batch_size, fmt=args.fmt,
+                         jpeg_quality=args.jpeg_quality, limit=args.limit, progress=not args.quiet)
+    print(summary.format())
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_tf()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "presets": _cmd_presets, "summary": _cmd_summary,
-                "lowlight-grid": _cmd_lowlight_grid}
+                "lowlight-grid": _cmd_lowlight_grid, "align": _cmd_align, "evaluate": _cmd_evaluate}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, ValueError, OSError) as e:

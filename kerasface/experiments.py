@@ -46,6 +46,8 @@ class PairExperiment:
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
+    # Verification metrics (AUC, EER, accuracy) on the validation list every N epochs; 0 = only at the end.
+    verify_every: int = 0
     # Output.
     out: str = "runs"
 

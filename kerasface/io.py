@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -30,8 +31,29 @@ def atomic_path(path, suffix=None):
 
 
 def write_json(path, obj) -> None:
+    """Write ``obj`` as indented strict JSON (NaN/inf -> null, numpy scalars/arrays -> numbers), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n")
+
+
+def _finite(o):
+    """NaN and infinities become ``null``: the file stays strict JSON."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    try:
+        import numpy as np
+
+        if isinstance(o, np.floating):
+            return _finite(float(o))
+        if isinstance(o, np.ndarray):
+            return _finite(o.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    return o
 
 
 def save_model(model, path) -> None:

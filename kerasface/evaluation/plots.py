@@ -1,4 +1,4 @@
-"""Training curves (train vs validation), as the reports draw them."""
+"""Plots: training curves (as the reports draw them), ROC with EER and TAR@FAR, hardest-pair case studies."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from kerasface.io import atomic_path  # noqa: E402
 
-__all__ = ["plot_history"]
+__all__ = ["plot_history", "plot_roc", "plot_case_pairs"]
 
 
 def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "loss")) -> None:
@@ -31,7 +31,104 @@ def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "los
         ax.legend()
     if title:
         fig.suptitle(title)
+    _save(fig, path)
+
+
+def _save(fig, path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def plot_roc(labels, scores, path, metrics: dict | None = None, title: str = "") -> None:
+    """Two panels: the ROC (linear axes, EER point, AUC) and TAR against FAR on a log axis.
+
+    ``metrics`` (from :func:`~kerasface.evaluation.verification.evaluate_pairs`)
+    adds the EER point, AUC and the TAR@FAR targets to the legend.
+    """
+    import numpy as np
+
+    from kerasface.evaluation.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    m = metrics or {}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    label = "ROC" if m.get("auc") is None else f"ROC (AUC {m['auc']:.4f})"
+    ax1.plot(fpr, tpr, "-", lw=1.6, label=label)
+    ax1.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="chance")
+    if m.get("eer_percent") is not None:
+        i = int(np.argmin(np.abs((1 - tpr) - fpr)))  # the EER's ROC point (metrics.equal_error_rate)
+        ax1.plot([fpr[i]], [tpr[i]], "o", color="C3", label=f"EER {m['eer_percent']:.2f} %")
+    ax1.set_xlabel("false accept rate (FPR)")
+    ax1.set_ylabel("true accept rate (TPR)")
+    ax1.set_xlim(0, 1)
+    ax1.set_ylim(0, 1.01)
+    ax1.grid(alpha=0.3)
+    ax1.legend(loc="lower right")
+    ax1.set_title("ROC")
+    keep = fpr > 0
+    if keep.any():
+        ax2.semilogx(fpr[keep], tpr[keep], "-", lw=1.6)
+        lo = fpr[keep].min()
+        ax2.set_xlim(min(lo, 1e-3) / 2, 1)
+    for far, t in (m.get("tar_at_far") or {}).items():
+        if t.get("reachable"):
+            ax2.plot([t["far"]], [t["tar"]], "s", label=f"TAR {100 * t['tar']:.1f} % @ FAR {far}")
+        else:
+            ax2.axvline(t["far"], ls="--", color="grey", lw=1, label=f"FAR {far}: too few negatives")
+    ax2.set_xlabel("false accept rate (log)")
+    ax2.set_ylabel("true accept rate")
+    ax2.set_ylim(0, 1.01)
+    ax2.grid(alpha=0.3, which="both")
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(loc="lower right")
+    ax2.set_title("TAR against FAR")
+    sub = []
+    if m.get("pairs_accounting"):
+        sub.append(f"{m['pairs_accounting']['evaluated']} pairs")
+    if m.get("score"):
+        sub.append(f"score: {m['score']}")
+    if m.get("accuracy_mean") is not None:
+        sub.append(f"{m['folds']}-fold accuracy {100 * m['accuracy_mean']:.2f} +- {100 * m['accuracy_std']:.2f} %")
+    fig.suptitle(" | ".join(filter(None, [title] + sub)))
+    _save(fig, path)
+
+
+def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, size: int = 112, center_crop: float = 1.0) -> None:
+    """The ``n`` hardest mismatched pairs (false accepts when over the threshold) and matched pairs
+    (false rejects when under it), each face pair with its names and score."""
+    import numpy as np
+
+    from kerasface.data.images import CorruptImageError, _crop_resize, decode_image
+    from kerasface.evaluation.verification import hardest_cases
+
+    fa, fr = hardest_cases(pair_scores, threshold, n)
+    rows = [("mismatched pairs with the highest scores", fa, "false accept"),
+            ("matched pairs with the lowest scores", fr, "false reject")]
+    cols = max(len(fa), len(fr), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 6.2), squeeze=False)
+    unit = pair_scores.score_name
+
+    def face(rel):
+        try:
+            return _crop_resize(decode_image(source.read_bytes(rel), rel), size, center_crop)
+        except (CorruptImageError, FileNotFoundError):
+            return np.zeros((size, size, 3), np.uint8)
+
+    for r, (heading, cases, err_name) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(cases):
+                continue
+            pair, score, is_error = cases[c]
+            ax.imshow(np.concatenate([face(pair.path1), face(pair.path2)], axis=1))
+            verdict = err_name if is_error else "correct"
+            ax.set_title(f"{pair.name1}\n{pair.name2 if pair.name2 != pair.name1 else '(same person)'}\n"
+                         f"{unit} {score:.3f} - {verdict}", fontsize=7,
+                         color="C3" if is_error else "black")
+        axes[r][0].text(-0.05, 0.5, heading, transform=axes[r][0].transAxes, rotation=90,
+                        va="center", ha="right", fontsize=8)
+    fig.suptitle(f"hardest pairs (threshold {threshold:.4f}; red = error)")
+    _save(fig, path)

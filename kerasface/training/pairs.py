@@ -16,10 +16,12 @@ from pathlib import Path
 import keras
 
 from kerasface.data import PairData, open_image_source, parse_pairs
-from kerasface.evaluation import plot_history
+from kerasface.evaluation.plots import plot_history
+from kerasface.evaluation.verification import evaluate_pairs, write_report
 from kerasface.experiments import PairExperiment, bundled_sample_dir
 from kerasface.io import save_model, write_json
 from kerasface.models import SiameseVerifier, build_backbone
+from kerasface.training.callbacks import VerificationCallback
 
 logger = logging.getLogger("kerasface.training")
 
@@ -198,7 +200,12 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
         }
 
     writer = _RunFolderWriter(run_dir, f"{cfg.name} ({cfg.backbone})", summary)
+    score_kwargs = dict(center_crop=cfg.center_crop, batch_size=cfg.batch_size,
+                        low_light_seed=cfg.low_light_seed if cfg.low_light else None)
     callbacks = [
+        # Before the loggers, so that its keys reach history.csv / history.json.
+        *([VerificationCallback(source, val.pairs, every=cfg.verify_every, prefix="val_verify_", **score_kwargs)]
+          if cfg.verify_every > 0 else []),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
         keras.callbacks.TerminateOnNaN(),
         writer,
@@ -209,5 +216,9 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     if not writer.history.get("val_accuracy"):
         raise RuntimeError(f"training produced no validation results; see {run_dir}")
     metrics = summary(writer.history, writer.epoch_seconds, len(writer.history["val_accuracy"]) == cfg.epochs)
+    # ROC, EER, AUC and the hardest pairs of the final model on the validation list.
+    verification = evaluate_pairs(model, source, val.pairs, verbose=0, **score_kwargs)
+    write_report(verification, run_dir, source=source, title=f"{cfg.name}: validation pairs", metrics_file=None)
+    metrics["verification"] = verification.metrics
     write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir=run_dir, metrics=metrics, model=model)
