@@ -40,6 +40,22 @@ _EXPORTS = {
     # pairs.py (tensorflow)
     "PairData": "pairs",
     "normalize_images": "pairs",
+    # align.py (numpy, cv2; mtcnn/tensorflow on first detection), align_run.py
+    "ARCFACE_TEMPLATE": "align",
+    "AlignOptions": "align",
+    "AlignResult": "align",
+    "Face": "align",
+    "MTCNNDetector": "align",
+    "align_face": "align",
+    "align_images": "align",
+    "decode_for_alignment": "align",
+    "estimate_similarity": "align",
+    "face_template": "align",
+    "tf_align_fn": "align",
+    "warp_face": "align",
+    "AlignSummary": "align_run",
+    "align_tree": "align_run",
+    "read_report": "align_run",
 }
 
 __all__ = sorted(_EXPORTS)

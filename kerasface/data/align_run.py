@@ -1,0 +1,386 @@
+"""``kerasface align SRC DST``: align a whole folder tree or zip, resumably.
+
+:func:`align_tree` reads every image ``<identity>/<image>`` of ``SRC`` (a
+folder tree, or a zip such as LFW's ``lfw.zip``), detects and aligns faces in
+batches (one detector call per batch) and mirrors the tree under ``DST``:
+
+* each crop is written through a temporary file and renamed into place, so a
+  killed run never leaves a half-written image;
+* one CSV row per image is appended to ``DST/align_report.csv`` and flushed
+  at once (columns :data:`REPORT_COLUMNS`), so the report of a killed run is
+  valid up to the last finished image;
+* a second run resumes: images whose row says they are finished (and whose
+  crop, if any, exists) are not read or detected again; rows for unfinished
+  images (``error``) are retried and replaced;
+* ``DST/align_config.json`` records the crop settings; resuming with other
+  settings is refused rather than mixing two kinds of crop in one tree.
+
+Bad inputs never stop the run: each image gets a status
+(:data:`kerasface.data.align.STATUSES`).  What does stop it -- a missing
+``SRC``, an unwritable ``DST``, a full disk -- raises ``FileNotFoundError`` /
+``ValueError`` / ``OSError`` with a plain message.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from ..io import atomic_path, write_json
+from .align import (ALIGNED, ALIGNED_MULTI, CORRUPT, ERROR, FALLBACK, NO_FACE, STATUSES, AlignOptions, AlignResult,
+                    Detector, align_detected, decode_for_alignment, detect_for_alignment)
+from .images import CorruptImageError
+from .lfw import FolderSource, ImageSource, open_image_source
+
+logger = logging.getLogger("kerasface.data")
+
+__all__ = ["REPORT_COLUMNS", "REPORT_NAME", "CONFIG_NAME", "AlignSummary", "align_tree", "read_report"]
+
+REPORT_NAME = "align_report.csv"
+CONFIG_NAME = "align_config.json"
+REPORT_COLUMNS = ("file", "status", "n_faces", "confidence", "box", "landmarks", "output", "reason")
+FORMATS = ("jpg", "png")
+# Statuses that are final: a resumed run does not redo them (``error`` is retried).
+_FINISHED = (ALIGNED, ALIGNED_MULTI, FALLBACK, NO_FACE, CORRUPT)
+_WITH_OUTPUT = (ALIGNED, ALIGNED_MULTI, FALLBACK)
+# Settings that change the crops: resuming with different values is refused.
+_CONFIG_KEYS = ("size", "margin", "pick", "min_confidence", "min_face_size", "on_no_face", "center_crop",
+                "detect_max_side", "format")
+
+
+@dataclass
+class AlignSummary:
+    """What :func:`align_tree` did.
+
+    ``counts`` maps each status to the number of images that have it in the
+    report (this run and earlier ones); ``processed`` images were handled by
+    this run, ``resumed`` were already finished; ``fallback_files`` /
+    ``no_face_files`` / ``bad_files`` list the relpaths that took the centre
+    crop, found no face, or were corrupt / failed; ``detect_s`` and
+    ``warp_s`` split this run's time between the detector calls (including the
+    downscaling of large images) and face choice + warp; ``read_s`` is reading and
+    decoding, ``write_s`` encoding and the atomic writes.
+    """
+
+    src: str
+    dst: str
+    report: str
+    total: int
+    processed: int
+    resumed: int
+    counts: dict
+    seconds: float
+    detector_calls: int = 0
+    detect_s: float = 0.0
+    warp_s: float = 0.0
+    read_s: float = 0.0
+    write_s: float = 0.0
+    fallback_files: list = field(default_factory=list)
+    no_face_files: list = field(default_factory=list)
+    bad_files: list = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        c = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        lines = [f"{self.total} images in {self.src}: {c or 'nothing'}",
+                 f"this run: {self.processed} images in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s), "
+                 f"{self.resumed} already done; detection {self.detect_s:.1f} s, warp {self.warp_s:.1f} s, "
+                 f"read+decode {self.read_s:.1f} s, write {self.write_s:.1f} s",
+                 f"crops under {self.dst}, report {self.report}"]
+        for label, files in (("centre-crop fallback", self.fallback_files), ("no face (skipped)", self.no_face_files),
+                             ("corrupt or failed", self.bad_files)):
+            if files:
+                more = f" (+{len(files) - 5} more)" if len(files) > 5 else ""
+                lines.append(f"{label}: {len(files)}: {', '.join(files[:5])}{more}")
+        return "\n".join(lines)
+
+
+class _Progress:
+    """Text progress bar with images/s on stderr: redrawn in place on a terminal, one line per 10 % otherwise."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, stream=None):
+        self.total, self.label, self.width = total, label, width
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and total > 0
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = self.last = time.monotonic()
+        self.last_decile = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        final = done >= self.total
+        if self.tty:
+            if not final and now - self.last < 0.25:
+                return
+        else:
+            decile = (10 * done) // self.total
+            if decile == self.last_decile:
+                return
+            self.last_decile = decile
+        self.last = now
+        dt = max(now - self.t0, 1e-9)
+        rate = done / dt
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        bar = "=" * int(self.width * done / self.total)
+        line = (f"{self.label} [{bar:<{self.width}}] {done}/{self.total} {rate:.1f} images/s "
+                f"{dt:.0f}s" + ("" if final else f" eta {eta:.0f}s"))
+        self.stream.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(values, digits: int = 1) -> str:
+    return " ".join(f"{float(v):.{digits}f}" for v in np.ravel(values))
+
+
+def _row(rel: str, r: AlignResult, output: str) -> dict:
+    f = r.face
+    return {"file": rel, "status": r.status, "n_faces": r.n_detected,
+            "confidence": "" if f is None else f"{f.confidence:.4f}",
+            "box": "" if f is None else _fmt(f.box), "landmarks": "" if f is None else _fmt(f.landmarks),
+            "output": output, "reason": r.reason}
+
+
+def read_report(path: Union[str, os.PathLike]) -> list[dict]:
+    """Rows of an align report CSV as dicts (columns :data:`REPORT_COLUMNS`).
+
+    A trailing row cut short by a killed run (wrong field count, unknown
+    status, or no final newline) is dropped.  Raises ``ValueError`` when the
+    header is not an align report's.
+    """
+    with open(path, encoding="utf-8", newline="") as f:
+        text = f.read()
+    if not text:
+        return []
+    complete = text.endswith("\n")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return []
+    if tuple(rows[0]) != REPORT_COLUMNS:
+        raise ValueError(f"{path}: not an align report (header {rows[0]!r}, expected {list(REPORT_COLUMNS)})")
+    body = rows[1:]
+    if body and not complete:
+        body = body[:-1]
+    return [dict(zip(REPORT_COLUMNS, r)) for r in body if len(r) == len(REPORT_COLUMNS) and r[1] in STATUSES]
+
+
+def _write_report(path: Path, rows: Sequence[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+
+
+# --------------------------------------------------------------------------- paths
+def _check_dst(dst: Path, source: ImageSource) -> None:
+    if isinstance(source, FolderSource) and dst.resolve() == source.path.resolve():
+        raise ValueError(f"DST {str(dst)!r} is the source folder itself; choose another folder for the aligned crops")
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"DST {str(dst)!r} exists and is not a folder")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create DST folder {str(dst)!r}: {e.strerror or e}") from None
+    try:
+        with tempfile.TemporaryFile(dir=dst):
+            pass
+    except OSError as e:
+        raise OSError(f"DST folder {str(dst)!r} is not writable: {e.strerror or e}") from None
+
+
+def _output_names(relpaths: Sequence[str], fmt: str) -> dict[str, str]:
+    """relpath -> output relpath with the ``fmt`` extension; ``a.png`` + ``a.jpg`` become ``a.png.jpg`` / ``a.jpg.jpg``."""
+    plain = {rel: str(Path(rel).with_suffix("." + fmt)).replace("\\", "/") for rel in relpaths}
+    seen: dict[str, int] = {}
+    for out in plain.values():
+        seen[out] = seen.get(out, 0) + 1
+    return {rel: out if seen[out] == 1 else f"{rel}.{fmt}" for rel, out in plain.items()}
+
+
+def _config(opts: AlignOptions, fmt: str) -> dict:
+    d = opts.as_dict()
+    d["format"] = fmt
+    return {k: d[k] for k in _CONFIG_KEYS}
+
+
+def _check_config(dst: Path, cfg: dict) -> None:
+    p = dst / CONFIG_NAME
+    if p.is_file():
+        try:
+            old = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{p}: unreadable align config ({e}); delete it to start afresh") from None
+        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in cfg.items() if old.get(k) != v]
+        if diff:
+            raise ValueError(f"{dst} holds crops made with other settings ({'; '.join(diff)}); "
+                             f"use another DST or the same settings to resume")
+    write_json(p, cfg)
+
+
+def _remove_stale_temporaries(dst: Path, fmt: str) -> int:
+    """Delete temporary files a killed run left (``.<stem>-XXXX.<fmt>``, made by ``atomic_path``)."""
+    n = 0
+    for p in dst.glob(f"*/.*-*.{fmt}"):
+        try:
+            p.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def _encode(crop: np.ndarray, fmt: str, jpeg_quality: int) -> bytes:
+    bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpg" else []
+    ok, buf = cv2.imencode("." + fmt, bgr, params)
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise ValueError(f"cannot encode a {crop.shape} crop as {fmt}")
+    return buf.tobytes()
+
+
+# --------------------------------------------------------------------------- the run
+def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.PathLike],
+               options: Optional[AlignOptions] = None, *, detector: Optional[Detector] = None,
+               batch_size: int = 16, fmt: str = "jpg", jpeg_quality: int = 95, limit: Optional[int] = None,
+               progress: bool = True, **overrides) -> AlignSummary:
+    """Align every image of ``src`` into ``dst`` (see the module docstring).
+
+    ``options`` / keyword ``overrides`` are :class:`~kerasface.data.align.AlignOptions`
+    fields; ``detector`` defaults to the shared MTCNN; ``batch_size`` images
+    share one detector call; ``fmt`` is the crop format (``"jpg"`` at
+    ``jpeg_quality``, or lossless ``"png"``); ``limit`` aligns only the first
+    ``limit`` images (sorted order).  Returns an :class:`AlignSummary`.
+    """
+    opts = options or AlignOptions()
+    if overrides:
+        opts = dataclasses.replace(opts, **overrides)
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(src, ImageSource) and not Path(src).expanduser().exists():
+        raise FileNotFoundError(f"SRC not found: {str(src)!r} (expected a folder <identity>/<image> or a .zip)")
+    source = open_image_source(src)
+    dst = Path(dst).expanduser()
+    _check_dst(dst, source)
+    relpaths = source.list_images()
+    if not relpaths:
+        raise ValueError(f"no images found in {source!r} (expected <identity>/<image> files)")
+    if limit is not None:
+        relpaths = relpaths[:max(0, int(limit))]
+    _check_config(dst, _config(opts, fmt))
+    n_stale = _remove_stale_temporaries(dst, fmt)
+    if n_stale:
+        logger.info("removed %d temporary file(s) left by an interrupted run", n_stale)
+    outputs = _output_names(relpaths, fmt)
+
+    report = dst / REPORT_NAME
+    prior: dict[str, dict] = {}
+    if report.is_file():
+        for row in read_report(report):
+            prior[row["file"]] = row          # the last row of a file wins
+    wanted = set(relpaths)
+    done = {rel for rel, row in prior.items()
+            if rel in wanted and row["status"] in _FINISHED
+            and (row["status"] not in _WITH_OUTPUT or (dst / row["output"]).is_file())}
+    # Rewrite the report: finished rows of earlier runs only (drops a cut-off last line and rows to redo).
+    kept = [row for rel, row in prior.items() if rel not in wanted or rel in done]
+    _write_report(report, kept)
+    todo = [rel for rel in relpaths if rel not in done]
+
+    label = f"align ({len(done)} already done)" if done else "align"
+    bar = _Progress(len(todo), label, enabled=progress)
+    t_start = time.monotonic()
+    t_read = t_detect = t_warp = t_write = 0.0
+    calls = 0
+    new_rows: list[dict] = []
+    with open(report, "a", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+
+        def record(row: dict) -> None:
+            writer.writerow(row)
+            fh.flush()
+            new_rows.append(row)
+
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            t0 = time.monotonic()
+            images, notes, names = [], [], []
+            for rel in chunk:
+                try:
+                    img, note = decode_for_alignment(source.read_bytes(rel), rel)
+                except CorruptImageError as e:
+                    record({**_row(rel, AlignResult(CORRUPT), ""), "reason": str(e)})
+                    continue
+                except (OSError, ValueError) as e:
+                    record({**_row(rel, AlignResult(ERROR), ""), "reason": f"cannot read: {e}"})
+                    continue
+                images.append(img)
+                notes.append(note)
+                names.append(rel)
+            t1 = time.monotonic()
+            t_read += t1 - t0
+            results: list[AlignResult] = []
+            if images:
+                calls += 1
+                try:
+                    faces = detect_for_alignment(images, detector, opts.detect_max_side)
+                except Exception as e:   # the detector failed for the whole batch: record, go on
+                    logger.warning("detection failed for %d image(s) (%s: %s)", len(images), type(e).__name__, e)
+                    faces = None
+                    results = [AlignResult(ERROR, reason=f"detection failed: {type(e).__name__}: {e}")] * len(images)
+                t2 = time.monotonic()
+                t_detect += t2 - t1
+                if faces is not None:
+                    for img, f, note in zip(images, faces, notes):
+                        try:
+                            results.append(align_detected(img, f, opts, note))
+                        except Exception as e:   # e.g. degenerate landmarks from a custom detector
+                            results.append(AlignResult(ERROR, n_detected=len(f), reason=f"alignment failed: {type(e).__name__}: {e}"))
+                t_warp += time.monotonic() - t2
+            for rel, r in zip(names, results):
+                out = ""
+                if r.crop is not None:
+                    out = outputs[rel]
+                    tw = time.monotonic()
+                    data = _encode(r.crop, fmt, jpeg_quality)
+                    try:
+                        with atomic_path(dst / out) as tmp:
+                            tmp.write_bytes(data)
+                    except OSError as e:
+                        raise OSError(f"cannot write {str(dst / out)!r}: {e.strerror or e}") from None
+                    t_write += time.monotonic() - tw
+                record(_row(rel, r, out))
+            bar.update(min(len(todo), start + len(chunk)))
+    seconds = time.monotonic() - t_start
+
+    rows = {rel: prior[rel] for rel in done}
+    rows.update({row["file"]: row for row in new_rows})
+    counts = {s: 0 for s in STATUSES}
+    for row in rows.values():
+        counts[row["status"]] += 1
+    by = lambda status: [rel for rel in relpaths if rel in rows and rows[rel]["status"] == status]
+    return AlignSummary(
+        src=str(getattr(source, "path", src)), dst=str(dst), report=str(report), total=len(relpaths),
+        processed=len(todo), resumed=len(done), counts=counts, seconds=seconds, detector_calls=calls,
+        detect_s=t_detect, warp_s=t_warp, read_s=t_read, write_s=t_write,
+        fallback_files=by(FALLBACK), no_face_files=by(NO_FACE), bad_files=by(CORRUPT) + by(ERROR))
