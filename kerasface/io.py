@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_json", "save_model"]
+__all__ = ["atomic_path", "jsonable", "write_json", "save_model"]
 
 
 @contextlib.contextmanager
@@ -33,24 +33,24 @@ def atomic_path(path, suffix=None):
 def write_json(path, obj) -> None:
     """Write ``obj`` as indented strict JSON (NaN/inf -> null, numpy scalars/arrays -> numbers), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n")
 
 
-def _finite(o):
-    """NaN and infinities become ``null``: the file stays strict JSON."""
+def jsonable(o):
+    """A copy of ``o`` fit for strict JSON: NaN and infinities become ``None``, numpy values plain numbers."""
     if isinstance(o, float):
         return o if math.isfinite(o) else None
     if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
+        return {k: jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
+        return [jsonable(v) for v in o]
     try:
         import numpy as np
 
         if isinstance(o, np.floating):
-            return _finite(float(o))
+            return jsonable(float(o))
         if isinstance(o, np.ndarray):
-            return _finite(o.tolist())
+            return jsonable(o.tolist())
     except ImportError:  # pragma: no cover
         pass
     return o

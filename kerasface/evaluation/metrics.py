@@ -23,6 +23,7 @@ __all__ = [
     "roc_curve",
     "roc_auc",
     "equal_error_rate",
+    "interpolated_eer",
     "tar_at_far",
     "accuracy_at",
     "best_threshold",
@@ -97,6 +98,24 @@ def equal_error_rate(labels, scores) -> tuple[float | None, float | None]:
     return float(max(fpr[i], fnr[i]) * 100.0), float(thr[i])
 
 
+def interpolated_eer(labels, scores) -> float | None:
+    """EER in percent where the piecewise-linear ROC crosses ``FNR = FPR`` (``None`` with one class).
+
+    Unlike :func:`equal_error_rate` (a point of the ROC) this is the exact
+    crossing, so constant scores give 50 % rather than 100 %.
+    """
+    labels, scores = _check(labels, scores)
+    if labels.all() or not labels.any():
+        return None
+    fpr, tpr, _ = roc_curve(labels, scores)
+    d = (1.0 - tpr) - fpr  # decreasing from 1 to -1 along the curve
+    i = int(np.nonzero(d <= 0)[0][0])
+    if d[i] == 0 or i == 0:
+        return float(fpr[i] * 100.0)
+    t = d[i - 1] / (d[i - 1] - d[i])
+    return float((fpr[i - 1] + t * (fpr[i] - fpr[i - 1])) * 100.0)
+
+
 def tar_at_far(labels, scores, far: float) -> dict:
     """True accept rate at a target false accept rate, interpolated on the ROC.
 
@@ -116,7 +135,7 @@ def tar_at_far(labels, scores, far: float) -> dict:
     if n_pos == 0 or n_neg == 0:
         out["note"] = "needs both matched and mismatched pairs"
         return out
-    if far * n_neg < 1.0:
+    if far * n_neg < 1.0 - 1e-9:
         need = math.ceil(1.0 / far - 1e-9)
         out["note"] = f"unreachable: FAR {far:g} needs at least {need} mismatched pairs, have {n_neg}"
         return out
@@ -215,5 +234,6 @@ def verification_metrics(labels, scores, folds=None, far_targets=(1e-3, 1e-2)) -
     out.update(best_threshold=t, best_threshold_accuracy=acc)
     out["auc"] = roc_auc(labels, scores)
     out["eer_percent"], out["eer_threshold"] = equal_error_rate(labels, scores)
+    out["eer_interpolated_percent"] = interpolated_eer(labels, scores)
     out["tar_at_far"] = {f"{far:g}": tar_at_far(labels, scores, far) for far in far_targets}
     return out

@@ -19,7 +19,7 @@ from kerasface.data import PairData, open_image_source, parse_pairs
 from kerasface.evaluation.plots import plot_history
 from kerasface.evaluation.verification import evaluate_pairs, write_report
 from kerasface.experiments import PairExperiment, bundled_sample_dir
-from kerasface.io import save_model, write_json
+from kerasface.io import jsonable, save_model, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import VerificationCallback
 
@@ -220,5 +220,6 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     verification = evaluate_pairs(model, source, val.pairs, verbose=0, **score_kwargs)
     write_report(verification, run_dir, source=source, title=f"{cfg.name}: validation pairs", metrics_file=None)
     metrics["verification"] = verification.metrics
+    metrics = jsonable(metrics)  # what metrics.json holds (NaN/inf as None)
     write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir=run_dir, metrics=metrics, model=model)

@@ -29,7 +29,7 @@ from kerasface.training.pairs import resolve_pair_lists
 EPOCHS = 4
 SIZE = 32
 OVERRIDES = dict(backbone="vargfacenet_tiny", image_size=SIZE, epochs=EPOCHS, batch_size=32,
-                 learning_rate=1e-3, group_conv="depthwise", seed=0)
+                 learning_rate=1e-3, group_conv="depthwise", seed=0, verify_every=2)
 
 
 # --- pair lists ----------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def test_run_folder_contents(run):
     _, result = run
     names = {p.name for p in result.run_dir.iterdir()}
     for name in ("model.keras", "config.json", "history.csv", "history.json", "curves.png",
-                 "metrics.json", "data_report.json"):
+                 "metrics.json", "data_report.json", "roc.png", "cases.png"):
         assert name in names, name
     assert not [n for n in names if n.startswith(".")], names  # no leftover temporary files
 
@@ -221,3 +221,21 @@ def test_run_files_respect_umask(run):
     csv_mode = stat.S_IMODE((result.run_dir / "history.csv").stat().st_mode)
     for name in ("config.json", "metrics.json", "model.keras"):
         assert stat.S_IMODE((result.run_dir / name).stat().st_mode) == csv_mode, name
+
+
+def test_verification_in_history_and_metrics(run, sample_dir):
+    """VerificationCallback (every 2 epochs) logs AUC/EER/accuracy; the run ends with a full report."""
+    _, result = run
+    h = json.loads((result.run_dir / "history.json").read_text())
+    for key in ("val_verify_accuracy", "val_verify_auc", "val_verify_eer"):
+        assert len(h[key]) == EPOCHS, key
+        assert h[key][0] is None and h[key][2] is None, (key, h[key])  # epochs 1 and 3: not evaluated
+        assert h[key][1] is not None and h[key][3] is not None, (key, h[key])
+    v = json.loads((result.run_dir / "metrics.json").read_text())["verification"]
+    assert v["pairs_accounting"]["evaluated"] == len(parse_pairs(sample_dir / "pairsVal.txt")) == 60
+    assert v["model_kind"] == "verifier" and v["score"] == "same_prob"
+    # The final report scores the same model on the same pairs as the callback's last evaluation.
+    assert v["auc"] == pytest.approx(h["val_verify_auc"][-1], abs=1e-9)
+    assert v["eer_percent"] == pytest.approx(h["val_verify_eer"][-1], abs=1e-9)
+    # ... and agrees with the validation accuracy Keras measured at p(same) >= 0.5.
+    assert v["accuracy_at_0.5"] == pytest.approx(h["val_accuracy"][-1], abs=1e-6)
