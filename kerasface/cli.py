@@ -231,6 +231,8 @@ def _add_align_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=16, help="images per detector call (default 16)")
     g.add_argument("--limit", type=int, help="align only the first N images (sorted)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--grid", metavar="PNG", help="also draw N originals and their crops into this PNG")
+    g.add_argument("--grid-n", type=int, default=8, help="faces in the --grid picture (default 8)")
 
 
 def _cmd_align(args) -> int:
@@ -243,6 +245,12 @@ def _cmd_align(args) -> int:
     summary = align_tree(args.src, args.dst, opts, batch_size=args.batch_size, fmt=args.fmt,
                          jpeg_quality=args.jpeg_quality, limit=args.limit, progress=not args.quiet)
     print(summary.format())
+    if args.grid:
+        from kerasface.data.align_run import save_alignment_grid
+
+        shown = save_alignment_grid(args.src, args.dst, args.grid, n=args.grid_n,
+                                    title=f"originals (MTCNN box, landmarks) and {args.size}x{args.size} aligned crops")
+        print(f"wrote {args.grid} ({len(shown)} faces)")
     return 0
 
 

@@ -284,6 +284,12 @@ class Face(NamedTuple):
 
 Detector = Callable[[Sequence[np.ndarray]], Sequence[Sequence[Face]]]
 
+#: MTCNN's default smallest face (pixels). mtcnn 1.0 sizes its image pyramid as if this were
+#: always 20: with a larger ``min_face_size`` the last pyramid levels shrink below PNet's 12-px
+#: window and the whole batch silently returns no face. Larger minimum sizes are therefore
+#: done by shrinking the image instead (:func:`detect_for_alignment`).
+MTCNN_MIN_FACE = 20
+
 _MTCNN_MODELS: dict = {}
 _MTCNN_LOCK = threading.Lock()
 
@@ -310,12 +316,17 @@ class MTCNNDetector:
     detection resolution); ``thresholds`` are its P/R/O-Net score thresholds.
     The network is built on the first call and cached per ``device`` for the
     whole process.  ``calls`` and ``images_seen`` count the work done.
+
+    ``min_face_size`` must be 12..20: mtcnn 1.0 builds a broken pyramid above 20 (every face
+    of the batch is lost); to skip small faces, shrink the images instead, as
+    :func:`detect_for_alignment` does for ``AlignOptions.min_face_size``.
     """
 
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.8),
                  scale_factor: float = 0.709, device: str = "CPU:0"):
-        if min_face_size < 12:
-            raise ValueError(f"MTCNN cannot search faces smaller than 12 px, got min_face_size={min_face_size}")
+        if not 12 <= min_face_size <= MTCNN_MIN_FACE:
+            raise ValueError(f"MTCNNDetector min_face_size must be 12..{MTCNN_MIN_FACE} (mtcnn 1.0 finds no face above 20; "
+                             f"shrink the images instead, e.g. AlignOptions(min_face_size=...)), got {min_face_size}")
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scale_factor = float(scale_factor)
@@ -388,11 +399,13 @@ class AlignOptions:
     * ``pick``: among several faces, ``"largest"`` box or most ``"central"`` box centre;
     * ``min_confidence``: faces scored lower are ignored;
     * ``min_face_size``: faces whose box (longer side, original pixels) is smaller are ignored;
+      above 20 it also speeds detection up: the detector sees the image shrunk by
+      ``20 / min_face_size`` (MTCNN's smallest face is 20 px), about 2x faster at 40 on LFW;
     * ``on_no_face``: ``"skip"`` (record, write nothing) or ``"center"`` (write a centre crop);
     * ``center_crop``: fraction of the shorter side the fallback keeps (0.58 matches LFW's
       250x250 framing to about the ArcFace scale);
     * ``detect_max_side``: images whose longer side exceeds this are downscaled for
-      detection only; the warp reads the original pixels.
+      detection only; the warp always reads the original pixels.
     """
 
     size: int = 112
@@ -454,13 +467,21 @@ def _resolve_options(options: Optional[AlignOptions], overrides: dict) -> AlignO
     return dataclasses.replace(opts, **overrides) if overrides else opts
 
 
-def _detection_copy(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """``(image for the detector, factor)``: downscaled by ``factor`` when larger than ``max_side``."""
+def _detection_copy(image: np.ndarray, max_side: int, min_face_size: float = 0.0) -> tuple[np.ndarray, float]:
+    """``(image for the detector, factor)``: the image scaled by ``factor <= 1``.
+
+    The factor shrinks images whose longer side exceeds ``max_side``, and images in which
+    faces below ``min_face_size`` (> 20) px are not wanted, so that ``min_face_size`` becomes
+    MTCNN's 20-pixel minimum: the same search, on fewer pixels.
+    """
     h, w = image.shape[:2]
-    if max(h, w) <= max_side:
+    f = min(1.0, max_side / float(max(h, w)))
+    if min_face_size > MTCNN_MIN_FACE:
+        f = min(f, MTCNN_MIN_FACE / float(min_face_size))
+    if f >= 1.0:
         return image, 1.0
-    f = max_side / float(max(h, w))
-    small = cv2.resize(image, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    nw, nh = max(1, int(round(w * f))), max(1, int(round(h * f)))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
     return small, f
 
 
@@ -506,10 +527,15 @@ def align_detected(image: np.ndarray, faces: Sequence[Face], opts: AlignOptions,
                        reason="; ".join(filter(None, [why, extra])))
 
 
-def detect_for_alignment(images: Sequence[np.ndarray], detector: Optional[Detector], max_side: int) -> list[list[Face]]:
-    """One detector call for all ``images`` (downscaled to ``max_side``); faces in original pixels."""
+def detect_for_alignment(images: Sequence[np.ndarray], detector: Optional[Detector], max_side: int,
+                         min_face_size: float = 0.0) -> list[list[Face]]:
+    """One detector call for all ``images``; faces in original pixels.
+
+    Each image is first downscaled so its longer side is at most ``max_side`` and, when
+    ``min_face_size`` > 20, so that a ``min_face_size`` face is 20 px (MTCNN's smallest).
+    """
     detector = detector or default_detector()
-    smalls, factors = zip(*(_detection_copy(img, max_side) for img in images)) if images else ((), ())
+    smalls, factors = zip(*(_detection_copy(img, max_side, min_face_size) for img in images)) if images else ((), ())
     found = detector(list(smalls))
     if len(found) != len(images):
         raise ValueError(f"detector returned {len(found)} results for {len(images)} images")
@@ -527,7 +553,7 @@ def align_images(images: Sequence[np.ndarray], options: Optional[AlignOptions] =
     """
     opts = _resolve_options(options, overrides)
     images = [_as_rgb_uint8(img) for img in images]
-    faces = detect_for_alignment(images, detector, opts.detect_max_side)
+    faces = detect_for_alignment(images, detector, opts.detect_max_side, opts.min_face_size)
     notes = notes or [()] * len(images)
     return [align_detected(img, f, opts, n) for img, f, n in zip(images, faces, notes)]
 

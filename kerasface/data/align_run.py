@@ -47,7 +47,8 @@ from .lfw import FolderSource, ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["REPORT_COLUMNS", "REPORT_NAME", "CONFIG_NAME", "AlignSummary", "align_tree", "read_report"]
+__all__ = ["REPORT_COLUMNS", "REPORT_NAME", "CONFIG_NAME", "AlignSummary", "align_tree", "read_report",
+           "save_alignment_grid"]
 
 REPORT_NAME = "align_report.csv"
 CONFIG_NAME = "align_config.json"
@@ -343,7 +344,7 @@ def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.Pat
             if images:
                 calls += 1
                 try:
-                    faces = detect_for_alignment(images, detector, opts.detect_max_side)
+                    faces = detect_for_alignment(images, detector, opts.detect_max_side, opts.min_face_size)
                 except Exception as e:   # the detector failed for the whole batch: record, go on
                     logger.warning("detection failed for %d image(s) (%s: %s)", len(images), type(e).__name__, e)
                     faces = None
@@ -384,3 +385,58 @@ def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.Pat
         processed=len(todo), resumed=len(done), counts=counts, seconds=seconds, detector_calls=calls,
         detect_s=t_detect, warp_s=t_warp, read_s=t_read, write_s=t_write,
         fallback_files=by(FALLBACK), no_face_files=by(NO_FACE), bad_files=by(CORRUPT) + by(ERROR))
+
+
+# --------------------------------------------------------------------------- picture
+def save_alignment_grid(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.PathLike],
+                        path: Union[str, os.PathLike], n: int = 8, title: Optional[str] = None) -> list[str]:
+    """PNG grid of ``n`` originals (top, with the detected box and landmarks) and their crops (bottom).
+
+    The images are spread evenly over the aligned rows of ``DST``'s report
+    (statuses ``aligned`` / ``aligned_multi``); the crops are read back from
+    ``DST`` and the template points are drawn on them as crosses.  Written
+    atomically with matplotlib's Agg canvas.  Returns the relpaths shown.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from .align import face_template
+
+    dst = Path(dst)
+    rows = [r for r in read_report(dst / REPORT_NAME) if r["status"] in (ALIGNED, ALIGNED_MULTI)]
+    if not rows:
+        raise ValueError(f"{dst / REPORT_NAME}: no aligned image to show")
+    cfg = json.loads((dst / CONFIG_NAME).read_text(encoding="utf-8"))
+    template = face_template(cfg["size"], cfg["margin"])
+    idx = list(dict.fromkeys(np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)))
+    picked = [rows[i] for i in idx]
+    source = open_image_source(src)
+    fig = Figure(figsize=(1.9 * len(picked), 4.3 if title else 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(picked), squeeze=False)
+    for j, row in enumerate(picked):
+        orig, _ = decode_for_alignment(source.read_bytes(row["file"]), row["file"])
+        crop = cv2.cvtColor(cv2.imread(str(dst / row["output"])), cv2.COLOR_BGR2RGB)
+        box = [float(v) for v in row["box"].split()]
+        lm = np.array([float(v) for v in row["landmarks"].split()]).reshape(5, 2)
+        ax = axes[0, j]
+        ax.imshow(orig)
+        ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color="yellow", lw=1))
+        ax.plot(lm[:, 0], lm[:, 1], "o", color="cyan", ms=2.5)
+        ax.set_xlabel(Path(row["file"]).stem.replace("_", " "), fontsize=6.5)
+        ax = axes[1, j]
+        ax.imshow(crop)
+        ax.plot(template[:, 0], template[:, 1], "+", color="red", ms=6, mew=1)
+        ax.set_xlabel(f"{row['status']} {float(row['confidence']):.3f}", fontsize=6.5)
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("original")
+    axes[1, 0].set_ylabel(f"aligned {cfg['size']}x{cfg['size']}")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(Path(path), suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return [r["file"] for r in picked]

@@ -12,6 +12,7 @@ import csv
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -212,6 +213,12 @@ def test_decode_png_rgba_grey_16bit_and_corrupt():
     assert img.dtype == np.uint8 and np.abs(img.astype(int) - rgb).max() <= 1 and notes == ["16-bit"]
     img, notes = decode_for_alignment(enc(".png", grey.astype(np.uint16) * 257), "g16.png")
     assert notes == ["16-bit", "greyscale"] and img.shape[2] == 3
+    # a JPEG whose EXIF says "rotate 90 degrees clockwise" (orientation 6) comes out upright
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0)
+    jpeg = enc(".jpg", bgr[:, :200])
+    exif = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff + jpeg[2:]
+    img, _ = decode_for_alignment(exif, "exif.jpg")
+    assert img.shape == (200, 250, 3)
     jpeg = (SAMPLE_LFW / LFW_FACES[0]).read_bytes()
     for bad in (b"", b"not an image at all", jpeg[: len(jpeg) // 2], enc(".png", bgr)[:2000]):
         with pytest.raises(CorruptImageError, match="bad.jpg"):
@@ -272,6 +279,10 @@ def test_large_images_are_downscaled_for_detection_only():
     direct = FakeDetector()([big])[0][0]
     np.testing.assert_allclose(faces[0][0].landmarks, direct.landmarks, atol=3)
     np.testing.assert_allclose(faces[0][0].box, direct.box, atol=3)
+    # a minimum face size above MTCNN's 20 px shrinks the detection copy so that it maps to 20 px
+    seen.clear()
+    detect_for_alignment([small], detector, max_side=1024, min_face_size=50)
+    assert seen == [(100, 100, 3)]
     r = align_images([big], detector=detector, size=112)[0]
     assert r.status == ALIGNED and r.crop.shape == (112, 112, 3)
     np.testing.assert_allclose(transform_points(r.matrix, r.landmarks), ARCFACE_TEMPLATE, atol=1e-6)
@@ -387,7 +398,9 @@ def test_killed_process_leaves_whole_files_and_a_valid_report(tmp_path):
     _make_tree(tmp_path / "src", n_faces=40)
     dst = tmp_path / "dst"
     script = r"""
-import sys, time, numpy as np
+import sys, time, types, numpy as np
+# Skip kerasface/__init__.py (it imports Keras/TensorFlow, which the runner does not need): 5 s saved.
+pkg = types.ModuleType("kerasface"); pkg.__path__ = [sys.argv[3]]; sys.modules["kerasface"] = pkg
 from kerasface.data.align import ARCFACE_TEMPLATE, Face
 from kerasface.data.align_run import align_tree
 
@@ -400,11 +413,12 @@ def slow_detector(images):   # one centred face per image, 0.15 s per image
         out.append([] if img.std() < 1 else [Face(np.array([0.3 * w, 0.3 * h, 0.7 * w, 0.7 * h]), 0.99, lm)])
     return out
 
+assert "tensorflow" not in sys.modules
 align_tree(sys.argv[1], sys.argv[2], detector=slow_detector, batch_size=2, size=224, fmt="png", progress=False)
 """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "src"), str(dst)],
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "src"), str(dst), str(REPO / "kerasface")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     report = dst / REPORT_NAME
@@ -478,6 +492,19 @@ def test_real_mtcnn_160_with_margin_and_huge_image(mtcnn):
     assert np.abs(crop_h.astype(float) - crop).mean() < 8.0
     again = max(mtcnn([crop_h])[0], key=lambda f: f.confidence).landmarks
     assert np.linalg.norm(again - face_template(160, 0.1), axis=1).mean() < 7.0
+
+
+def test_real_mtcnn_large_min_face_size(mtcnn):
+    """mtcnn 1.0 loses every face of a batch when asked for min_face_size > 20; the image is shrunk instead."""
+    with pytest.raises(ValueError, match="12..20"):
+        MTCNNDetector(min_face_size=40)
+    images = [_rgb(SAMPLE_LFW / rel) for rel in LFW_FACES]
+    ref = align_images(images, detector=mtcnn)
+    big_only = align_images(images, detector=mtcnn, min_face_size=40)   # detected on a 125x125 copy
+    for a, b in zip(ref, big_only):
+        assert b.status == ALIGNED
+        diff = np.abs(a.landmarks - b.landmarks)
+        assert np.median(diff) < 2.5 and diff.max() < 6.0, diff
 
 
 def test_real_mtcnn_no_face(mtcnn):
