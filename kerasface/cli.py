@@ -242,8 +242,13 @@ def _cmd_align(args) -> int:
     opts = AlignOptions(size=args.size, margin=args.margin, pick=args.pick, min_confidence=args.min_confidence,
                         min_face_size=args.min_face_size, on_no_face=args.on_no_face,
                         center_crop=args.center_crop, detect_max_side=args.detect_max_side)
-    summary = align_tree(args.src, args.dst, opts, batch_size=args.batch_size, fmt=args.fmt,
-                         jpeg_quality=args.jpeg_quality, limit=args.limit, progress=not args.quiet)
+    try:
+        summary = align_tree(args.src, args.dst, opts, batch_size=args.batch_size, fmt=args.fmt,
+                             jpeg_quality=args.jpeg_quality, limit=args.limit, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\nkerasface align: interrupted; the crops and report rows written so far are complete, "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     print(summary.format())
     if args.grid:
         from kerasface.data.align_run import save_alignment_grid

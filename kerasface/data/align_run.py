@@ -280,8 +280,18 @@ def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.Pat
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not isinstance(src, ImageSource) and not Path(src).expanduser().exists():
         raise FileNotFoundError(f"SRC not found: {str(src)!r} (expected a folder <identity>/<image> or a .zip)")
+    owned = not isinstance(src, ImageSource)
     source = open_image_source(src)
-    dst = Path(dst).expanduser()
+    try:
+        return _align_source(source, Path(dst).expanduser(), opts, detector, batch_size, fmt, jpeg_quality,
+                             limit, progress)
+    finally:
+        if owned:
+            source.close()
+
+
+def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: Optional[Detector], batch_size: int,
+                  fmt: str, jpeg_quality: int, limit: Optional[int], progress: bool) -> AlignSummary:
     _check_dst(dst, source)
     relpaths = source.list_images()
     if not relpaths:
@@ -381,7 +391,7 @@ def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.Pat
         counts[row["status"]] += 1
     by = lambda status: [rel for rel in relpaths if rel in rows and rows[rel]["status"] == status]
     return AlignSummary(
-        src=str(getattr(source, "path", src)), dst=str(dst), report=str(report), total=len(relpaths),
+        src=str(source.path), dst=str(dst), report=str(report), total=len(relpaths),
         processed=len(todo), resumed=len(done), counts=counts, seconds=seconds, detector_calls=calls,
         detect_s=t_detect, warp_s=t_warp, read_s=t_read, write_s=t_write,
         fallback_files=by(FALLBACK), no_face_files=by(NO_FACE), bad_files=by(CORRUPT) + by(ERROR))
@@ -434,6 +444,8 @@ def save_alignment_grid(src: Union[str, os.PathLike, ImageSource], dst: Union[st
             ax.set_yticks([])
     axes[0, 0].set_ylabel("original")
     axes[1, 0].set_ylabel(f"aligned {cfg['size']}x{cfg['size']}")
+    if not isinstance(src, ImageSource):
+        source.close()
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

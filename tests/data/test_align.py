@@ -342,6 +342,20 @@ def test_align_tree_skip_records_no_face_and_writes_nothing(tmp_path):
     assert s.no_face_files == ["Zz_Bad/flat.png"]
 
 
+def test_align_tree_reads_a_zip(tmp_path):
+    import zipfile
+
+    names = LFW_FACES[:3]
+    with zipfile.ZipFile(tmp_path / "lfw.zip", "w") as z:
+        for rel in names:
+            z.write(SAMPLE_LFW / rel, f"lfw/{rel}")
+    fake = FakeDetector()
+    s = align_tree(tmp_path / "lfw.zip", tmp_path / "dst", detector=fake, fmt="png", progress=False)
+    assert s.counts[ALIGNED] == 3 and fake.calls == 1
+    assert sorted(p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").glob("*/*.png")) == \
+        sorted(rel.replace(".jpg", ".png") for rel in names)
+
+
 def test_interrupted_run_resumes_without_redoing(tmp_path):
     files = _make_tree(tmp_path / "src", n_faces=13)       # 15 files, 14 decodable
     dst = tmp_path / "dst"
@@ -439,7 +453,7 @@ align_tree(sys.argv[1], sys.argv[2], detector=slow_detector, batch_size=2, size=
     assert fake.images == 41 - sum(r["status"] != CORRUPT for r in rows.values())
 
 
-def test_cli_errors_that_stop_the_run(tmp_path, capsys):
+def test_cli_errors_that_stop_the_run(tmp_path, capsys, monkeypatch):
     assert main(["align", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "SRC not found" in err and "missing" in err and "Traceback" not in err
@@ -450,6 +464,15 @@ def test_cli_errors_that_stop_the_run(tmp_path, capsys):
     assert "cannot create DST" in err and "Traceback" not in err
     assert main(["align", str(tmp_path / "src"), str(tmp_path / "src"), "--quiet"]) == 2
     assert "source folder itself" in capsys.readouterr().err
+    # Ctrl-C: a plain message and exit status 130, no traceback
+    import kerasface.data.align_run as run_mod
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "align_tree", interrupted)
+    assert main(["align", str(tmp_path / "src"), str(tmp_path / "out2"), "--quiet"]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
     if os.geteuid() != 0:     # root ignores directory permissions
         ro = tmp_path / "ro"
         ro.mkdir()
