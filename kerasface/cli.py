@@ -86,6 +86,9 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="fraction of the image kept before resizing (default 1.0: whole image)")
     p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default="kerasface",
                    help="pixel scaling the model expects: kerasface (x-127.5)/128 (default), unit x/255, raw 0..255")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="Siamese verifier or triplet graph: score pairs with its shared embedding model "
+                        "(--metric) instead of the verifier's 'same' probability")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--on-missing", choices=("skip", "error"), default="skip",
                    help="pairs naming a missing image: leave them out (counted, listed) or stop")
@@ -189,6 +192,11 @@ def _cmd_evaluate(args) -> int:
             raise FileNotFoundError(f"model not found: {str(path)!r} (a .keras file, or one of {sorted(BASELINES)})")
         model = keras.saving.load_model(path)
         default_out = path.parent / f"eval-{pairs.stem}"
+        if args.backbone_only:
+            from kerasface.evaluation.embeddings import embedding_submodel
+
+            model = embedding_submodel(model)
+            default_out = path.parent / f"eval-{pairs.stem}-backbone"
     out = Path(args.out) if args.out else default_out
     print(f"kerasface evaluate: {args.model} on {pairs} (images from {data})", flush=True)
     result = evaluate_to_dir(

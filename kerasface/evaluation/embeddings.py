@@ -35,6 +35,7 @@ __all__ = [
     "model_image_size",
     "Embeddings",
     "extract_embeddings",
+    "embed_views",
     "iter_images",
 ]
 
@@ -147,6 +148,23 @@ def extract_embeddings(model: keras.Model, source, relpaths: Sequence[str], *, i
     low-light experiment's fixed dark set). ``verbose`` goes to ``model.predict``
     (its progress bar).
     """
+    unique, views, ok = embed_views(model, source, relpaths, mirrored=flip, image_size=image_size,
+                                    center_crop=center_crop, normalization=normalization,
+                                    low_light_seed=low_light_seed, batch_size=batch_size, verbose=verbose)
+    vec = views[0] + views[1] if flip else views[0]
+    if l2_normalize or flip:
+        norms = np.linalg.norm(vec, axis=1, keepdims=True)
+        vec = vec / np.maximum(norms, 1e-12)
+    return Embeddings(vec, unique, ok, flip, bool(l2_normalize or flip))
+
+
+def embed_views(model: keras.Model, source, relpaths: Sequence[str], *, mirrored: bool = False, image_size: int | None = None, center_crop: float = 1.0, normalization: str = "kerasface", low_light_seed: int | None = None, batch_size: int = 64, verbose="auto") -> tuple[list, list, np.ndarray]:
+    """Raw model outputs for the distinct images of ``relpaths``: ``(relpaths, views, ok)``.
+
+    ``views[0]`` embeds the images as they are; with ``mirrored`` ``views[1]``
+    embeds their horizontal mirrors. Nothing is normalised. ``ok[i]`` is False
+    for an undecodable image (its rows are the embedding of a black image).
+    """
     model = embedding_submodel(model)
     size = model_image_size(model, image_size)
     if image_size is not None and image_size != size:
@@ -157,7 +175,6 @@ def extract_embeddings(model: keras.Model, source, relpaths: Sequence[str], *, i
     if not unique:
         raise ValueError("no images to embed")
     bad: list = []
-
     ids = [stable_image_id(r) for r in unique]
 
     def gen():
@@ -181,13 +198,8 @@ def extract_embeddings(model: keras.Model, source, relpaths: Sequence[str], *, i
         out = model.predict(ds, steps=steps, verbose=verbose)
         return np.asarray(out, dtype=np.float64).reshape(len(unique), -1)
 
-    vec = run(False)
-    if flip:
-        vec = vec + run(True)
-    if l2_normalize or flip:
-        norms = np.linalg.norm(vec, axis=1, keepdims=True)
-        vec = vec / np.maximum(norms, 1e-12)
+    views = [run(False)] + ([run(True)] if mirrored else [])
     ok = np.ones(len(unique), bool)
     for i, _, _ in bad:
         ok[i] = False
-    return Embeddings(vec, unique, ok, flip, bool(l2_normalize or flip))
+    return unique, views, ok

@@ -123,6 +123,21 @@ def test_siamese_verifier_scores_are_its_same_probability(sample_dir, val_pairs,
     assert m["accuracy_at_0.5"] == pytest.approx(np.mean((ref >= 0.5) == ps.labels))
 
 
+def test_other_two_input_models_are_scored_pair_by_pair(sample_dir, val_pairs, faces):
+    """No SiameseVerifier head (abs_diff ... same_prob): both faces of each pair go through the model."""
+    from kerasface.evaluation.verification import verifier_head
+
+    emb = tiny_embedder(6)
+    a_in, b_in = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Concatenate()([emb(a_in), emb(b_in)])
+    model = keras.Model([a_in, b_in], keras.layers.Dense(2, activation="softmax")(x))
+    assert verifier_head(model) is None
+    a = norm(np.stack([faces[p.path1] for p in val_pairs]))
+    b = norm(np.stack([faces[p.path2] for p in val_pairs]))
+    ref = model.predict([a, b], verbose=0)[:, 1]
+    np.testing.assert_allclose(score_pairs(model, sample_dir, val_pairs, verbose=0).scores, ref, atol=1e-5)
+
+
 def test_triplet_graph_uses_its_shared_embedding_model(sample_dir, val_pairs):
     emb = tiny_embedder(2)
     ins = [keras.Input((SIZE, SIZE, 3), name=n) for n in ("anchor", "positive", "negative")]
