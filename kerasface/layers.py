@@ -8,6 +8,8 @@ loads with ``import kerasface`` and the default ``safe_mode=True``.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -15,6 +17,10 @@ __all__ = [
     "GroupConv2D",
     "AbsoluteDifference",
     "L2Normalize",
+    "L2Pooling2D",
+    "LocalResponseNormalization",
+    "EuclideanDistance",
+    "StackDistances",
     "resolve_group_conv_implementation",
 ]
 
@@ -239,6 +245,164 @@ class L2Normalize(keras.layers.Layer):
         config = super().get_config()
         config.update(axis=self.axis, epsilon=self.epsilon)
         return config
+
+
+@_register
+class L2Pooling2D(keras.layers.Layer):
+    """L2 pooling (FaceNet NN2): ``sqrt(max(sum over the window of x^2, epsilon))``.
+
+    ``mode="sum"`` is the L2 norm of each window (the paper's L2 pooling);
+    ``mode="mean"`` divides the sum of squares by the number of window elements
+    inside the image (padding excluded, like TensorFlow's average pooling), i.e.
+    the root mean square. The window sum is a depthwise convolution with a
+    constant ones kernel, so the result is exact on every backend and with
+    ``"same"`` padding. Squares, sums and the square root are computed in
+    float32 whatever the compute dtype (mixed precision), and the epsilon keeps
+    the value and the gradient finite for an all-zero window (ReLU outputs).
+    Inputs are channels-last.
+    """
+
+    def __init__(self, pool_size=3, strides=1, padding="same", mode="sum", epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = _pair(pool_size)
+        self.strides = _pair(strides)
+        self.padding = padding.lower()
+        if self.padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if mode not in ("sum", "mean"):
+            raise ValueError(f"mode must be 'sum' or 'mean', got {mode!r}")
+        self.mode = mode
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        kh, kw = self.pool_size
+        channels = x.shape[-1]
+        sq = ops.square(x)
+        total = ops.depthwise_conv(sq, ops.ones((kh, kw, channels, 1), "float32"),
+                                   strides=self.strides, padding=self.padding)
+        if self.mode == "mean":
+            count = ops.depthwise_conv(ops.ones_like(sq[..., :1]), ops.ones((kh, kw, 1, 1), "float32"),
+                                       strides=self.strides, padding=self.padding)
+            total = total / count
+        out = ops.sqrt(ops.maximum(total, self.epsilon))
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],
+                _out_len(input_shape[1], self.pool_size[0], self.strides[0], self.padding),
+                _out_len(input_shape[2], self.pool_size[1], self.strides[1], self.padding),
+                input_shape[3])
+
+    def macs(self, output_shape) -> int:
+        """One square-accumulate per window element and output value (one sample)."""
+        kh, kw = self.pool_size
+        return int(output_shape[1] * output_shape[2] * output_shape[3] * kh * kw)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, strides=self.strides, padding=self.padding,
+                      mode=self.mode, epsilon=self.epsilon)
+        return config
+
+
+@_register
+class LocalResponseNormalization(keras.layers.Layer):
+    """Cross-channel local response normalisation (AlexNet / GoogLeNet "norm").
+
+    ``x / (bias + alpha * sum_{|j - c| <= depth_radius} x_j^2) ** beta`` with
+    the semantics of ``tf.nn.local_response_normalization`` (``alpha`` is not
+    divided by the window size). Defaults follow GoogLeNet's Caffe model
+    (window 5, ``alpha`` 1e-4 / 5, ``beta`` 0.75, ``bias`` 1). Channels-last.
+    """
+
+    def __init__(self, depth_radius=2, bias=1.0, alpha=2e-5, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        r = self.depth_radius
+        channels = inputs.shape[-1]
+        sq = ops.square(inputs)
+        pad = [[0, 0]] * (len(inputs.shape) - 1) + [[r, r]]
+        padded = ops.pad(sq, pad)
+        total = padded[..., 0:channels]
+        for i in range(1, 2 * r + 1):
+            total = total + padded[..., i:i + channels]
+        return inputs / ops.power(self.bias + self.alpha * total, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def macs(self, output_shape) -> int:
+        """One square-accumulate per channel of the window and output value (one sample)."""
+        return int(math.prod(output_shape[1:]) * (2 * self.depth_radius + 1))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha,
+                      beta=self.beta)
+        return config
+
+
+@_register
+class EuclideanDistance(keras.layers.Layer):
+    """Row-wise distance of two embeddings ``[a, b]`` -> shape ``(batch, 1)``.
+
+    ``squared=False``: ``sqrt(max(sum((a - b)^2), epsilon))``: the value is at
+    least ``sqrt(epsilon)`` and the gradient is finite (zero) when ``a == b``,
+    where the plain ``sqrt`` has an infinite derivative that turns into NaN.
+    ``squared=True``: ``sum((a - b)^2)`` (no square root, no epsilon needed).
+    The layer computes in float32 unless given another ``dtype``, so a
+    mixed-precision model still feeds its loss float32 distances. Replaces the
+    monograph's Lambda distance layers (named ``pos_dist`` / ``neg_dist`` in
+    :func:`kerasface.models.TripletModel`).
+    """
+
+    def __init__(self, squared=False, epsilon=1e-12, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.squared = bool(squared)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        a, b = inputs
+        d2 = ops.sum(ops.square(a - b), axis=-1, keepdims=True)
+        if self.squared:
+            return d2
+        return ops.sqrt(ops.maximum(d2, self.epsilon))
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape[0][:-1]), 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(squared=self.squared, epsilon=self.epsilon)
+        return config
+
+
+@_register
+class StackDistances(keras.layers.Layer):
+    """``[pos_dist, neg_dist]``, each ``(batch, 1)`` -> ``(batch, 2, 1)`` (index 0 positive).
+
+    The monograph's stacked output that every triplet loss reads. float32
+    unless given another ``dtype``.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        pos, neg = inputs
+        return ops.stack([pos, neg], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        pos = tuple(input_shape[0])
+        return (pos[0], 2, *pos[1:])
 
 
 def _pair(v):

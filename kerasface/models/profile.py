@@ -8,8 +8,11 @@ How each figure is counted (printed by ``kerasface summary``):
   BN moving mean and variance.
 * **MACs**: multiply-accumulates of one sample in convolutions (grouped and
   depthwise included) and dense layers, ``out_h * out_w * out_c * kh * kw *
-  in_c / groups``; BN, activations, additions, pooling and SE scaling are
-  not counted. Many papers call this figure "FLOPs".
+  in_c / groups``; BN, activations, additions, max/average pooling and SE
+  scaling are not counted. Layers defining ``macs(output_shape)`` (kerasface's
+  ``L2Pooling2D`` and ``LocalResponseNormalization``: one square-accumulate
+  per window element) count what that returns. Many papers call this figure
+  "FLOPs".
 * **activation memory**: the sum of every layer's float32 output for one
   sample (inputs excluded), in MB of 2**20 bytes.
 """
@@ -55,7 +58,7 @@ def _count(weights) -> int:
 
 
 def _layer_macs(layer, out_shape) -> int:
-    if isinstance(layer, GroupConv2D):
+    if isinstance(layer, GroupConv2D) or callable(getattr(layer, "macs", None)):
         return layer.macs(out_shape)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size

@@ -6,11 +6,13 @@ from typing import Callable
 
 import keras
 
+from kerasface.models.facenet_nn2 import facenet_nn2
 from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 __all__ = ["BACKBONES", "build_backbone", "list_backbones"]
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    "facenet_nn2": facenet_nn2,
     "vargfacenet": vargfacenet,
     "vargfacenet_reduced": vargfacenet_reduced,
     "vargfacenet_tiny": vargfacenet_tiny,

@@ -1,0 +1,83 @@
+"""Losses: the triplet family of report 004 (FaceNet).
+
+Two kinds, selectable by name with :func:`get_triplet_loss`:
+
+* read the triplet graph's stacked distances ``(batch, 2, 1)``
+  (:func:`kerasface.models.TripletModel`), ``y_true`` ignored:
+  ``"hinge"`` ``mean(max(0, d_pos - d_neg + margin))``, ``"difference"``
+  ``mean(d_pos - d_neg)``, and their ``"_squared"`` forms (distances squared
+  first);
+* mine triplets online inside a P x K batch from integer labels and
+  embeddings: ``"batch_all"``, ``"batch_hard"``, ``"semi_hard"``.
+
+:func:`select_triplets` (NumPy) is the offline, chunk-wise FaceNet selection.
+Every loss and metric class is registered under the ``kerasface`` package.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from kerasface.losses.mining import select_triplets
+from kerasface.losses.online import (
+    BatchAllTripletLoss,
+    BatchHardTripletLoss,
+    SemiHardTripletLoss,
+    batch_all_triplet_loss,
+    batch_hard_triplet_loss,
+    pairwise_distances,
+    semi_hard_triplet_loss,
+)
+from kerasface.losses.triplet import (
+    TripletAccuracy,
+    TripletDifferenceLoss,
+    TripletDistanceMean,
+    TripletHingeLoss,
+)
+
+__all__ = [
+    "TRIPLET_LOSSES",
+    "BatchAllTripletLoss",
+    "BatchHardTripletLoss",
+    "SemiHardTripletLoss",
+    "TripletAccuracy",
+    "TripletDifferenceLoss",
+    "TripletDistanceMean",
+    "TripletHingeLoss",
+    "batch_all_triplet_loss",
+    "batch_hard_triplet_loss",
+    "get_triplet_loss",
+    "pairwise_distances",
+    "select_triplets",
+    "semi_hard_triplet_loss",
+]
+
+# name -> (class, fixed keyword arguments); "stack" losses read (batch, 2, 1),
+# "online" ones take (labels, embeddings).
+TRIPLET_LOSSES = {
+    "hinge": (TripletHingeLoss, {"squared": False}),
+    "hinge_squared": (TripletHingeLoss, {"squared": True}),
+    "difference": (TripletDifferenceLoss, {"squared": False}),
+    "difference_squared": (TripletDifferenceLoss, {"squared": True}),
+    "batch_all": (BatchAllTripletLoss, {}),
+    "batch_hard": (BatchHardTripletLoss, {}),
+    "semi_hard": (SemiHardTripletLoss, {}),
+}
+
+
+def get_triplet_loss(name: str, **kwargs) -> keras.losses.Loss:
+    """Build the triplet loss registered as ``name`` (see ``TRIPLET_LOSSES``).
+
+    Keyword arguments go to the class (``margin=...``, ``squared=...`` for the
+    online losses, ...); the ``_squared`` names fix ``squared=True``.
+    """
+    try:
+        cls, fixed = TRIPLET_LOSSES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown triplet loss {name!r}; known: {', '.join(sorted(TRIPLET_LOSSES))}"
+        ) from None
+    clash = set(fixed) & set(kwargs)
+    if clash:
+        raise ValueError(f"{name!r} fixes {sorted(clash)}; do not pass them")
+    return cls(**fixed, **kwargs)
