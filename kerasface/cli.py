@@ -86,6 +86,9 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="fraction of the image kept before resizing (default 1.0: whole image)")
     p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default="kerasface",
                    help="pixel scaling the model expects: kerasface (x-127.5)/128 (default), unit x/255, raw 0..255")
+    p.add_argument("--low-light-seed", type=int,
+                   help="darken every face with the report-000 low-light transform of this seed "
+                        "(the vargface-lowlight presets use 1234)")
     p.add_argument("--backbone-only", action="store_true",
                    help="Siamese verifier or triplet graph: score pairs with its shared embedding model "
                         "(--metric) instead of the verifier's 'same' probability")
@@ -202,7 +205,8 @@ def _cmd_evaluate(args) -> int:
     result = evaluate_to_dir(
         model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
         metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
-        normalization=args.normalization, batch_size=args.batch_size, on_missing=args.on_missing,
+        normalization=args.normalization, low_light_seed=args.low_light_seed,
+        batch_size=args.batch_size, on_missing=args.on_missing,
         verbose=2 if not sys.stderr.isatty() else "auto",
     )
     if args.json:
