@@ -49,8 +49,8 @@ class TripletHingeLoss(keras.losses.Loss):
     Args:
         margin: the hinge margin. With unit-length embeddings a distance is at
             most 2 (a squared distance at most 4): a margin at or above that
-            can never be met, every triplet stays active and the loss cannot
-            fall below ``margin - 2`` (report 004's "stuck at 4").
+            can never be met: every triplet stays active and, with plain
+            distances, the loss cannot fall below ``margin - 2``.
         squared: square the stacked distances first.
     """
 

@@ -39,7 +39,7 @@ Normalisation (``norm``):
   statistics.
 * ``"lrn"``: the paper's form: convolutions with biases and ReLU, no BN, and a
   :class:`kerasface.layers.LocalResponseNormalization` at the two "norm" rows
-  (after pool1 and before pool2). Trainable parameters 7,456,432.
+  (after pool1 and before pool2). Trainable parameters 7,456,304.
 
 Layer names are readable and never contain "1x1" (the monograph's Keras build
 hit that): ``inception_3a_b1_conv``, ``inception_3a_b3_reduce``,
