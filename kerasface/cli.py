@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="params, MACs and activation memory of a backbone")
     s.add_argument("name", nargs="?", help="backbone name")
     s.add_argument("--list", action="store_true", help="list the backbone names")
-    s.add_argument("--input-size", type=int, default=112)
+    s.add_argument("--input-size", type=int, help="input side (default: the backbone's own, e.g. 112 or 224)")
     s.add_argument("--per-layer", action="store_true")
     s.add_argument("--json", action="store_true", help="print the figures as JSON")
     g = sub.add_parser("lowlight-grid", help="PNG of faces next to their low-light versions")
@@ -142,7 +142,8 @@ def _cmd_summary(args) -> int:
     if args.list or not args.name:
         print("\n".join(list_backbones()))
         return 0
-    model = build_backbone(args.name, input_shape=(args.input_size, args.input_size, 3))
+    kwargs = {"input_shape": (args.input_size, args.input_size, 3)} if args.input_size else {}
+    model = build_backbone(args.name, **kwargs)
     prof = profile_model(model)
     if args.json:
         print(json.dumps(prof.as_dict(), indent=2))
