@@ -6,8 +6,10 @@ photos at a time.  Here:
 * :class:`ChunkedLoader` walks an :class:`~kerasface.data.identities.IdentityIndex`
   (a compact file list of any size) in *chunks* of at most ``chunk_size``
   images, decoding only the chunk's images (thread pool, OpenCV) into one
-  uint8 array ``[n, s, s, 3]``.  Memory is bounded by the chunk (plus one
-  prefetched chunk), not by the data set.  Two sampling modes, both seeded and
+  uint8 array ``[n, s, s, 3]``.  Memory is bounded by the chunk (at most
+  ``2 + prefetch`` chunks alive), not by the data set: an epoch is planned per
+  identity group (about one entry per ``M`` images) and a chunk's rows are
+  computed only when it is loaded.  Two sampling modes, both seeded and
   deterministic, both reshuffled every epoch:
 
   - ``mode="cover"`` (default): every image of the index is in exactly one
@@ -40,6 +42,17 @@ photos at a time.  Here:
   triplet model.
 
 TensorFlow is imported only by the functions that build datasets.
+
+Typical FaceNet-style loop (``select`` is a triplet selector such as a
+semi-hard one; ``embedder`` the model that maps faces to embeddings)::
+
+    index = IdentityIndex.open("lfw.zip").select(fold_identities("pairs.txt", range(9), exclude_folds=[9]))
+    loader = ChunkedLoader(index.filter(min_images=2), chunk_size=1000, images_per_identity=40, image_size=224)
+    for epoch in range(epochs):
+        for chunk in loader.epoch(epoch):
+            ds = offline_triplet_dataset(chunk, lambda x: embedder(x, training=False), select, batch_size=80)
+            triplet_model.fit(ds, epochs=1, verbose=0)
+    print(loader.stats)  # images decoded, corrupt / missing skipped, images/s
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,52 +97,58 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-# --------------------------------------------------------------------------- grouping helpers
-def _groups_of(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by label: ``(rows, starts, group_labels)``; group g owns ``rows[starts[g]:starts[g+1]]``."""
+# --------------------------------------------------------------------------- planning
+# An epoch is planned at the level of *units*, one unit = one group of images of
+# one identity (unit j of identity k).  The plan keeps, per chunk or batch, only
+# the (identity, j) of its units: O(units) memory, about one entry per M (or K)
+# images, never an array over every image of the list.  A unit's rows are
+# computed when its chunk is loaded, from a permutation of the identity's
+# images seeded by (seed, epoch, identity).
+
+
+def _groups_of(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by label: ``(rows, starts)``; group g owns ``rows[starts[g]:starts[g+1]]``."""
     labels = np.asarray(labels)
-    rows = np.argsort(labels, kind="stable")
-    uniq, counts = np.unique(labels[rows], return_counts=True)
-    starts = np.zeros(len(uniq) + 1, dtype=np.int64)
+    rows = np.argsort(labels, kind="stable").astype(np.int64)
+    _, counts = np.unique(labels[rows], return_counts=True)
+    starts = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
-    return rows.astype(np.int64), starts, uniq
+    return rows, starts
 
 
-def _shuffle_within(starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Positions ``0..N-1`` permuted within each group ``starts[g]:starts[g+1]`` (groups stay in place)."""
-    n = int(starts[-1])
-    group = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
-    return np.lexsort((rng.random(n), group)).astype(np.int64)
-
-
-def _pack(unit_ident: np.ndarray, unit_size: np.ndarray, order: np.ndarray, capacity: int, max_units: int) -> list[list[int]]:
+def _pack(unit_ident: np.ndarray, unit_size: np.ndarray, order: np.ndarray, capacity: int, max_units: int,
+          full_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Greedily pack units (taken in ``order``) into bins of at most ``capacity`` images and ``max_units`` units.
 
     A bin never holds two units of the same identity.  A unit that does not fit
     the open bin is deferred and tried first for the next bin; a bin closes
-    when it is full or when more than ``_LOOKAHEAD`` units wait.
+    when it is full or when more than ``_LOOKAHEAD`` units wait.  Returns
+    ``(units, bounds)``: bin ``b`` is ``units[bounds[b]:bounds[b + 1]]``.  With
+    ``full_only`` bins with fewer than ``max_units`` units are dropped.
     """
-    unit_ident = np.asarray(unit_ident).tolist()
-    unit_size = np.asarray(unit_size).tolist()
-    bins: list[list[int]] = []
+    ident = array("q", np.asarray(unit_ident, dtype=np.int64).tobytes())
+    size = array("q", np.asarray(unit_size, dtype=np.int64).tobytes())
+    flat = array("q")
+    bounds = array("q", [0])
     cur: list[int] = []
     cur_ids: set = set()
     cur_n = 0
     deferred: deque = deque()
 
     def fits(u) -> bool:
-        return unit_ident[u] not in cur_ids and cur_n + unit_size[u] <= capacity and len(cur) < max_units
+        return ident[u] not in cur_ids and cur_n + size[u] <= capacity and len(cur) < max_units
 
     def add(u) -> None:
         nonlocal cur_n
         cur.append(u)
-        cur_ids.add(unit_ident[u])
-        cur_n += unit_size[u]
+        cur_ids.add(ident[u])
+        cur_n += size[u]
 
     def close_and_refill() -> None:
         nonlocal cur, cur_ids, cur_n
-        if cur:
-            bins.append(cur)
+        if cur and (not full_only or len(cur) == max_units):
+            flat.extend(cur)
+            bounds.append(len(flat))
         cur, cur_ids, cur_n = [], set(), 0
         kept = []
         for _ in range(min(_LOOKAHEAD, len(deferred))):
@@ -139,7 +159,8 @@ def _pack(unit_ident: np.ndarray, unit_size: np.ndarray, order: np.ndarray, capa
                 kept.append(u)
         deferred.extendleft(reversed(kept))
 
-    for u in order.tolist():
+    for u in np.asarray(order, dtype=np.int64):
+        u = int(u)
         if fits(u):
             add(u)
             if cur_n == capacity or len(cur) == max_units:
@@ -150,13 +171,81 @@ def _pack(unit_ident: np.ndarray, unit_size: np.ndarray, order: np.ndarray, capa
                 close_and_refill()
     while cur or deferred:
         close_and_refill()
-    return bins
+    return np.frombuffer(flat, dtype=np.int64), np.frombuffer(bounds, dtype=np.int64)
 
 
-def _stratified_order(unit_group_index: np.ndarray, unit_groups_of_ident: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random unit order spreading each identity's ``g`` units over the epoch: key ``(j + u) / g``."""
-    key = (unit_group_index + rng.random(len(unit_group_index))) / unit_groups_of_ident
-    return np.argsort(key, kind="stable")
+class _UnitPlan:
+    """One epoch's chunks (or batches) of identity groups; rows are computed per chunk.
+
+    ``split="even"``: identity k's shuffled images are dealt round-robin into
+    ``g[k]`` groups of near-equal size (every image in exactly one group).
+    ``split="fixed"``: groups of exactly ``size`` images: with ``count >= size``
+    group j is shuffled positions ``j*size .. j*size+size-1`` wrapping around
+    (no image twice in a group); with ``count < size`` all images plus
+    ``size - count`` drawn with replacement.
+    """
+
+    def __init__(self, starts, counts, g, eligible, seed, epoch, tag, split, size, capacity, max_units, full_only=False, row_map=None):
+        self.starts, self.counts, self.g = starts, counts, g
+        self.seed, self.epoch, self.tag, self.split, self.size = seed, epoch, tag, split, size
+        self.row_map = row_map
+        ids = np.flatnonzero(eligible & (g > 0))
+        gi = g[ids]
+        ident = np.repeat(ids, gi)
+        j = np.arange(len(ident), dtype=np.int64) - np.repeat(np.cumsum(gi) - gi, gi)
+        if split == "even":
+            c = counts[ident]
+            unit_size = (c - j + g[ident] - 1) // g[ident]
+        else:
+            unit_size = np.full(len(ident), size, dtype=np.int64)
+        # stratified random order: identity k's g units get keys (j + u) / g, spread over the epoch
+        key = (j + _rng(seed, epoch, tag).random(len(ident))) / np.maximum(g[ident], 1)
+        order = np.argsort(key, kind="stable")
+        units, self.bounds = _pack(ident, unit_size, order, capacity, max_units, full_only)
+        self.ident = ident[units]
+        self.j = j[units]
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def unit_rows(self, k: int, j: int) -> np.ndarray:
+        c = int(self.counts[k])
+        rng = _rng(self.seed, self.epoch, self.tag, k)
+        perm = rng.permutation(c)
+        if self.split == "even":
+            pos = perm[j::int(self.g[k])]
+        elif c >= self.size:
+            pos = perm[(j * self.size + np.arange(self.size)) % c]
+        else:
+            pos = np.concatenate([perm, perm[rng.integers(0, c, self.size - c)]])
+        rows = int(self.starts[k]) + pos.astype(np.int64)
+        return rows if self.row_map is None else self.row_map[rows]
+
+    def rows(self, b: int) -> np.ndarray:
+        """Rows of chunk (batch) ``b``, identity by identity."""
+        lo, hi = int(self.bounds[b]), int(self.bounds[b + 1])
+        return np.concatenate([self.unit_rows(int(k), int(j)) for k, j in zip(self.ident[lo:hi], self.j[lo:hi])])
+
+
+class _BalancedPlan:
+    """``N`` shuffled identities per chunk, ``min(M, count)`` images each from a fixed per-identity shuffle."""
+
+    def __init__(self, starts, counts, seed, epoch, N, M):
+        self.starts, self.counts, self.seed, self.epoch, self.N, self.M = starts, counts, seed, epoch, N, M
+        ids = np.flatnonzero(counts > 0)
+        self.ids = ids[_rng(seed, epoch, 3).permutation(len(ids))]
+
+    def __len__(self) -> int:
+        return -(-len(self.ids) // self.N)
+
+    def rows(self, b: int) -> np.ndarray:
+        parts = []
+        for k in self.ids[b * self.N:(b + 1) * self.N].tolist():
+            c = int(self.counts[k])
+            perm = _rng(self.seed, 0, 2, k).permutation(c)  # the same every epoch
+            pos = perm if c <= self.M else perm[(self.epoch * self.M + np.arange(self.M)) % c]
+            parts.append(int(self.starts[k]) + pos.astype(np.int64))
+        return np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -334,66 +423,41 @@ class ChunkedLoader:
         self.prefetch = int(prefetch)
         self._decoder = _Decoder(index, image_size, center_crop, num_workers, on_error)
         self._next_epoch = 0
-        self._plan_cache: tuple[int, list[np.ndarray]] = (-1, [])
+        self._plan_cache: tuple = (-1, None)
 
     # -------------------------------------------------------------- planning
-    def plan(self, epoch: int) -> list[np.ndarray]:
-        """The chunks of ``epoch`` as int64 arrays of index rows (no decoding)."""
-        if self._plan_cache[0] == epoch:
-            return self._plan_cache[1]
-        plan = self._plan_cover(epoch) if self.mode == "cover" else self._plan_balanced(epoch)
-        self._plan_cache = (epoch, plan)
-        return plan
+    def _epoch_plan(self, epoch: int):
+        if self._plan_cache[0] != epoch:
+            idx = self.index
+            counts = idx.counts
+            if self.mode == "cover":
+                M = self.images_per_identity
+                plan = _UnitPlan(idx.starts, counts, -(-counts // M), counts > 0, self.seed, epoch, 1, "even", M,
+                                 self.chunk_size, self.identities_per_chunk or self.chunk_size)
+            else:
+                plan = _BalancedPlan(idx.starts, counts, self.seed, epoch, self.identities_per_chunk, self.images_per_identity)
+            self._plan_cache = (epoch, plan)
+        return self._plan_cache[1]
 
     def num_chunks(self, epoch: int = 0) -> int:
         """Number of chunks in ``epoch``."""
-        return len(self.plan(epoch))
+        return len(self._epoch_plan(epoch))
+
+    def chunk_rows(self, epoch: int, number: int) -> np.ndarray:
+        """Index rows (int64) of chunk ``number`` of ``epoch``, identity by identity."""
+        return self._epoch_plan(epoch).rows(number)
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """All chunks of ``epoch`` as int64 arrays of index rows (no decoding).
+
+        This lists every row of the epoch (8 bytes per image); iterating does
+        not: it computes each chunk's rows when the chunk is loaded.
+        """
+        p = self._epoch_plan(epoch)
+        return [p.rows(b) for b in range(len(p))]
 
     def __len__(self) -> int:
         return self.num_chunks(self._next_epoch)
-
-    def _plan_cover(self, epoch: int) -> list[np.ndarray]:
-        idx = self.index
-        M = self.images_per_identity
-        rng = _rng(self.seed, epoch, 1)
-        counts = idx.counts
-        starts = idx.starts
-        shuffled = _shuffle_within(starts, rng)  # entry rows, random inside each identity
-        labels = np.asarray(idx.labels)
-        pos = np.arange(len(idx), dtype=np.int64) - starts[labels]  # position inside the identity's shuffle
-        g = -(-counts // M)  # groups per identity: ceil(count / M)
-        unit_base = np.zeros(len(g) + 1, dtype=np.int64)
-        np.cumsum(g, out=unit_base[1:])
-        unit_of = unit_base[labels] + pos % np.maximum(g[labels], 1)  # round-robin: near-equal group sizes
-        n_units = int(unit_base[-1])
-        unit_size = np.bincount(unit_of, minlength=n_units)
-        unit_ident = np.repeat(np.arange(len(g), dtype=np.int64), g)
-        unit_j = np.arange(n_units, dtype=np.int64) - unit_base[unit_ident]
-        by_unit = np.argsort(unit_of, kind="stable")
-        unit_rows = shuffled[by_unit]
-        unit_start = np.zeros(n_units + 1, dtype=np.int64)
-        np.cumsum(unit_size, out=unit_start[1:])
-        order = _stratified_order(unit_j, g[unit_ident], rng)
-        cap_ids = self.identities_per_chunk or self.chunk_size
-        bins = _pack(unit_ident, unit_size, order, self.chunk_size, cap_ids)
-        return [np.concatenate([unit_rows[unit_start[u]:unit_start[u + 1]] for u in b]) for b in bins]
-
-    def _plan_balanced(self, epoch: int) -> list[np.ndarray]:
-        idx = self.index
-        M, N = self.images_per_identity, self.identities_per_chunk
-        counts = idx.counts
-        fixed = _shuffle_within(idx.starts, _rng(self.seed, 0, 2))  # per-identity shuffle, the same every epoch
-        ids = np.flatnonzero(counts > 0)
-        ids = ids[_rng(self.seed, epoch, 3).permutation(len(ids))]
-        chunks = []
-        for b in range(0, len(ids), N):
-            part = []
-            for k in ids[b:b + N].tolist():
-                c = int(counts[k])
-                pos = np.arange(c) if c <= M else (epoch * M + np.arange(M)) % c
-                part.append(fixed[idx.starts[k] + pos])
-            chunks.append(np.concatenate(part))
-        return chunks
 
     # -------------------------------------------------------------- loading
     def load(self, rows: np.ndarray, epoch: int = -1, number: int = -1) -> Chunk:
@@ -413,22 +477,27 @@ class ChunkedLoader:
         return Chunk(images, np.asarray(self.index.labels[rows], dtype=np.int32), rows, epoch, number, skipped)
 
     def epoch(self, epoch: int) -> Iterator[Chunk]:
-        """Decoded chunks of ``epoch``, in plan order (the next one decoding in the background)."""
-        plan = self.plan(epoch)
-        if not self.prefetch or len(plan) < 2:
-            for k, rows in enumerate(plan):
-                yield self.load(rows, epoch, k)
+        """Decoded chunks of ``epoch``, in plan order (the next ones decoding in the background)."""
+        plan = self._epoch_plan(epoch)
+        n = len(plan)
+
+        def job(k: int) -> Chunk:
+            return self.load(plan.rows(k), epoch, k)
+
+        if not self.prefetch or n < 2:
+            for k in range(n):
+                yield job(k)
             return
         with ThreadPoolExecutor(1, thread_name_prefix="kerasface-prefetch") as bg:
-            ahead: deque = deque(bg.submit(self.load, plan[k], epoch, k) for k in range(min(self.prefetch + 1, len(plan))))
+            ahead: deque = deque(bg.submit(job, k) for k in range(min(self.prefetch + 1, n)))
             nxt = len(ahead)
             try:
                 while ahead:
                     chunk = ahead.popleft().result()
                     yield chunk
                     del chunk
-                    if nxt < len(plan):  # submitted only once the caller asks for the next chunk
-                        ahead.append(bg.submit(self.load, plan[nxt], epoch, nxt))
+                    if nxt < n:  # submitted only once the caller asks for the next chunk
+                        ahead.append(bg.submit(job, nxt))
                         nxt += 1
             finally:
                 for f in ahead:
@@ -476,6 +545,24 @@ def _as_images_labels(data) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def _pk_unit_plan(labels, P: int, K: int, epoch: int, seed: int, short: str, min_images: int) -> _UnitPlan:
+    if short not in ("replace", "skip"):
+        raise ValueError(f"short must be 'replace' or 'skip', got {short!r}")
+    if P < 1 or K < 1:
+        raise ValueError(f"P and K must be positive, got P={P}, K={K}")
+    if isinstance(labels, IdentityIndex):
+        row_map, starts = None, labels.starts
+    else:
+        lab = labels.labels if isinstance(labels, Chunk) else np.asarray(labels)
+        row_map, starts = _groups_of(lab)
+    counts = np.diff(starts)
+    eligible = counts >= max(min_images, 1)
+    if short == "skip":
+        eligible &= counts >= K
+    g = np.where(counts >= K, -(-counts // K), 1)
+    return _UnitPlan(starts, counts, g, eligible, seed, epoch, 4, "fixed", K, P * K, P, full_only=True, row_map=row_map)
+
+
 def pk_plan(labels: Union[np.ndarray, IdentityIndex, Chunk], P: int, K: int, epoch: int = 0, seed: int = 0,
             short: str = "replace", min_images: int = 2) -> np.ndarray:
     """One epoch of P x K batches as an int64 array ``[batches, P * K]`` of rows.
@@ -496,40 +583,10 @@ def pk_plan(labels: Union[np.ndarray, IdentityIndex, Chunk], P: int, K: int, epo
     end of an epoch are dropped for that epoch.  Deterministic for
     ``(seed, epoch)``; a different order every epoch.
     """
-    if short not in ("replace", "skip"):
-        raise ValueError(f"short must be 'replace' or 'skip', got {short!r}")
-    if P < 1 or K < 1:
-        raise ValueError(f"P and K must be positive, got P={P}, K={K}")
-    if isinstance(labels, IdentityIndex):
-        rows = np.arange(len(labels), dtype=np.int64)
-        starts = labels.starts
-    else:
-        lab = labels.labels if isinstance(labels, Chunk) else np.asarray(labels)
-        rows, starts, _ = _groups_of(lab)
-    counts = np.diff(starts)
-    rng = _rng(seed, epoch, 4)
-    shuffled = rows[_shuffle_within(starts, rng)]
-    eligible = counts >= max(min_images, 1)
-    if short == "skip":
-        eligible &= counts >= K
-    ids = np.flatnonzero(eligible)
-    c = counts[ids]
-    g = np.where(c >= K, -(-c // K), 1)
-    unit_ident = np.repeat(ids, g)
-    unit_c = np.repeat(c, g)
-    unit_j = np.arange(len(unit_ident), dtype=np.int64) - np.repeat(np.cumsum(g) - g, g)
-    pos = unit_j[:, None] * K + np.arange(K)[None, :]
-    wrap = pos >= unit_c[:, None]
-    big = (unit_c >= K)[:, None]
-    repl = np.floor(rng.random(pos.shape) * unit_c[:, None]).astype(np.int64)
-    pos = np.where(wrap & big, pos % unit_c[:, None], np.where(wrap, repl, pos))
-    unit_rows = shuffled[starts[unit_ident][:, None] + pos]
-    order = _stratified_order(unit_j, np.repeat(g, g), rng)
-    bins = _pack(unit_ident, np.full(len(unit_ident), K), order, P * K, P)
-    full = [b for b in bins if len(b) == P]
-    if not full:
+    plan = _pk_unit_plan(labels, P, K, epoch, seed, short, min_images)
+    if not len(plan):
         return np.zeros((0, P * K), dtype=np.int64)
-    return np.stack([unit_rows[b].reshape(-1) for b in full])
+    return np.stack([plan.rows(b) for b in range(len(plan))])
 
 
 def _normalize(x):
@@ -549,7 +606,9 @@ def pk_batches(data, P: int, K: int, *, seed: int = 0, short: str = "replace", m
     ``image_size`` / ``center_crop``).  Batches follow :func:`pk_plan` (same
     ``short`` and ``min_images`` semantics); each pass over the dataset is the
     next epoch of the plan, so a fresh dataset repeats the same sequence for
-    the same ``seed``.  ``repeat=True`` makes it endless (epoch after epoch).
+    the same ``seed``.  ``repeat=True`` makes it endless (epoch after epoch;
+    give ``model.fit`` a ``steps_per_epoch``): the number of batches can differ
+    slightly between epochs, so the dataset's cardinality is unknown.
 
     ``images``: ``[P*K, s, s, 3]``, float32 ``(x - 127.5) / 128`` with
     ``dtype="float32"`` or the raw uint8 with ``dtype="uint8"``; ``labels``:
@@ -580,8 +639,9 @@ def pk_batches(data, P: int, K: int, *, seed: int = 0, short: str = "replace", m
     dropped = [0]
 
     def batches_of_epoch(e: int):
-        plan = pk_plan(data if streaming else labels_all, P, K, epoch=e, seed=seed, short=short, min_images=min_images)
-        for rows in plan:
+        plan = _pk_unit_plan(data if streaming else labels_all, P, K, e, seed, short, min_images)
+        for b in range(len(plan)):
+            rows = plan.rows(b)
             lab = labels_all[rows].astype(np.int32)
             if not streaming:
                 yield images[rows], lab
@@ -679,7 +739,8 @@ def triplet_dataset(images: np.ndarray, triplets: np.ndarray, batch_size: int = 
     zeros ``[B, *dummy_shape]``: Keras needs a target, the triplet loss reads
     only the model's stacked distances; the default ``(2, 1)`` matches the
     monograph's ``(None, 2, 1)`` output.  Triplet order is reshuffled on every
-    pass (deterministic for ``seed``).  Images are gathered per batch from the
+    pass (deterministic for ``seed``); the dataset's cardinality is the number
+    of batches, so ``model.fit(ds)`` knows the epoch length.  Images are gathered per batch from the
     given array: no copy of the chunk is made.
     """
     import tensorflow as tf
@@ -707,6 +768,8 @@ def triplet_dataset(images: np.ndarray, triplets: np.ndarray, batch_size: int = 
     img_spec = tf.TensorSpec((bdim,) + tuple(s), tf.uint8)
     sig = ((img_spec, img_spec, img_spec), tf.TensorSpec((bdim,) + dummy_shape, tf.float32))
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    n_batches = len(triplets) // batch_size if drop_remainder else -(-len(triplets) // batch_size)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))  # Keras then knows the epoch length
     if dtype == "float32":
         ds = ds.map(lambda x, y: ((_normalize(x[0]), _normalize(x[1]), _normalize(x[2])), y),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -335,6 +335,11 @@ def test_pk_plan_semantics(sample_index, tiny_index):
     assert not np.array_equal(pk_plan(idx, P, K, epoch=1, seed=2)[:5], plan[:5])
     with pytest.raises(ValueError, match="short"):
         pk_plan(idx, P, K, short="pad")
+    # few identities with many groups: every batch still has P distinct identities
+    few = np.repeat([5, 9, 2], [40, 30, 12])
+    crowded = pk_plan(few, 3, 2, seed=0)
+    _check_pk(crowded, few, 3, 2)
+    assert len(crowded) == 6  # identity 2 has 6 groups of 2: at most 6 full batches
     # 10 identities x 10 images, K=5 -> 20 groups -> 5 batches of 4: every image exactly once
     tiny = pk_plan(tiny_index, 4, 5, seed=0)
     assert tiny.shape == (5, 20)
@@ -374,11 +379,15 @@ def test_offline_triplet_dataset(sample_index):
     import keras
 
     idx = sample_index.filter(min_images=3)
-    chunk = ChunkedLoader(idx, chunk_size=60, images_per_identity=4, image_size=32, seed=0).load(ChunkedLoader(idx, chunk_size=60, images_per_identity=4).plan(0)[0])
+    loader = ChunkedLoader(idx, chunk_size=60, images_per_identity=4, image_size=32, seed=0)
+    chunk = next(iter(loader))
+    assert 50 <= len(chunk) <= 60
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(8)])
     ds, triplets = offline_triplet_dataset(chunk, lambda x: model(x, training=False), _first_pass_selector, batch_size=16,
                                            embed_batch_size=7, return_triplets=True, seed=1)
     lab = chunk.labels
+    norm = (chunk.images.astype(np.float32) - 127.5) / 128.0
+    embeddings_before = model(norm, training=False).numpy()
     n_pos = sum(c * (c - 1) for c in Counter(lab.tolist()).values())
     assert triplets.shape == (n_pos, 3)
     assert np.all(lab[triplets[:, 0]] == lab[triplets[:, 1]]) and np.all(lab[triplets[:, 0]] != lab[triplets[:, 2]])
@@ -386,14 +395,22 @@ def test_offline_triplet_dataset(sample_index):
     assert sum(len(y) for _, y in batches) == n_pos and batches[0][1].shape == (16, 2, 1) and not batches[0][1].any()
     # the images are the chunk's rows named by the (shuffled) triplets
     (a, p, n), _ = batches[0]
-    norm = (chunk.images.astype(np.float32) - 127.5) / 128.0
     flat = norm.reshape(len(norm), -1)
     ia = [int(np.flatnonzero((flat == im.reshape(-1)).all(1))[0]) for im in a]
     ip = [int(np.flatnonzero((flat == im.reshape(-1)).all(1))[0]) for im in p]
     inn = [int(np.flatnonzero((flat == im.reshape(-1)).all(1))[0]) for im in n]
     assert all(lab[x] == lab[y] != lab[z] for x, y, z in zip(ia, ip, inn))
-    # the selector saw the model's embeddings
-    emb = model(norm, training=False).numpy()
+    assert int(ds.cardinality()) == len(batches) == -(-n_pos // 16)
+    # ready for a three-input triplet model whose output stacks (d_pos, d_neg) as (None, 2, 1)
+    ins = [keras.Input((32, 32, 3)) for _ in range(3)]
+    ea, ep, en = (model(x) for x in ins)
+    dist = [keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(keras.ops.square(ea - e), -1, keepdims=True), 1e-12)) for e in (ep, en)]
+    triplet_model = keras.Model(ins, keras.ops.stack(dist, axis=1))
+    triplet_model.compile("sgd", loss=lambda y, d: keras.ops.mean(keras.ops.maximum(d[:, 0] - d[:, 1] + 0.2, 0.0)))
+    history = triplet_model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+    # the selector saw the model's embeddings (as they were before the fit)
+    emb = embeddings_before
     assert np.array_equal(triplets, _first_pass_selector(emb, lab))
     # a broken selector is caught
     with pytest.raises(ValueError, match="negative"):
