@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="params, MACs and activation memory of a backbone")
     s.add_argument("name", nargs="?", help="backbone name")
     s.add_argument("--list", action="store_true", help="list the backbone names")
-    s.add_argument("--input-size", type=int, default=112)
+    s.add_argument("--input-size", type=int, help="input side (default: the backbone's own, e.g. 112 or 224)")
     s.add_argument("--per-layer", action="store_true")
     s.add_argument("--json", action="store_true", help="print the figures as JSON")
     g = sub.add_parser("lowlight-grid", help="PNG of faces next to their low-light versions")
@@ -86,6 +86,12 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="fraction of the image kept before resizing (default 1.0: whole image)")
     p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default="kerasface",
                    help="pixel scaling the model expects: kerasface (x-127.5)/128 (default), unit x/255, raw 0..255")
+    p.add_argument("--low-light-seed", type=int,
+                   help="darken every face with the report-000 low-light transform of this seed "
+                        "(the vargface-lowlight presets use 1234)")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="Siamese verifier or triplet graph: score pairs with its shared embedding model "
+                        "(--metric) instead of the verifier's 'same' probability")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--on-missing", choices=("skip", "error"), default="skip",
                    help="pairs naming a missing image: leave them out (counted, listed) or stop")
@@ -136,7 +142,8 @@ def _cmd_summary(args) -> int:
     if args.list or not args.name:
         print("\n".join(list_backbones()))
         return 0
-    model = build_backbone(args.name, input_shape=(args.input_size, args.input_size, 3))
+    kwargs = {"input_shape": (args.input_size, args.input_size, 3)} if args.input_size else {}
+    model = build_backbone(args.name, **kwargs)
     prof = profile_model(model)
     if args.json:
         print(json.dumps(prof.as_dict(), indent=2))
@@ -189,12 +196,18 @@ def _cmd_evaluate(args) -> int:
             raise FileNotFoundError(f"model not found: {str(path)!r} (a .keras file, or one of {sorted(BASELINES)})")
         model = keras.saving.load_model(path)
         default_out = path.parent / f"eval-{pairs.stem}"
+        if args.backbone_only:
+            from kerasface.evaluation.embeddings import embedding_submodel
+
+            model = embedding_submodel(model)
+            default_out = path.parent / f"eval-{pairs.stem}-backbone"
     out = Path(args.out) if args.out else default_out
     print(f"kerasface evaluate: {args.model} on {pairs} (images from {data})", flush=True)
     result = evaluate_to_dir(
         model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
         metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
-        normalization=args.normalization, batch_size=args.batch_size, on_missing=args.on_missing,
+        normalization=args.normalization, low_light_seed=args.low_light_seed,
+        batch_size=args.batch_size, on_missing=args.on_missing,
         verbose=2 if not sys.stderr.isatty() else "auto",
     )
     if args.json:
