@@ -258,11 +258,15 @@ def test_cli_evaluate_saved_model(sample_dir, val_pairs, tmp_path):
     assert (out / "roc.png").is_file() and (out / "cases.png").is_file()
 
 
-def test_cli_evaluate_errors(tmp_path, sample_dir):
-    p = _cli("evaluate", str(tmp_path / "nope.keras"), "--data", str(sample_dir), cwd=tmp_path)
-    assert p.returncode == 2 and "model not found" in p.stderr
-    p = _cli("evaluate", "raw-pixels", "--data", str(tmp_path / "missing"), cwd=tmp_path)
-    assert p.returncode == 2 and "--data not found" in p.stderr
+def test_cli_evaluate_errors(tmp_path, sample_dir, capsys):
+    from kerasface.cli import main
+
+    assert main(["evaluate", str(tmp_path / "nope.keras"), "--data", str(sample_dir)]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert main(["evaluate", "raw-pixels", "--data", str(tmp_path / "missing")]) == 2
+    assert "--data not found" in capsys.readouterr().err
+    assert main(["evaluate", "raw-pixels", "--data", str(tmp_path)]) == 2  # no pairs list there
+    assert "--pairs" in capsys.readouterr().err
 
 
 # --- the training callback -----------------------------------------------------------------
