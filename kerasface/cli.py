@@ -1,6 +1,7 @@
-"""The ``kerasface`` command: ``train``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``.
+"""The ``kerasface`` command: ``train``, ``train-triplet``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``.
 
-``python train_pairs.py ...`` is ``kerasface train ...``.
+``python train_pairs.py ...`` is ``kerasface train ...``; ``python train_triplet.py ...`` is
+``kerasface train-triplet ...`` (its flags: :mod:`kerasface.cli_triplet`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=1234)
     _add_align_args(sub.add_parser(
         "align", help="detect (MTCNN) and align the faces of a folder tree or zip; resumable, with a CSV report"))
+    from kerasface.cli_triplet import add_train_triplet_args
+
+    add_train_triplet_args(sub.add_parser(
+        "train-triplet", help="train a triplet-loss embedding (FaceNet NN2, report 004) and write its run folder"))
     _add_evaluate_args(sub.add_parser(
         "evaluate", help="verification metrics of a saved model on a pairs list (10-fold, ROC, EER, TAR@FAR)"))
     return parser
@@ -128,11 +133,18 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_presets(args) -> int:
-    from kerasface.experiments import PAIR_PRESETS
+def _cmd_train_triplet(args) -> int:
+    from kerasface.cli_triplet import cmd_train_triplet
 
-    for name, p in PAIR_PRESETS.items():
-        print(f"{name:<28} {p.description}")
+    return cmd_train_triplet(args)
+
+
+def _cmd_presets(args) -> int:
+    from kerasface.experiments import PAIR_PRESETS, TRIPLET_PRESETS
+
+    for script, presets in (("train_pairs.py", PAIR_PRESETS), ("train_triplet.py", TRIPLET_PRESETS)):
+        for name, p in presets.items():
+            print(f"{name:<28} {script:<17} {p.description}")
     return 0
 
 
@@ -278,7 +290,8 @@ def main(argv=None) -> int:
     _quiet_tf()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "presets": _cmd_presets, "summary": _cmd_summary,
-                "lowlight-grid": _cmd_lowlight_grid, "align": _cmd_align, "evaluate": _cmd_evaluate}
+                "lowlight-grid": _cmd_lowlight_grid, "align": _cmd_align, "evaluate": _cmd_evaluate,
+                "train-triplet": _cmd_train_triplet}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, ValueError, OSError) as e:

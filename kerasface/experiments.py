@@ -15,6 +15,9 @@ __all__ = [
     "PairExperiment",
     "PAIR_PRESETS",
     "get_pair_preset",
+    "TripletExperiment",
+    "TRIPLET_PRESETS",
+    "get_triplet_preset",
     "bundled_sample_dir",
 ]
 
@@ -102,6 +105,170 @@ def get_pair_preset(name: str) -> PairExperiment:
     except KeyError:
         raise ValueError(
             f"unknown preset {name!r}; known: {', '.join(sorted(PAIR_PRESETS))}"
+        ) from None
+
+
+#: Triplet selection: "offline" = FaceNet's selection within each decoded chunk (semi-hard negatives,
+#: the monograph's way) into the three-input triplet graph; the others mine online inside P x K batches.
+TRIPLET_MINING = ("offline", "batch_hard", "semi_hard", "batch_all")
+#: Per-triplet loss forms (``kerasface.losses.get_triplet_loss``); the ``_squared`` forms compare squared distances.
+TRIPLET_STACK_LOSSES = ("hinge_squared", "hinge", "difference_squared", "difference")
+
+
+@dataclass(frozen=True)
+class TripletExperiment:
+    """A triplet-loss embedding run (report 004, the FaceNet monograph).
+
+    Training identities and evaluation pairs: with an LFW ``pairs.txt`` next to
+    the data (10 person-disjoint folds), the pairs of ``holdout_folds`` are the
+    evaluation list and every person named in them is left out of training;
+    ``train_folds`` restricts training to the people of those folds (default:
+    everyone else in the data). Without ``pairs.txt`` the evaluation list is
+    ``pairsDevTest.txt`` or the bundled sample's ``pairsVal.txt`` (or
+    ``eval_pairs``), and its people are left out of training the same way.
+    Folds are numbered 1-10 as in the LFW documentation.
+    """
+
+    name: str
+    description: str = ""
+    backbone: str = "facenet_nn2"
+    # Data. ``data`` None = the bundled LFW sample in the repository's data/.
+    data: str | None = None
+    pairs: str | None = None  # folds list; None = pairs.txt next to the data when present
+    eval_pairs: str | None = None  # explicit evaluation list (its people are left out of training)
+    holdout_folds: tuple[int, ...] = (10,)
+    train_folds: tuple[int, ...] | None = None  # None: every person not in a held-out fold
+    min_images: int = 2  # training identities need at least this many images (a positive needs 2)
+    image_size: int = 224
+    center_crop: float = 1.0  # fraction of the shorter side kept before resizing
+    on_error: str = "skip"  # unreadable/corrupt training images: skip (counted) or error
+    # Model (NN2 options; other backbones get an L2-normalisation layer on top).
+    embedding_dim: int = 128
+    norm: str = "batch"  # NN2: batch | lrn
+    l2_pooling: bool = True
+    bn_momentum: float = 0.99
+    group_conv: str = "auto"  # VarGFaceNet backbones only
+    # Triplets.
+    mining: str = "offline"
+    loss: str = "hinge_squared"  # offline: the per-triplet loss; online: squared distances iff *_squared
+    margin: float = 0.2
+    selection_fallback: str = "skip"  # offline: anchor-positive pairs with no semi-hard negative
+    max_triplets_per_chunk: int = 0  # offline: random subset of the selected triplets (0: all)
+    # Chunks (the monograph's trunks) and batches.
+    chunk_size: int = 8000
+    images_per_identity: int = 40  # M: the most images of one identity in a chunk
+    chunk_mode: str = "cover"  # cover: every image once an epoch | balanced
+    k_images: int = 4  # online mining: K images per identity in a P x K batch, P = batch_size // K
+    # Optimisation (Adam).
+    epochs: int = 20
+    batch_size: int = 80
+    learning_rate: float = 1e-3
+    seed: int = 0
+    # Monitoring.
+    probe_size: int = 64  # fixed training faces embedded after every epoch
+    collapse_floor: float = 1e-2  # stop when their mean pairwise distance falls below (0: never)
+    verify_every: int = 0  # verification metrics on the evaluation pairs every N epochs (0: only at the end)
+    # Output.
+    out: str = "runs"
+
+    def __post_init__(self):
+        def bad(msg):
+            raise ValueError(f"preset {self.name!r}: {msg}")
+
+        if self.mining not in TRIPLET_MINING:
+            bad(f"mining must be one of {', '.join(TRIPLET_MINING)}, got {self.mining!r}")
+        if self.loss not in TRIPLET_STACK_LOSSES:
+            bad(f"loss must be one of {', '.join(TRIPLET_STACK_LOSSES)}, got {self.loss!r}")
+        if self.mining != "offline" and self.loss.startswith("difference"):
+            bad(f"online mining ({self.mining}) uses a hinge; loss {self.loss!r} needs --mining offline")
+        if self.selection_fallback not in ("skip", "hardest", "random"):
+            bad(f"selection_fallback must be skip, hardest or random, got {self.selection_fallback!r}")
+        if self.chunk_mode not in ("cover", "balanced"):
+            bad(f"chunk_mode must be cover or balanced, got {self.chunk_mode!r}")
+        if self.on_error not in ("skip", "error"):
+            bad(f"on_error must be skip or error, got {self.on_error!r}")
+        if not self.margin > 0:
+            bad(f"margin must be positive, got {self.margin}")
+        for field_name in ("image_size", "epochs", "batch_size", "chunk_size", "images_per_identity", "k_images",
+                           "embedding_dim"):
+            if getattr(self, field_name) < 1:
+                bad(f"{field_name} must be positive, got {getattr(self, field_name)}")
+        if self.mining != "offline" and self.batch_size < 2 * self.k_images:
+            bad(f"batch_size {self.batch_size} holds fewer than 2 identities of k_images={self.k_images}")
+        if not 0.0 < self.center_crop <= 1.0:
+            bad(f"center_crop must be in (0, 1], got {self.center_crop}")
+        if self.min_images < 2:
+            bad(f"min_images must be at least 2 (a positive needs two images), got {self.min_images}")
+        for folds_name in ("holdout_folds", "train_folds"):
+            folds = getattr(self, folds_name)
+            if folds is not None and (not folds or any(int(f) < 1 for f in folds)):
+                bad(f"{folds_name} are numbered from 1, got {folds}")
+        if self.train_folds and set(self.train_folds) & set(self.holdout_folds):
+            bad(f"train_folds {self.train_folds} overlap holdout_folds {self.holdout_folds}")
+
+    @property
+    def squared(self) -> bool:
+        """Whether triplets compare squared distances (FaceNet's ``||a-p||^2 - ||a-n||^2 + margin``)."""
+        return self.loss.endswith("_squared")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("holdout_folds", "train_folds"):
+            d[k] = None if d[k] is None else list(d[k])
+        return d
+
+    def override(self, **changes) -> "TripletExperiment":
+        """A copy with ``changes`` applied; ``None`` values are ignored; unknown keys raise."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - fields
+        if unknown:
+            raise ValueError(f"unknown preset field(s): {', '.join(sorted(unknown))}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for k in ("holdout_folds", "train_folds"):
+            if k in changes:
+                changes[k] = tuple(int(f) for f in changes[k])
+        return dataclasses.replace(self, **changes)
+
+
+_FACENET = ("Report 004 (FaceNet monograph): NN2 at 224x224, 128-d unit embeddings, offline semi-hard "
+            "selection inside each chunk, squared-distance hinge with FaceNet's margin 0.2")
+
+TRIPLET_PRESETS: dict[str, TripletExperiment] = {
+    p.name: p
+    for p in (
+        TripletExperiment(
+            name="facenet-nn2",
+            description=f"{_FACENET}; the full-set settings: chunks of 8,000 photos, batch 80.",
+        ),
+        TripletExperiment(
+            name="facenet-nn2-finetune",
+            description=f"{_FACENET}; the fine-tune-set settings: chunks of 1,000 photos, batch 100, 100 epochs.",
+            chunk_size=1000,
+            batch_size=100,
+            epochs=100,
+        ),
+        TripletExperiment(
+            name="facenet-nn2-cpu",
+            description="NN2 at 96x96 on the central half of each LFW image, online batch-hard mining "
+            "(P x K = 16 x 4), a few epochs: a run that finishes on a 2-core CPU (docs/experiments/facenet.md).",
+            image_size=96,
+            center_crop=0.5,
+            mining="batch_hard",
+            batch_size=64,
+            epochs=6,
+            chunk_size=8000,
+            bn_momentum=0.9,
+        ),
+    )
+}
+
+
+def get_triplet_preset(name: str) -> TripletExperiment:
+    try:
+        return TRIPLET_PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown triplet preset {name!r}; known: {', '.join(sorted(TRIPLET_PRESETS))}"
         ) from None
 
 

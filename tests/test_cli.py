@@ -39,7 +39,10 @@ def test_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.splitlines() if line.strip()]
-    assert sorted(listed) == sorted(PRESETS)
+    from kerasface.experiments import TRIPLET_PRESETS
+
+    assert sorted(listed) == sorted(PRESETS + tuple(TRIPLET_PRESETS))
+    assert "facenet-nn2" in TRIPLET_PRESETS
 
 
 def test_train_missing_data_is_a_clean_error(tmp_path, capsys):

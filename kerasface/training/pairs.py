@@ -9,32 +9,25 @@ data counts, timing) and ``data_report.json`` (pairs kept/missing/corrupt).
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from kerasface.data import PairData, open_image_source, parse_pairs
-from kerasface.evaluation.plots import plot_history
 from kerasface.evaluation.verification import evaluate_pairs, write_report
 from kerasface.experiments import PairExperiment, bundled_sample_dir
-from kerasface.io import jsonable, save_model, write_json
+from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import VerificationCallback
+from kerasface.training.run_folder import RunFolderWriter as _RunFolderWriter
+from kerasface.training.run_folder import RunResult
+from kerasface.training.run_folder import new_run_dir as _new_run_dir
 
 logger = logging.getLogger("kerasface.training")
 
 __all__ = ["train_pairs", "resolve_pair_lists", "build_verifier", "RunResult"]
 
 _DEFAULT_LISTS = (("pairs.txt", "pairsDevTest.txt"), ("pairsTrain.txt", "pairsVal.txt"))
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    metrics: dict
-    model: keras.Model
 
 
 def _list_dirs(data: Path) -> list[Path]:
@@ -91,52 +84,6 @@ def build_verifier(cfg: PairExperiment) -> keras.Model:
         metrics=["accuracy"],
     )
     return model
-
-
-class _RunFolderWriter(keras.callbacks.Callback):
-    """After every epoch: history.json, curves.png, model.keras and metrics.json.
-
-    Every file is written atomically, so a run that is cut off (time limit,
-    kill) still leaves a loadable model and consistent metrics of its last
-    finished epoch (``metrics.json`` says ``"complete": false`` until the end).
-    """
-
-    def __init__(self, run_dir: Path, title: str, summary):
-        super().__init__()
-        self.run_dir = run_dir
-        self.title = title
-        self.summary = summary  # callable(history, epoch_seconds, complete) -> metrics dict
-        self.history: dict[str, list[float]] = {}
-        self.epoch_seconds: list[float] = []
-        self._t0 = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(time.perf_counter() - self._t0)
-        for k, v in (logs or {}).items():
-            self.history.setdefault(k, []).append(float(v))
-        write_json(self.run_dir / "history.json", self.history)
-        plot_history(self.history, self.run_dir / "curves.png", title=self.title)
-        save_model(self.model, self.run_dir / "model.keras")
-        write_json(self.run_dir / "metrics.json", self.summary(self.history, self.epoch_seconds, False))
-
-
-def _new_run_dir(out: str, name: str) -> Path:
-    base = Path(out)
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"cannot create the output folder {base}: {e.strerror}") from e
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = base / f"{name}-{stamp}"
-    i = 1
-    while run_dir.exists():
-        i += 1
-        run_dir = base / f"{name}-{stamp}-{i}"
-    run_dir.mkdir()
-    return run_dir
 
 
 def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:

@@ -1,0 +1,118 @@
+"""Run folders shared by every training script: naming, per-epoch atomic writes, the result.
+
+A run folder holds ``config.json`` (the resolved preset), ``history.json`` and
+``history.csv``, ``curves.png``, the saved model(s) and ``metrics.json``;
+everything is rewritten atomically after every epoch
+(:mod:`kerasface.io`), so a run cut off by a time limit or a kill still leaves
+a loadable model and consistent metrics of its last finished epoch
+(``metrics.json`` says ``"complete": false`` until the end).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import keras
+
+from kerasface.evaluation.plots import plot_history
+from kerasface.io import atomic_path, save_model, write_json
+
+__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "write_history_csv"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    model: keras.Model
+
+
+def new_run_dir(out: str, name: str) -> Path:
+    """A new folder ``out/name-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, ... when it exists)."""
+    base = Path(out)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the output folder {base}: {e.strerror}") from e
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = base / f"{name}-{stamp}"
+    i = 1
+    while run_dir.exists():
+        i += 1
+        run_dir = base / f"{name}-{stamp}-{i}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def write_history_csv(path, history: Mapping[str, list]) -> None:
+    """``history.csv`` as Keras's ``CSVLogger`` writes it (``epoch`` from 0, then the keys sorted), atomically."""
+    keys = sorted(history)
+    n = max((len(v) for v in history.values()), default=0)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["epoch", *keys])
+    for i in range(n):
+        row = [i]
+        for k in keys:
+            v = history[k][i] if i < len(history[k]) else None
+            row.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+        w.writerow(row)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+class RunFolderWriter(keras.callbacks.Callback):
+    """After every epoch: ``history.json``, ``curves.png``, the model file(s) and ``metrics.json``.
+
+    Use it as a Keras callback (``model.fit(..., callbacks=[writer])``: it
+    saves ``self.model`` as ``model.keras``) or call :meth:`record` from a loop
+    of your own. Args:
+
+    * ``summary``: ``callable(history, epoch_seconds, complete) -> metrics dict``;
+    * ``models``: ``{file name: model}`` to save instead of the fitted model
+      (e.g. ``{"model.keras": embedder, "triplet.keras": triplet_graph}``);
+    * ``plot``: ``callable(history, path)`` drawing ``curves.png``
+      (default: :func:`~kerasface.evaluation.plots.plot_history` of accuracy and loss);
+    * ``csv``: also write ``history.csv`` (when no ``CSVLogger`` does).
+    """
+
+    def __init__(self, run_dir: Path, title: str, summary: Callable, models: Mapping[str, keras.Model] | None = None,
+                 plot: Callable | None = None, csv: bool = False):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.title = title
+        self.summary = summary  # callable(history, epoch_seconds, complete) -> metrics dict
+        self.models = dict(models) if models is not None else None
+        self.plot = plot or (lambda history, path: plot_history(history, path, title=self.title))
+        self.csv = csv
+        self.history: dict[str, list[float]] = {}
+        self.epoch_seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(logs, time.perf_counter() - self._t0)
+
+    def record(self, logs: Mapping | None, seconds: float) -> None:
+        """Append one epoch's ``logs`` and rewrite every file of the run folder."""
+        self.epoch_seconds.append(float(seconds))
+        n = len(self.epoch_seconds)
+        for k, v in (logs or {}).items():
+            col = self.history.setdefault(k, [])
+            col.extend([math.nan] * (n - 1 - len(col)))  # a key first logged in a later epoch
+            col.append(float(v))
+        write_json(self.run_dir / "history.json", self.history)
+        if self.csv:
+            write_history_csv(self.run_dir / "history.csv", self.history)
+        self.plot(self.history, self.run_dir / "curves.png")
+        for filename, model in (self.models or {"model.keras": self.model}).items():
+            save_model(model, self.run_dir / filename)
+        write_json(self.run_dir / "metrics.json", self.summary(self.history, self.epoch_seconds, False))
