@@ -303,6 +303,11 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
     if n_stale:
         logger.info("removed %d temporary file(s) left by an interrupted run", n_stale)
     outputs = _output_names(relpaths, fmt)
+    root = dst.resolve()
+    for rel, out in outputs.items():  # defence in depth: sources already refuse '..' and absolute names
+        target = (dst / out).resolve()
+        if out.startswith("/") or not target.is_relative_to(root):
+            raise ValueError(f"refusing to align {rel!r} from {source!r}: its output {out!r} would be written outside DST {str(dst)!r}")
 
     report = dst / REPORT_NAME
     prior: dict[str, dict] = {}

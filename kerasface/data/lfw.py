@@ -45,6 +45,12 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _unsafe_member_name(name: str) -> bool:
+    """True for an archive member name that is absolute or climbs out with ``..`` (zip-slip)."""
+    n = name.replace("\\", "/")
+    return n.startswith("/") or (len(n) > 1 and n[1] == ":") or ".." in n.split("/")
+
+
 def _norm_relpath(relpath: str) -> str:
     return str(relpath).replace("\\", "/").lstrip("/")
 
@@ -119,18 +125,65 @@ class ZipSource(ImageSource):
     The prefix (``"lfw/"`` in the official layout, or none) is detected from the
     member names.  The archive is opened once; reads are serialised by a lock so a
     single instance can be shared by threads.
+
+    Untrusted archives are checked when opened, before any member is read:
+
+    * a member name that is absolute (``/x``, ``\\x``, ``C:x``) or has a ``..``
+      component (zip-slip) makes the whole archive refused (``ValueError``
+      naming the first such members), since paths derived from member names
+      (e.g. the aligner's outputs) could otherwise escape their folder;
+    * the declared uncompressed size of every image member must be at most
+      ``max_member_bytes``, its declared compression ratio at most ``max_ratio``
+      (for members over 1 MiB), and the declared total of all members at most
+      ``max_total_bytes`` (zip bombs).  Python's ``zipfile`` never returns more
+      than the declared size of a member, so these limits bound memory.
     """
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    MAX_MEMBER_BYTES = 256 * 2**20   # a 10,000 x 10,000 RGB bitmap is 300 MB; real face photos are far smaller
+    MAX_TOTAL_BYTES = 2**40          # 1 TiB (VGGFace2 is about 40 GB)
+    MAX_RATIO = 200                  # JPEG/PNG members hardly compress; a bomb compresses 1000x and more
+
+    def __init__(self, path: Union[str, os.PathLike], max_member_bytes: int | None = None,
+                 max_total_bytes: int | None = None, max_ratio: float | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"zip archive not found: {str(self.path)!r}")
         self._lock = threading.Lock()
         self._zip = zipfile.ZipFile(self.path, "r")
+        try:
+            self._check_members(
+                self.MAX_MEMBER_BYTES if max_member_bytes is None else int(max_member_bytes),
+                self.MAX_TOTAL_BYTES if max_total_bytes is None else int(max_total_bytes),
+                self.MAX_RATIO if max_ratio is None else float(max_ratio),
+            )
+        except Exception:
+            self._zip.close()
+            raise
         images = [n for n in self._zip.namelist() if not n.endswith("/") and _is_image(n)]
         self.prefix = self._detect_prefix(images)
         k = len(self.prefix)
         self._members = {n[k:]: n for n in images if n.startswith(self.prefix) and n.count("/", k) == 1}
+
+    def _check_members(self, max_member: int, max_total: int, max_ratio: float) -> None:
+        infos = self._zip.infolist()
+        unsafe = [i.filename for i in infos if _unsafe_member_name(i.filename)]
+        if unsafe:
+            raise ValueError(f"refusing zip archive {str(self.path)!r}: {len(unsafe)} member name(s) are absolute or "
+                             f"contain '..' (zip-slip); first: {', '.join(map(repr, unsafe[:3]))}")
+        total = sum(i.file_size for i in infos)
+        if total > max_total:
+            raise ValueError(f"refusing zip archive {str(self.path)!r}: its members declare {total:,} bytes "
+                             f"uncompressed, over the limit of {max_total:,} (zip bomb?)")
+        for i in infos:
+            if i.is_dir() or not _is_image(i.filename):
+                continue
+            if i.file_size > max_member:
+                raise ValueError(f"refusing zip archive {str(self.path)!r}: member {i.filename!r} declares "
+                                 f"{i.file_size:,} bytes uncompressed, over the per-image limit of {max_member:,}")
+            if i.file_size > 2**20 and i.file_size > max_ratio * max(i.compress_size, 1):
+                raise ValueError(f"refusing zip archive {str(self.path)!r}: member {i.filename!r} expands "
+                                 f"{i.file_size / max(i.compress_size, 1):.0f}x ({i.compress_size:,} -> "
+                                 f"{i.file_size:,} bytes), over the ratio limit of {max_ratio:g} (zip bomb?)")
 
     @staticmethod
     def _detect_prefix(names: Sequence[str]) -> str:
