@@ -1,0 +1,424 @@
+"""Seeded image augmentations of reports 001 and 003, in TensorFlow ops (usable in ``tf.data``).
+
+Every op takes a batch ``[B, H, W, 3]`` (or one image ``[H, W, 3]``) of RGB pixel
+values in [0, 255], uint8 or float, and returns float32 values in [0, 255] of the
+same shape.  Random ops take a ``seed``: a Python int, a scalar integer tensor
+(e.g. one element of ``tf.data.Dataset.random``), or an int ``[2]`` stateless seed.
+All randomness is ``tf.random.stateless_*``: the same batch and seed give the same
+output, on every run.  Per-image parameters are drawn as one vector ``[B]`` from
+the batch seed, so image ``b`` of a batch gets the ``b``-th draw.
+
+Ops (formulas in ``docs/augmentation.md``):
+
+* :func:`random_resized_crop` — a crop covering a fraction ``s ~ U(scale)`` of the
+  image *area*, with the image's aspect ratio (side ``round(H sqrt(s))`` x
+  ``round(W sqrt(s))``), at a uniform position, resized back to ``H x W`` (or
+  ``size``) bilinearly (align-corners sampling of the crop's pixel centres);
+* :func:`color_jitter` — torchvision ``ColorJitter`` formulas: brightness ``b x``,
+  contrast ``c x + (1 - c) mean(grey(x))``, saturation ``s x + (1 - s) grey(x)``,
+  each clipped to [0, 255], applied in that fixed order;
+* :func:`to_grayscale3`, :func:`brightness_jitter`, :func:`posterize`,
+  :func:`equalize` (PIL ``ImageOps.equalize`` / torchvision algorithm, per channel),
+  :func:`hflip`.
+
+Policies: :class:`Report001Augment` (crop then jitter, each switchable) and
+:class:`Report003Augment` (exactly one of five ops per image, chosen uniformly);
+:func:`make_augment` builds them by name, :func:`augment_dataset` maps one over a
+``tf.data.Dataset`` with a per-batch seed stream, :func:`save_augment_grid` draws a
+PNG of what a policy does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "random_resized_crop", "color_jitter", "to_grayscale3", "brightness_jitter", "posterize", "equalize",
+    "hflip", "Report001Augment", "Report003Augment", "make_augment", "augment_dataset", "save_augment_grid",
+    "AUGMENTATIONS", "GREY_WEIGHTS",
+]
+
+#: ITU-R 601-2 luma weights (PIL ``convert("L")``); torchvision's tensor path uses 0.2989 for red.
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+Range = tuple[float, float]
+
+
+# --------------------------------------------------------------------------- helpers
+def _seed2(seed) -> tf.Tensor:
+    """Any seed form -> int64 ``[2]`` stateless seed (a scalar ``s`` becomes ``[s, 0]``)."""
+    s = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    if s.shape.rank == 0:
+        return tf.stack([s, tf.constant(0, tf.int64)])
+    return tf.reshape(s, [2])
+
+
+def sub_seed(seed, k: int) -> tf.Tensor:
+    """The seed a policy hands to its ``k``-th part: ``stateless_fold_in(seed2, k)``."""
+    return tf.cast(tf.random.experimental.stateless_fold_in(_seed2(seed), k), tf.int64)
+
+
+def _batch(x) -> tuple[tf.Tensor, bool]:
+    """float32 ``[B, H, W, 3]`` and whether the input was a single image."""
+    x = tf.convert_to_tensor(x)
+    single = x.shape.rank == 3
+    if single:
+        x = x[None]
+    if x.shape.rank != 4:
+        raise ValueError(f"expected images [B, H, W, 3] or [H, W, 3], got shape {x.shape}")
+    return tf.cast(x, tf.float32), single
+
+
+def _out(y: tf.Tensor, single: bool) -> tf.Tensor:
+    return y[0] if single else y
+
+
+def _uniform(seed, n, lo: float, hi: float) -> tf.Tensor:
+    return tf.random.stateless_uniform([n], seed=_seed2(seed), minval=float(lo), maxval=float(hi), dtype=tf.float32)
+
+
+def _to_uint8(x: tf.Tensor) -> tf.Tensor:
+    """Round and clip float [0, 255] to uint8 (uint8 input passes through)."""
+    if x.dtype == tf.uint8:
+        return x
+    return tf.cast(tf.clip_by_value(tf.round(tf.cast(x, tf.float32)), 0.0, 255.0), tf.uint8)
+
+
+def _grey(x: tf.Tensor) -> tf.Tensor:
+    """``[B, H, W, 1]`` luma ``0.299 R + 0.587 G + 0.114 B`` (float, not rounded)."""
+    w = tf.constant(GREY_WEIGHTS, tf.float32)
+    return tf.reduce_sum(x * w, axis=-1, keepdims=True)
+
+
+def _clip(x: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+# --------------------------------------------------------------------------- ops
+def random_resized_crop(x, seed, scale: Range = (0.8, 1.0), size: Optional[Union[int, Sequence[int]]] = None) -> tf.Tensor:
+    """Crop a random region of area fraction ``s ~ U(scale)`` and resize it to ``size`` (default ``H x W``).
+
+    The crop keeps the image's aspect ratio: ``h = round(H sqrt(s))``,
+    ``w = round(W sqrt(s))`` (at least 1 pixel); its top-left corner is uniform
+    over the ``(H - h + 1) x (W - w + 1)`` integer positions.  The crop is resized
+    bilinearly with ``tf.image.crop_and_resize``, whose sampling puts the output's
+    corner pixels on the crop's corner pixel centres (align-corners); with
+    ``s = 1`` and no ``size`` the image comes back unchanged.  This is torchvision's
+    ``RandomResizedCrop(scale=scale, ratio=(r, r))`` with ``r`` the image's own
+    aspect ratio (1 for square faces).
+    """
+    x, single = _batch(x)
+    lo, hi = float(scale[0]), float(scale[1])
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+    shape = tf.shape(x)
+    n, H, W = shape[0], shape[1], shape[2]
+    if size is None:
+        out_hw = (x.shape[1], x.shape[2]) if x.shape[1] is not None and x.shape[2] is not None else (H, W)
+    else:
+        out_hw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    u = tf.random.stateless_uniform([n, 3], seed=_seed2(seed), dtype=tf.float32)
+    s = lo + (hi - lo) * u[:, 0]
+    Hf, Wf = tf.cast(H, tf.float32), tf.cast(W, tf.float32)
+    h = tf.clip_by_value(tf.round(Hf * tf.sqrt(s)), 1.0, Hf)
+    w = tf.clip_by_value(tf.round(Wf * tf.sqrt(s)), 1.0, Wf)
+    top = tf.minimum(tf.floor(u[:, 1] * (Hf - h + 1.0)), Hf - h)
+    left = tf.minimum(tf.floor(u[:, 2] * (Wf - w + 1.0)), Wf - w)
+    dy, dx = tf.maximum(Hf - 1.0, 1.0), tf.maximum(Wf - 1.0, 1.0)
+    boxes = tf.stack([top / dy, left / dx, (top + h - 1.0) / dy, (left + w - 1.0) / dx], axis=1)
+    y = tf.image.crop_and_resize(x, boxes, tf.range(n), tf.stack(out_hw), method="bilinear")
+    return _out(_clip(y), single)
+
+
+def adjust_brightness(x, factor) -> tf.Tensor:
+    """``clip(factor x)``, ``factor`` a scalar or ``[B]`` (torchvision ``adjust_brightness``)."""
+    x, single = _batch(x)
+    f = tf.reshape(tf.cast(factor, tf.float32), [-1, 1, 1, 1])
+    return _out(_clip(f * x), single)
+
+
+def adjust_contrast(x, factor) -> tf.Tensor:
+    """``clip(c x + (1 - c) m)``, ``m`` the mean grey level of each image (torchvision ``adjust_contrast``)."""
+    x, single = _batch(x)
+    c = tf.reshape(tf.cast(factor, tf.float32), [-1, 1, 1, 1])
+    m = tf.reduce_mean(_grey(x), axis=[1, 2, 3], keepdims=True)
+    return _out(_clip(c * x + (1.0 - c) * m), single)
+
+
+def adjust_saturation(x, factor) -> tf.Tensor:
+    """``clip(s x + (1 - s) grey(x))`` per pixel (torchvision ``adjust_saturation``)."""
+    x, single = _batch(x)
+    s = tf.reshape(tf.cast(factor, tf.float32), [-1, 1, 1, 1])
+    return _out(_clip(s * x + (1.0 - s) * _grey(x)), single)
+
+
+def jitter_factors(seed, n, brightness: Optional[Range] = (0.3, 1.7), contrast: Optional[Range] = (0.3, 1.7),
+                   saturation: Optional[Range] = (0.3, 1.7)) -> dict:
+    """The per-image factors :func:`color_jitter` draws: ``{"brightness": [n], ...}`` (None ranges left out).
+
+    Factor ``k`` (0 brightness, 1 contrast, 2 saturation) comes from
+    ``sub_seed(seed, k)``, so switching one off does not change the others.
+    """
+    out = {}
+    for k, (name, r) in enumerate((("brightness", brightness), ("contrast", contrast), ("saturation", saturation))):
+        if r is not None:
+            out[name] = _uniform(sub_seed(seed, k), n, r[0], r[1])
+    return out
+
+
+def color_jitter(x, seed, brightness: Optional[Range] = (0.3, 1.7), contrast: Optional[Range] = (0.3, 1.7),
+                 saturation: Optional[Range] = (0.3, 1.7)) -> tf.Tensor:
+    """Brightness, then contrast, then saturation, each by a factor uniform in its range (per image).
+
+    torchvision's formulas on [0, 255] floats, clipped after each step (see
+    :func:`adjust_brightness`, :func:`adjust_contrast`, :func:`adjust_saturation`).
+    torchvision's ``ColorJitter`` applies the steps in a random order per call and
+    takes ``brightness=0.7`` for the range ``[0.3, 1.7]``; here the order is fixed
+    and the range is given directly.  A range of ``None`` skips that step.
+    Factors: :func:`jitter_factors`.
+    """
+    x, single = _batch(x)
+    f = jitter_factors(seed, tf.shape(x)[0], brightness, contrast, saturation)
+    if "brightness" in f:
+        x = adjust_brightness(x, f["brightness"])
+    if "contrast" in f:
+        x = adjust_contrast(x, f["contrast"])
+    if "saturation" in f:
+        x = adjust_saturation(x, f["saturation"])
+    return _out(x, single)
+
+
+def to_grayscale3(x, seed=None) -> tf.Tensor:
+    """Grey level ``0.299 R + 0.587 G + 0.114 B`` (float, not rounded) repeated in 3 channels (``seed`` unused)."""
+    x, single = _batch(x)
+    return _out(tf.tile(_grey(x), [1, 1, 1, 3]), single)
+
+
+def brightness_jitter(x, seed, amount: float = 0.5) -> tf.Tensor:
+    """Brightness factor uniform in ``[max(0, 1 - amount), 1 + amount]`` per image (torchvision ``ColorJitter(brightness=amount)``)."""
+    x, single = _batch(x)
+    f = _uniform(seed, tf.shape(x)[0], max(0.0, 1.0 - amount), 1.0 + amount)
+    return _out(adjust_brightness(x, f), single)
+
+
+def posterize(x, bits: int = 2, seed=None) -> tf.Tensor:
+    """Keep the ``bits`` high bits of each uint8 value (float input rounded first): ``v & ~(2**(8-bits) - 1)``."""
+    if not 1 <= int(bits) <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    x, single = _batch(x)
+    mask = tf.constant((0xFF << (8 - int(bits))) & 0xFF, tf.uint8)
+    return _out(tf.cast(tf.bitwise.bitwise_and(_to_uint8(x), mask), tf.float32), single)
+
+
+def equalize(x, seed=None) -> tf.Tensor:
+    """Histogram equalisation per image and channel, PIL ``ImageOps.equalize`` / torchvision ``equalize``.
+
+    For one channel (uint8 values, float input rounded first) with histogram
+    ``h[0..255]``: let ``last`` be the count of the highest non-empty bin and
+    ``step = (sum(h) - last) // 255``; if ``step == 0`` the channel is unchanged,
+    otherwise ``lut[i] = min(255, (step // 2 + sum(h[:i])) // step)`` and
+    ``v -> lut[v]``.  (PIL builds the same table; torchvision clamps to 255.)
+    """
+    x, single = _batch(x)
+    u = _to_uint8(x)
+    shape = tf.shape(u)
+    n, H, W = shape[0], shape[1], shape[2]
+    v = tf.reshape(tf.transpose(tf.cast(u, tf.int32), [0, 3, 1, 2]), [n * 3, H * W])  # one row per channel
+    hist = tf.math.bincount(v, minlength=256, maxlength=256, axis=-1, dtype=tf.int32)  # [n*3, 256]
+    bins = tf.range(256, dtype=tf.int32)
+    last_bin = tf.reduce_max(tf.where(hist > 0, bins[None], -1), axis=1)  # highest non-empty bin
+    last = tf.gather(hist, tf.maximum(last_bin, 0), batch_dims=1)
+    step = (tf.reduce_sum(hist, axis=1) - last) // 255  # [n*3]
+    before = tf.cumsum(hist, axis=1, exclusive=True)
+    safe = tf.maximum(step, 1)[:, None]
+    lut = tf.minimum((step[:, None] // 2 + before) // safe, 255)
+    lut = tf.where(step[:, None] > 0, lut, bins[None])
+    y = tf.gather(lut, v, batch_dims=1)
+    y = tf.transpose(tf.reshape(y, [n, 3, H, W]), [0, 2, 3, 1])
+    return _out(tf.cast(y, tf.float32), single)
+
+
+def hflip(x, seed=None) -> tf.Tensor:
+    """Mirror left-right (``seed`` unused)."""
+    x, single = _batch(x)
+    return _out(tf.reverse(x, axis=[2]), single)
+
+
+# --------------------------------------------------------------------------- policies
+class Report003Augment:
+    """Report 003's five augmentations, *one at a time*: each image gets exactly one, chosen uniformly.
+
+    ``ops``: ``(name, fn(x, seed))`` pairs, default greyscale (3 channels),
+    brightness jitter 0.5, posterize to 2 bits, equalize, horizontal flip (the
+    report names four torchvision transforms and a fifth that is cut off in the
+    text; the flip is our choice for it).  For batch seed ``seed``, the choice
+    of image ``b`` is ``choices(seed, B)[b]`` (from ``sub_seed(seed, 0)``) and op
+    ``i`` runs with ``sub_seed(seed, i + 1)``.  Every op runs on the whole batch
+    and each image keeps the one output it was assigned (5 ops' work; these ops
+    are cheap next to a model step).
+    """
+
+    def __init__(self, brightness: float = 0.5, bits: int = 2, ops: Optional[Sequence[tuple[str, Callable]]] = None):
+        if ops is None:
+            ops = (
+                ("greyscale", to_grayscale3),
+                (f"brightness {brightness:g}", lambda x, s: brightness_jitter(x, s, brightness)),
+                (f"posterize {bits} bits", lambda x, s: posterize(x, bits)),
+                ("equalize", equalize),
+                ("hflip", hflip),
+            )
+        self._ops = list(ops)
+        self.name = "report003"
+
+    def ops(self) -> list[tuple[str, Callable]]:
+        """``(name, fn(x, seed))`` of each single op, in choice order."""
+        return list(self._ops)
+
+    def choices(self, seed, n) -> tf.Tensor:
+        """int32 ``[n]``: which op each image of a batch of ``n`` gets."""
+        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=len(self._ops), dtype=tf.int32)
+
+    def __call__(self, x, seed) -> tf.Tensor:
+        x, single = _batch(x)
+        outs = tf.stack([fn(x, sub_seed(seed, i + 1)) for i, (_, fn) in enumerate(self._ops)])  # [n_ops, B, H, W, 3]
+        k = self.choices(seed, tf.shape(x)[0])
+        y = tf.gather(tf.transpose(outs, [1, 0, 2, 3, 4]), k, batch_dims=1)
+        return _out(y, single)
+
+
+class Report001Augment:
+    """Report 001: random resized crop (area 0.8–1.0) then colour jitter (factors in [0.3, 1.7]).
+
+    ``crop`` / ``jitter`` switch each part (the report's ablation: none, crop,
+    jitter, both).  The crop uses ``sub_seed(seed, 1)``, the jitter
+    ``sub_seed(seed, 2)``.
+    """
+
+    def __init__(self, crop: bool = True, jitter: bool = True, scale: Range = (0.8, 1.0), brightness: Optional[Range] = (0.3, 1.7),
+                 contrast: Optional[Range] = (0.3, 1.7), saturation: Optional[Range] = (0.3, 1.7)):
+        self.crop, self.jitter = bool(crop), bool(jitter)
+        self.scale = tuple(scale)
+        self.jitter_ranges = dict(brightness=brightness, contrast=contrast, saturation=saturation)
+        self.name = "report001-" + {(False, False): "none", (True, False): "crop", (False, True): "jitter", (True, True): "both"}[(self.crop, self.jitter)]
+
+    def _crop(self, x, seed):
+        return random_resized_crop(x, seed, self.scale)
+
+    def _jitter(self, x, seed):
+        return color_jitter(x, seed, **self.jitter_ranges)
+
+    def ops(self) -> list[tuple[str, Callable]]:
+        """The single parts and the whole policy, each as ``(name, fn(x, seed))`` (for grids)."""
+        lo, hi = self.scale
+        return [(f"crop {lo:g}-{hi:g}", lambda x, s: self._crop(x, sub_seed(s, 1))),
+                ("colour jitter", lambda x, s: self._jitter(x, sub_seed(s, 2))),
+                ("crop + jitter", Report001Augment(True, True, self.scale, **self.jitter_ranges))]
+
+    def __call__(self, x, seed) -> tf.Tensor:
+        x, single = _batch(x)
+        if self.crop:
+            x = self._crop(x, sub_seed(seed, 1))
+        if self.jitter:
+            x = self._jitter(x, sub_seed(seed, 2))
+        return _out(x, single)
+
+
+class _NoAugment:
+    name = "none"
+
+    def ops(self):
+        return []
+
+    def __call__(self, x, seed=None):
+        return tf.cast(tf.convert_to_tensor(x), tf.float32)
+
+
+AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003")
+
+
+def make_augment(name: str, **kwargs) -> Callable:
+    """A policy ``f(images, seed) -> float32 [0, 255]`` by name (one of :data:`AUGMENTATIONS`).
+
+    ``kwargs`` go to :class:`Report001Augment` (``scale``, ``brightness``, ...) or
+    :class:`Report003Augment` (``brightness``, ``bits``, ``ops``).
+    """
+    if name == "none":
+        return _NoAugment()
+    if name.startswith("report001-"):
+        part = name.split("-", 1)[1]
+        if part not in ("crop", "jitter", "both"):
+            raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENTATIONS}")
+        return Report001Augment(crop=part in ("crop", "both"), jitter=part in ("jitter", "both"), **kwargs)
+    if name == "report003":
+        return Report003Augment(**kwargs)
+    raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENTATIONS}")
+
+
+def augment_dataset(ds: tf.data.Dataset, policy: Callable, seed: int = 0) -> tf.data.Dataset:
+    """Map ``policy`` over a dataset of image batches ``x`` or ``(x, y, ...)`` tuples (the first element is augmented).
+
+    Each batch gets its own int64 seed from ``tf.data.Dataset.random(seed,
+    rerandomize_each_iteration=True)`` (as :class:`~kerasface.data.PairData` does):
+    deterministic for ``seed``, different in every epoch.
+    """
+    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def apply(elem, r):
+        if isinstance(elem, tuple):
+            return (policy(elem[0], r),) + tuple(elem[1:])
+        return policy(elem, r)
+
+    return tf.data.Dataset.zip((ds, rnd)).map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# --------------------------------------------------------------------------- grid
+def save_augment_grid(images, path: Union[str, os.PathLike], policy: Union[str, Callable], seed: int = 0,
+                      title: Optional[str] = None) -> str:
+    """Write a PNG: the original images on the top row, then one row per op of ``policy`` and one for the policy itself.
+
+    ``images`` uint8 ``[B, H, W, 3]``; ``policy`` a name for :func:`make_augment`
+    or a policy object with ``ops()``.  Every row uses the batch seed ``seed``.
+    Returns the path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pol = make_augment(policy) if isinstance(policy, str) else policy
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[-1] != 3:
+        raise ValueError(f"expected images [B, H, W, 3], got {imgs.shape}")
+    rows = [("original", imgs.astype(np.float32))]
+    for name, fn in pol.ops() if hasattr(pol, "ops") else []:
+        if isinstance(fn, Report001Augment):
+            continue  # the whole policy row is added below
+        rows.append((name, fn(imgs, seed).numpy()))
+    rows.append((f"{getattr(pol, 'name', 'policy')} (policy)", pol(imgs, seed).numpy()))
+    labels = None
+    if isinstance(pol, Report003Augment):
+        names = [n for n, _ in pol.ops()]
+        labels = [names[k] for k in pol.choices(seed, len(imgs)).numpy()]
+    n = imgs.shape[0]
+    fig = Figure(figsize=(1.5 * n, 1.5 * len(rows) + (0.4 if title else 0.1)), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (name, arr) in enumerate(rows):
+        for j in range(n):
+            ax = axes[r, j]
+            ax.imshow(np.clip(arr[j], 0, 255).astype(np.uint8))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if labels is not None and r == len(rows) - 1:
+                ax.set_xlabel(labels[j], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

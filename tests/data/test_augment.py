@@ -1,0 +1,217 @@
+"""kerasface.data.augment: seeded ops vs NumPy references, on real faces from the bundled LFW sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasface.data import augment as A
+from kerasface.data.sampling import capped_epoch_rows
+
+N_FACES = 6
+
+
+@pytest.fixture(scope="module")
+def faces(sample_dir):
+    from kerasface.data import load_images
+
+    root = sample_dir / "lfw"
+    rel = sorted(str(p.relative_to(root)) for p in root.glob("*/*.jpg"))[::37][:N_FACES]
+    imgs, ok = load_images(root, rel, size=64, progress=False)
+    assert ok.all() and imgs.dtype == np.uint8
+    return imgs
+
+
+def np_grey(x):
+    x = x.astype(np.float64)
+    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+
+
+def pil_equalize_channel(ch: np.ndarray) -> np.ndarray:
+    """PIL ImageOps.equalize for one uint8 channel, written out as PIL does it (loop over bins)."""
+    h = np.bincount(ch.ravel(), minlength=256).tolist()
+    histo = [c for c in h if c]
+    if len(histo) <= 1:
+        return ch.copy()
+    step = (sum(histo) - histo[-1]) // 255
+    if not step:
+        return ch.copy()
+    lut, n = [], step // 2
+    for i in range(256):
+        lut.append(min(255, n // step))
+        n = n + h[i]
+    return np.asarray(lut, dtype=np.uint8)[ch]
+
+
+def test_shapes_ranges_dtype_and_single_image(faces):
+    ops = [lambda x, s: A.random_resized_crop(x, s), lambda x, s: A.color_jitter(x, s), A.to_grayscale3,
+           lambda x, s: A.brightness_jitter(x, s, 0.5), lambda x, s: A.posterize(x, 2), A.equalize, A.hflip,
+           A.make_augment("report001-both"), A.make_augment("report003"), A.make_augment("none")]
+    for op in ops:
+        for x in (faces, faces.astype(np.float32)):
+            y = op(x, 7).numpy()
+            assert y.shape == faces.shape and y.dtype == np.float32
+            assert y.min() >= 0.0 and y.max() <= 255.0
+        one = op(faces[0], 7).numpy()
+        assert one.shape == faces.shape[1:]
+
+
+def test_deterministic_and_seed_dependent(faces):
+    for name in ("report001-crop", "report001-jitter", "report001-both", "report003"):
+        pol = A.make_augment(name)
+        a, b, c = pol(faces, 3).numpy(), pol(faces, 3).numpy(), pol(faces, 4).numpy()
+        np.testing.assert_array_equal(a, b)
+        assert np.abs(a - c).max() > 1.0, name
+    # array seeds and int seeds agree: int s -> [s, 0]
+    np.testing.assert_array_equal(A.color_jitter(faces, 5).numpy(), A.color_jitter(faces, [5, 0]).numpy())
+    # a per-image parameter differs across images of one batch
+    f = A.jitter_factors(1, N_FACES)["brightness"].numpy()
+    assert len(set(np.round(f, 6))) == N_FACES and f.min() >= 0.3 and f.max() <= 1.7
+
+
+def test_posterize_exact(faces):
+    np.testing.assert_array_equal(A.posterize(faces, 2).numpy(), (faces & 0b11000000).astype(np.float32))
+    np.testing.assert_array_equal(A.posterize(faces, 5).numpy(), (faces & 0b11111000).astype(np.float32))
+    assert set(np.unique(A.posterize(faces, 2).numpy())) <= {0.0, 64.0, 128.0, 192.0}
+
+
+def test_greyscale_itu601(faces):
+    g = A.to_grayscale3(faces).numpy()
+    ref = np_grey(faces)
+    for c in range(3):
+        np.testing.assert_allclose(g[..., c], ref, atol=1e-3)
+    np.testing.assert_allclose(A.to_grayscale3(np.full((1, 2, 2, 3), [255, 0, 0], np.uint8)).numpy(), 0.299 * 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [0.3, 0.8, 1.7])
+def test_brightness_contrast_saturation_formulas(faces, factor):
+    x = faces.astype(np.float64)
+    f = np.full(N_FACES, factor, np.float32)
+    np.testing.assert_allclose(A.adjust_brightness(faces, f).numpy(), np.clip(factor * x, 0, 255), atol=1e-3)
+    mean = np_grey(x).mean(axis=(1, 2))[:, None, None, None]
+    np.testing.assert_allclose(A.adjust_contrast(faces, f).numpy(), np.clip(factor * x + (1 - factor) * mean, 0, 255), atol=2e-3)
+    grey = np_grey(x)[..., None]
+    np.testing.assert_allclose(A.adjust_saturation(faces, f).numpy(), np.clip(factor * x + (1 - factor) * grey, 0, 255), atol=2e-3)
+
+
+def test_color_jitter_is_brightness_contrast_saturation_in_order(faces):
+    f = {k: v.numpy().astype(np.float64) for k, v in A.jitter_factors(9, N_FACES).items()}
+    x = faces.astype(np.float64)
+    b, c, s = (f[k][:, None, None, None] for k in ("brightness", "contrast", "saturation"))
+    x = np.clip(b * x, 0, 255)
+    x = np.clip(c * x + (1 - c) * np_grey(x).mean(axis=(1, 2))[:, None, None, None], 0, 255)
+    x = np.clip(s * x + (1 - s) * np_grey(x)[..., None], 0, 255)
+    np.testing.assert_allclose(A.color_jitter(faces, 9).numpy(), x, atol=5e-3)
+    # brightness_jitter(0.5): factor = output / input lies in [0.5, 1.5]
+    y = A.brightness_jitter(faces, 2, 0.5).numpy()
+    ok = (faces > 20) & (y < 254)
+    ratio = np.array([np.median(y[i][ok[i]] / faces[i][ok[i]]) for i in range(N_FACES)])
+    assert ratio.min() >= 0.5 - 1e-4 and ratio.max() <= 1.5 + 1e-4 and ratio.std() > 0.01
+
+
+def test_equalize_matches_pil_algorithm(faces):
+    got = A.equalize(faces).numpy()
+    ref = np.stack([np.stack([pil_equalize_channel(im[..., c]) for c in range(3)], -1) for im in faces])
+    np.testing.assert_array_equal(got, ref.astype(np.float32))
+    # degenerate channels: one value (unchanged), two values
+    flat = np.full((1, 8, 8, 3), 77, np.uint8)
+    np.testing.assert_array_equal(A.equalize(flat).numpy(), flat)
+    two = flat.copy()
+    two[0, :4] = 10
+    np.testing.assert_array_equal(A.equalize(two).numpy()[0, ..., 0], pil_equalize_channel(two[0, ..., 0]))
+    # cv2.equalizeHist uses another table (differs slightly, documented)
+    import cv2
+    cvq = np.stack([cv2.equalizeHist(np.ascontiguousarray(faces[0][..., c])) for c in range(3)], -1)
+    d = np.abs(cvq.astype(int) - got[0].astype(int))
+    assert d.max() > 0 and d.mean() < 8
+
+
+def test_hflip(faces):
+    np.testing.assert_array_equal(A.hflip(faces).numpy(), faces[:, :, ::-1].astype(np.float32))
+
+
+def test_random_resized_crop_scale_bounds():
+    H = W = 100
+    rows, cols = np.mgrid[0:H, 0:W].astype(np.float32)
+    ramp = np.stack([rows, cols, np.zeros_like(rows)], -1)[None].repeat(64, 0) * 2.0  # values 0..198
+    y = A.random_resized_crop(ramp, 11, scale=(0.8, 1.0)).numpy() / 2.0
+    top, bottom = y[:, 0, 0, 0], y[:, -1, 0, 0]
+    left, right = y[:, 0, 0, 1], y[:, 0, -1, 1]
+    h, w = bottom - top + 1, right - left + 1
+    area = h * w / (H * W)
+    assert area.min() >= 0.8 - 0.02 and area.max() <= 1.0 + 1e-6
+    assert area.max() - area.min() > 0.1  # the fraction really varies
+    assert (top >= 0).all() and (bottom <= H - 1 + 1e-3).all() and (left >= 0).all() and (right <= W - 1 + 1e-3).all()
+    np.testing.assert_allclose(h / w, 1.0, atol=0.03)  # aspect ratio kept
+    # scale (1, 1): identity; explicit output size
+    np.testing.assert_allclose(A.random_resized_crop(ramp[:2], 0, scale=(1.0, 1.0)).numpy(), ramp[:2], atol=1e-3)
+    assert A.random_resized_crop(ramp[:2], 0, size=56).shape == (2, 56, 56, 3)
+
+
+def test_report003_applies_exactly_one_op(faces):
+    pol = A.Report003Augment()
+    x = np.concatenate([faces] * 4)  # 24 images: every op gets chosen
+    seed = 21
+    out = pol(x, seed).numpy()
+    k = pol.choices(seed, len(x)).numpy()
+    assert set(k.tolist()) == set(range(5))
+    singles = np.stack([fn(x, A.sub_seed(seed, i + 1)).numpy() for i, (_, fn) in enumerate(pol.ops())])  # [5, B, ...]
+    for b in range(len(x)):
+        match = [i for i in range(5) if np.array_equal(out[b], singles[i, b])]
+        assert k[b] in match
+        distinct = all(np.abs(singles[i, b] - singles[j, b]).max() > 1 for i in range(5) for j in range(i))
+        if distinct:
+            assert match == [k[b]]
+        # not a composition of two ops
+        assert not np.array_equal(out[b], A.hflip(A.to_grayscale3(x[b:b + 1])).numpy()[0]) or k[b] == 0
+
+
+def test_report001_switches(faces):
+    s = 8
+    crop = A.make_augment("report001-crop")(faces, s).numpy()
+    jit = A.make_augment("report001-jitter")(faces, s).numpy()
+    both = A.make_augment("report001-both")(faces, s).numpy()
+    np.testing.assert_array_equal(crop, A.random_resized_crop(faces, A.sub_seed(s, 1)).numpy())
+    np.testing.assert_array_equal(jit, A.color_jitter(faces, A.sub_seed(s, 2)).numpy())
+    np.testing.assert_allclose(both, A.color_jitter(crop, A.sub_seed(s, 2)).numpy(), atol=1e-4)
+    np.testing.assert_array_equal(A.make_augment("none")(faces, s).numpy(), faces.astype(np.float32))
+    with pytest.raises(ValueError):
+        A.make_augment("report001-blur")
+
+
+def test_in_tf_data_deterministic_per_epoch(faces):
+    ds = tf.data.Dataset.from_tensor_slices((faces, np.arange(N_FACES))).batch(3)
+    aug = A.augment_dataset(ds, A.make_augment("report003"), seed=5)
+    e1 = [x.numpy() for x, _ in aug]
+    e2 = [x.numpy() for x, _ in aug]
+    again = [x.numpy() for x, _ in A.augment_dataset(ds, A.make_augment("report003"), seed=5)]
+    np.testing.assert_array_equal(np.concatenate(e1), np.concatenate(again))
+    assert not np.array_equal(np.concatenate(e1), np.concatenate(e2))  # a new draw every epoch
+
+
+def test_save_augment_grid(faces, tmp_path):
+    p = A.save_augment_grid(faces[:3], tmp_path / "g.png", "report003", seed=1)
+    import cv2
+    im = cv2.imread(p)
+    assert im is not None and im.shape[0] > 400  # 7 rows: original, 5 ops, policy
+
+
+def test_capped_epoch_rows():
+    labels = np.repeat(np.arange(4), [3, 10, 1, 7])
+    rng = np.random.default_rng(0)
+    labels = labels[rng.permutation(len(labels))]
+    seen = {k: [] for k in range(4)}
+    for epoch in range(3):
+        rows = capped_epoch_rows(labels, max_per_identity=4, seed=1, epoch=epoch)
+        assert len(set(rows.tolist())) == len(rows)
+        counts = np.bincount(labels[rows], minlength=4)
+        np.testing.assert_array_equal(counts, [3, 4, 1, 4])
+        for r in rows:
+            seen[int(labels[r])].append(int(r))
+        np.testing.assert_array_equal(rows, capped_epoch_rows(labels, 4, seed=1, epoch=epoch))
+    # identity 1 (10 images): 12 draws over 3 epochs cover all 10; identity 3 (7): 12 draws cover 7
+    assert len(set(seen[1])) == 10 and len(set(seen[3])) == 7
+    assert not np.array_equal(capped_epoch_rows(labels, 4, seed=1, epoch=0), capped_epoch_rows(labels, 4, seed=1, epoch=1))
+    grouped = capped_epoch_rows(labels, 4, seed=1, shuffle=False)
+    assert (np.diff(labels[grouped]) >= 0).all()
