@@ -37,6 +37,14 @@ _EXPORTS = {
     "select_triplets": "chunked",
     "triplet_dataset": "chunked",
     "offline_triplet_dataset": "chunked",
+    # augment.py (tensorflow): seeded augmentations of reports 001 / 003
+    "make_augment": "augment",
+    "augment_dataset": "augment",
+    "save_augment_grid": "augment",
+    "Report001Augment": "augment",
+    "Report003Augment": "augment",
+    # sampling.py (numpy): at most K images per identity per epoch
+    "capped_epoch_rows": "sampling",
     # pairs.py (tensorflow)
     "PairData": "pairs",
     "normalize_images": "pairs",
