@@ -11,6 +11,10 @@ Two kinds, selectable by name with :func:`get_triplet_loss`:
   embeddings: ``"batch_all"``, ``"batch_hard"``, ``"semi_hard"``.
 
 :func:`select_triplets` (NumPy) is the offline, chunk-wise FaceNet selection.
+Report 001/003's margin-softmax family (:func:`margin_logits`, used by
+:class:`kerasface.models.MarginHead`) and the angular prototypical loss
+(:class:`AngularPrototypicalLogits` / :class:`AngularPrototypicalLoss`, layers
+because ``w`` and ``b`` are learned) live in ``margin.py`` and ``angular.py``.
 Every loss and metric class is registered under the ``kerasface`` package.
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import keras
 
+from kerasface.losses.angular import AngularPrototypicalLogits, AngularPrototypicalLoss, angular_prototypical_logits
+from kerasface.losses.margin import MARGIN_KINDS, arcface_target, margin_logits
 from kerasface.losses.mining import select_triplets
 from kerasface.losses.online import (
     BatchAllTripletLoss,
@@ -36,7 +42,12 @@ from kerasface.losses.triplet import (
 )
 
 __all__ = [
+    "MARGIN_KINDS",
     "TRIPLET_LOSSES",
+    "AngularPrototypicalLogits",
+    "AngularPrototypicalLoss",
+    "angular_prototypical_logits",
+    "arcface_target",
     "BatchAllTripletLoss",
     "BatchHardTripletLoss",
     "SemiHardTripletLoss",
@@ -47,6 +58,7 @@ __all__ = [
     "batch_all_triplet_loss",
     "batch_hard_triplet_loss",
     "get_triplet_loss",
+    "margin_logits",
     "pairwise_distances",
     "select_triplets",
     "semi_hard_triplet_loss",

@@ -7,12 +7,19 @@ from typing import Callable
 import keras
 
 from kerasface.models.facenet_nn2 import facenet_nn2
+from kerasface.models.resnet import resnet18, resnet34
+from kerasface.models.thinresnet import thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 __all__ = ["BACKBONES", "build_backbone", "list_backbones"]
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "facenet_nn2": facenet_nn2,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "thin_resnet34": thin_resnet34,
+    "thin_resnet50": thin_resnet50,
+    "thin_resnet50_v2": thin_resnet50_v2,
     "vargfacenet": vargfacenet,
     "vargfacenet_reduced": vargfacenet_reduced,
     "vargfacenet_tiny": vargfacenet_tiny,
