@@ -87,7 +87,7 @@ def add_train_triplet_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("monitoring and output")
     g.add_argument("--probe-size", type=int, help="fixed training faces embedded after each epoch (default 64)")
     g.add_argument("--collapse-floor", type=float,
-                   help="stop when the probe faces' mean distance falls below this (default 0.01; 0: never)")
+                   help="stop when the probe faces' mean distance falls below this (default 0.05; 0: never)")
     g.add_argument("--verify-every", type=int,
                    help="verification on the evaluation pairs every N epochs (0: at the end only)")
     g.add_argument("--out", help="parent folder of run folders (default: runs)")

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_dataset, pk_batches
+from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_dataset, pk_batches, pk_plan
 from kerasface.data.identities import IdentityIndex, fold_identities
 from kerasface.data.lfw import Pair, open_image_source, parse_pairs
 from kerasface.evaluation.metrics import kfold_accuracy
@@ -490,21 +491,20 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                     _, counts = np.unique(chunk.labels, return_counts=True)
                     n_ap_pairs += int((counts * (counts - 1) // 2).sum())
                     weight = len(trip)
-                    state["images_seen"] += 3 * len(trip)
-                    n_triplets += len(trip)
+                    steps = -(-weight // cfg.batch_size)
+                    state["images_seen"] += 3 * weight
+                    n_triplets += weight
                 else:
-                    ds = pk_batches(chunk, P, cfg.k_images, seed=chunk_seed)
-                    weight = None
-                if weight == 0:
+                    # a chunk with fewer than P identities (the tail of an epoch) gives no batch
+                    steps = weight = len(pk_plan(chunk, P, cfg.k_images, epoch=0, seed=chunk_seed))
+                    ds = pk_batches(chunk, P, cfg.k_images, seed=chunk_seed) if steps else None
+                    n_batches += steps
+                    state["images_seen"] += steps * P * cfg.k_images
+                if steps == 0:
                     continue
-                it0 = int(keras.ops.convert_to_numpy(fitted.optimizer.iterations))
-                h = fitted.fit(ds, epochs=1, verbose=fit_verbose).history
-                if not h.get("loss"):  # a chunk with no P x K batch
-                    continue
-                if weight is None:
-                    weight = int(keras.ops.convert_to_numpy(fitted.optimizer.iterations)) - it0
-                    n_batches += weight
-                    state["images_seen"] += weight * P * cfg.k_images
+                # The known length gives Keras a progress-bar total (and no "ran out of data" warning).
+                ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+                h = fitted.fit(ds, epochs=1, verbose=fit_verbose, shuffle=False).history
                 loss_sum += h["loss"][0] * weight
                 loss_n += weight
                 if "triplet_accuracy" in h:

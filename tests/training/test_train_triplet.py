@@ -246,6 +246,60 @@ def test_hardest_pairs_match_brute_force():
     assert len(same_d) + len(diff_d) == len(allp) and all(c.same for c in pos) and not any(c.same for c in neg)
 
 
+# --- online mining and the collapse stop, with a micro backbone (traces in seconds) --------------------
+
+
+def _micro(input_shape=(SIZE, SIZE, 3), embedding_dim=128, **_):
+    """Two convolutions and a dense layer: Keras built-ins only, so its saved files load anywhere."""
+    x = keras.Input(input_shape, name="image")
+    y = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="c1")(x)
+    y = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="c2")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(embedding_dim, name="fc")(y), name="micro")
+
+
+@pytest.fixture
+def micro_backbone(monkeypatch):
+    from kerasface.models import registry
+
+    monkeypatch.setitem(registry.BACKBONES, "micro", _micro)
+    return "micro"
+
+
+def test_online_mining_run(micro_backbone, tmp_path):
+    cfg = get_triplet_preset("facenet-nn2").override(
+        backbone=micro_backbone, image_size=SIZE, mining="semi_hard", batch_size=32, k_images=4, epochs=2,
+        chunk_size=1000, images_per_identity=10, center_crop=0.6, probe_size=32, verify_every=1)
+    result = train_triplet(cfg, run_dir=tmp_path / "run", verbose=0)
+    h = _json(result, "history.json")
+    # 58 identities, P = 32 // 4 = 8 distinct identities per batch: 7 P x K batches an epoch
+    assert h["batches"] == [7, 7] and np.isfinite(h["loss"]).all()
+    assert "triplets" not in h and result.metrics["images_seen"] == 2 * 7 * 32
+    assert h["verify_auc"][0] is not None and h["verify_auc"][1] is not None  # every epoch
+    assert result.metrics["complete"] and result.metrics["verification"]["pairs_accounting"]["evaluated"] == 60
+    assert result.model.get_layer("l2_embedding") is not None  # the backbone got its L2 layer
+    emb = keras.ops.convert_to_numpy(result.model(np.zeros((2, SIZE, SIZE, 3), "float32") + 0.3))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert {p.name for p in result.run_dir.iterdir()} >= {"model.keras", "triplet.keras", "case_study.png"}
+
+
+def test_collapse_stops_the_run_with_exit_3(micro_backbone, tmp_path, capsys):
+    """A floor above any possible mean distance (unit vectors are at most 2 apart) stops after epoch 1."""
+    run_dir = tmp_path / "run"
+    code = main(["train-triplet", "--backbone", micro_backbone, "--image-size", str(SIZE), "--mining", "semi_hard",
+                 "--batch-size", "32", "--epochs", "3", "--collapse-floor", "2.5", "--center-crop", "0.6",
+                 "--run-dir", str(run_dir), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3 and "collapsed at epoch 1" in err and "Traceback" not in err
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["epochs_run"] == 1 and m["complete"] is False
+    assert m["collapse"]["epoch"] == 1 and m["collapse"]["floor"] == 2.5 and "collapsed" in m["stopped"]
+    assert len(json.loads((run_dir / "history.json").read_text())["loss"]) == 1
+    # the stopped run is still evaluated and its models saved
+    assert m["verification"]["pairs_accounting"]["evaluated"] == 60
+    assert (run_dir / "model.keras").is_file() and (run_dir / "case_study.png").is_file()
+
+
 # --- one end-to-end run ------------------------------------------------------------------------------
 
 
