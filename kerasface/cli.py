@@ -46,7 +46,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="verification metrics (AUC, EER) on the validation pairs every N epochs (0: at the end only)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="parent folder of run folders (default: runs)")
-    g.add_argument("--run-dir", help="exact run folder to write (default: OUT/PRESET-TIMESTAMP)")
+    g.add_argument("--run-dir", help="exact run folder to write (default: OUT/PRESET-TIMESTAMP); an existing, "
+                                     "unfinished run folder of the same settings is resumed after its last finished epoch")
     g.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
 
 
@@ -297,6 +298,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"kerasface {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # a NaN/inf loss stopped training; the run folder keeps the last good epoch
+        print(f"kerasface {args.command}: error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import keras
 
 from kerasface.data.lfw import open_image_source, parse_pairs
 
-__all__ = ["VerificationCallback"]
+__all__ = ["VerificationCallback", "StopOnNaN", "RunBackup"]
 
 logger = logging.getLogger("kerasface.training")
 
@@ -69,3 +69,122 @@ class VerificationCallback(keras.callbacks.Callback):
         logger.info("epoch %d verification on %d pairs: accuracy %.4f, AUC %s, EER %s (%.1f s)",
                     epoch + 1, m["pairs_accounting"]["evaluated"], acc, m["auc"], m["eer_percent"],
                     time.perf_counter() - t0)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, and remember where.
+
+    Unlike ``keras.callbacks.TerminateOnNaN`` it records ``self.stopped``
+    (``{"epoch": 1-based, "step": 1-based in the epoch, "global_step": ..., "loss": ...}``)
+    so that :class:`~kerasface.training.run_folder.RunFolderWriter` and
+    :class:`RunBackup` (which check :attr:`tripped`) keep the last good
+    model and backup instead of saving the NaN weights at the end of that epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stopped: dict | None = None
+        self._epoch = 0
+        self._steps_before = 0
+
+    @property
+    def tripped(self) -> bool:
+        return self.stopped is not None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or self.stopped is not None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            steps = (self.params or {}).get("steps") or 0
+            self.stopped = {"epoch": self._epoch + 1, "step": batch + 1,
+                            "global_step": self._epoch * steps + batch + 1, "loss": loss}
+            logger.error("loss is %s at epoch %d, step %d: stopping; the run folder keeps the last good epoch",
+                         loss, self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+    def message(self) -> str:
+        s = self.stopped or {}
+        return (f"training stopped: the loss became {s.get('loss')} at epoch {s.get('epoch')}, step {s.get('step')} "
+                f"(global step {s.get('global_step')}); the run folder keeps the model of the last finished epoch")
+
+
+class RunBackup(keras.callbacks.Callback):
+    """Resumable training state: ``keras.callbacks.BackupAndRestore`` made kill-safe.
+
+    After every epoch it writes ``<backup_dir>/epoch-NNNN.weights.h5`` (model and
+    optimizer variables) through a temporary file, then ``state.json``
+    (``{"epoch": N, "weights": "epoch-NNNN.weights.h5"}``) atomically, then
+    removes older weight files.  A kill at any point therefore leaves
+    ``state.json`` naming a complete weights file of the same epoch (Keras's own
+    callback writes the weights and the epoch number in place, one after the
+    other, so a kill between them resumes from a mismatched pair).  On
+    ``on_train_begin`` it restores that state and sets the model's initial
+    epoch, so ``fit`` runs only the remaining epochs.  ``nan_guard``: a
+    :class:`StopOnNaN` whose trip stops further saving.  The folder is
+    deleted when training ends normally (``delete_on_end``).
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, backup_dir, nan_guard: StopOnNaN | None = None, delete_on_end: bool = True):
+        super().__init__()
+        from pathlib import Path
+
+        self.backup_dir = Path(backup_dir)
+        self.nan_guard = nan_guard
+        self.delete_on_end = delete_on_end
+        self.restored_epoch = 0
+
+    @classmethod
+    def saved_epoch(cls, backup_dir) -> int:
+        """Epochs finished according to the backup in ``backup_dir`` (0 when there is none)."""
+        import json
+        from pathlib import Path
+
+        p = Path(backup_dir) / cls.STATE
+        if not p.is_file():
+            return 0
+        state = json.loads(p.read_text())
+        return int(state["epoch"]) if (Path(backup_dir) / state["weights"]).is_file() else 0
+
+    def on_train_begin(self, logs=None):
+        import json
+
+        p = self.backup_dir / self.STATE
+        if not p.is_file():
+            return
+        state = json.loads(p.read_text())
+        weights = self.backup_dir / state["weights"]
+        if not weights.is_file():
+            raise FileNotFoundError(f"{p} names {weights.name}, which is missing; delete {self.backup_dir} to start over")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(weights))
+        self.restored_epoch = int(state["epoch"])
+        self.model._initial_epoch = self.restored_epoch
+        logger.info("resuming from the backup of epoch %d in %s", self.restored_epoch, self.backup_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard is not None and self.nan_guard.tripped:
+            return
+        from kerasface.io import atomic_path, write_json
+
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        with atomic_path(self.backup_dir / name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp))
+        write_json(self.backup_dir / self.STATE, {"epoch": epoch + 1, "weights": name})
+        for old in self.backup_dir.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+    def on_train_end(self, logs=None):
+        import shutil
+
+        stopped = self.nan_guard is not None and self.nan_guard.tripped
+        if self.delete_on_end and not stopped and self.backup_dir.exists():
+            shutil.rmtree(self.backup_dir)

@@ -4,10 +4,19 @@ Run folder contents: ``model.keras``, ``config.json`` (the resolved preset),
 ``history.csv`` and ``history.json``, ``curves.png`` (accuracy and loss,
 train vs validation), ``metrics.json`` (final and best validation figures,
 data counts, timing) and ``data_report.json`` (pairs kept/missing/corrupt).
+
+Kills and NaNs: every file is written atomically after each epoch and the
+training state (weights + optimizer) is backed up in ``backup/``
+(:class:`~kerasface.training.callbacks.RunBackup`); running the same command
+with the same ``run_dir`` resumes after the last finished epoch (other
+settings: ``ValueError``).  A NaN/inf loss stops the run
+(``FloatingPointError`` naming epoch and step) with the last good epoch's
+files kept and ``metrics.json`` saying ``"complete": false`` and ``"stopped"``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,9 +27,9 @@ from kerasface.evaluation.verification import evaluate_pairs, write_report
 from kerasface.experiments import PairExperiment, bundled_sample_dir
 from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
-from kerasface.training.callbacks import VerificationCallback
+from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
 from kerasface.training.run_folder import RunFolderWriter as _RunFolderWriter
-from kerasface.training.run_folder import RunResult
+from kerasface.training.run_folder import RunResult, remove_stale_temporaries
 from kerasface.training.run_folder import new_run_dir as _new_run_dir
 
 logger = logging.getLogger("kerasface.training")
@@ -98,17 +107,42 @@ def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
     return data
 
 
+def _check_resume(run_dir: Path, resolved: dict) -> int:
+    """Epochs already done in ``run_dir`` by the same settings (0 for a new folder); clear errors otherwise."""
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        return 0
+    old = json.loads(cfg_file.read_text())
+    new = json.loads(json.dumps(jsonable(resolved)))
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(diff)}); "
+                         f"resume it with the same flags or choose a new --run-dir")
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("complete"):
+        raise ValueError(f"run folder {run_dir} already holds a complete run; choose a new --run-dir")
+    stale = remove_stale_temporaries(run_dir)
+    done = RunBackup.saved_epoch(run_dir / "backup")
+    logger.info("resuming %s after %d finished epoch(s)%s", run_dir, done,
+                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "")
+    return done
+
+
 def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto") -> RunResult:
     """Train ``cfg`` end to end and write the run folder; returns it with the metrics."""
     data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
     if not data_path.exists():
         raise FileNotFoundError(f"--data {data_path}: no such file or folder")
     train_list, val_list = resolve_pair_lists(data_path, cfg.train_pairs, cfg.val_pairs)
-    run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
                                 "val_pairs": str(val_list)}
-    write_json(run_dir / "config.json", resolved)
+    run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
+    done_epochs = _check_resume(run_dir, resolved)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", resolved)
+    except OSError as e:
+        raise OSError(f"cannot write the run folder {run_dir}: {e.strerror or e}") from None
     keras.utils.set_random_seed(cfg.seed)
 
     source = open_image_source(data_path)
@@ -146,20 +180,28 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
             "train_pairs_per_second": n_train / per_epoch,
         }
 
-    writer = _RunFolderWriter(run_dir, f"{cfg.name} ({cfg.backbone})", summary)
+    guard = StopOnNaN()
+    writer = _RunFolderWriter(run_dir, f"{cfg.name} ({cfg.backbone})", summary, csv=True, nan_guard=guard)
+    writer.resume(done_epochs)
     score_kwargs = dict(center_crop=cfg.center_crop, batch_size=cfg.batch_size,
                         low_light_seed=cfg.low_light_seed if cfg.low_light else None)
     callbacks = [
         # Before the loggers, so that its keys reach history.csv / history.json.
         *([VerificationCallback(source, val.pairs, every=cfg.verify_every, prefix="val_verify_", **score_kwargs)]
           if cfg.verify_every > 0 else []),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        keras.callbacks.TerminateOnNaN(),
-        writer,
+        guard,
+        writer,  # history.json/.csv, curves.png, model.keras, metrics.json: atomically, after every epoch
+        RunBackup(run_dir / "backup", nan_guard=guard),  # after the writer: see RunFolderWriter.resume
     ]
     # The dataset is already shuffled (seeded) by PairData.dataset.
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
               shuffle=False, verbose=verbose)
+    if guard.tripped:
+        stopped = dict(guard.stopped, reason="non-finite loss")
+        base = summary(writer.history, writer.epoch_seconds, False) if writer.history.get("val_accuracy") else {
+            "preset": cfg.name, "complete": False, "epochs_run": 0, "epochs_planned": cfg.epochs}
+        write_json(run_dir / "metrics.json", base | {"stopped": stopped})
+        raise FloatingPointError(f"{guard.message()}: {run_dir}")
     if not writer.history.get("val_accuracy"):
         raise RuntimeError(f"training produced no validation results; see {run_dir}")
     metrics = summary(writer.history, writer.epoch_seconds, len(writer.history["val_accuracy"]) == cfg.epochs)

@@ -5,13 +5,16 @@ A run folder holds ``config.json`` (the resolved preset), ``history.json`` and
 everything is rewritten atomically after every epoch
 (:mod:`kerasface.io`), so a run cut off by a time limit or a kill still leaves
 a loadable model and consistent metrics of its last finished epoch
-(``metrics.json`` says ``"complete": false`` until the end).
+(``metrics.json`` says ``"complete": false`` until the end).  With a
+:class:`~kerasface.training.callbacks.RunBackup` in ``<run>/backup/`` the same
+command resumes a killed run (:meth:`RunFolderWriter.resume`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ import keras
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import atomic_path, save_model, write_json
 
-__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "write_history_csv"]
+__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "remove_stale_temporaries", "write_history_csv"]
 
 
 @dataclass
@@ -48,6 +51,19 @@ def new_run_dir(out: str, name: str) -> Path:
         run_dir = base / f"{name}-{stamp}-{i}"
     run_dir.mkdir()
     return run_dir
+
+
+def remove_stale_temporaries(run_dir) -> list[Path]:
+    """Delete the ``.name-XXXX.ext`` temporaries a killed run left in ``run_dir`` (and ``run_dir/backup``)."""
+    run_dir = Path(run_dir)
+    gone = []
+    for folder in (run_dir, run_dir / "backup"):
+        if folder.is_dir():
+            for p in folder.glob(".*-*"):
+                if p.is_file():
+                    p.unlink()
+                    gone.append(p)
+    return gone
 
 
 def write_history_csv(path, history: Mapping[str, list]) -> None:
@@ -83,8 +99,10 @@ class RunFolderWriter(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: Path, title: str, summary: Callable, models: Mapping[str, keras.Model] | None = None,
-                 plot: Callable | None = None, csv: bool = False):
+                 plot: Callable | None = None, csv: bool = False, nan_guard=None):
         super().__init__()
+        # A tripped kerasface.training.callbacks.StopOnNaN: the epoch is not recorded, the last good files stay.
+        self.nan_guard = nan_guard
         self.run_dir = Path(run_dir)
         self.title = title
         self.summary = summary  # callable(history, epoch_seconds, complete) -> metrics dict
@@ -99,7 +117,31 @@ class RunFolderWriter(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard is not None and self.nan_guard.tripped:
+            return
         self.record(logs, time.perf_counter() - self._t0)
+
+    def resume(self, epochs_done: int) -> None:
+        """Continue a killed run: reload ``history.json`` and the epoch times, cut to ``epochs_done`` epochs.
+
+        ``epochs_done`` is the epoch of the training backup, which is written
+        after this writer's files, so the history may hold one epoch more
+        (redone after the restart) but never less.
+        """
+        self.history, self.epoch_seconds = {}, []
+        if epochs_done <= 0:
+            return
+        h = self.run_dir / "history.json"
+        m = self.run_dir / "metrics.json"
+        if h.is_file():
+            self.history = {k: [math.nan if v is None else float(v) for v in col[:epochs_done]]
+                            for k, col in json.loads(h.read_text()).items()}
+        if m.is_file():
+            self.epoch_seconds = [float(x) for x in json.loads(m.read_text()).get("epoch_seconds", [])[:epochs_done]]
+        n = max((len(c) for c in self.history.values()), default=0)
+        if n != epochs_done or len(self.epoch_seconds) != epochs_done:
+            raise ValueError(f"{self.run_dir}: the backup is at epoch {epochs_done} but history.json / metrics.json "
+                             f"hold {n} / {len(self.epoch_seconds)} epoch(s); cannot resume this run folder")
 
     def record(self, logs: Mapping | None, seconds: float) -> None:
         """Append one epoch's ``logs`` and rewrite every file of the run folder."""
