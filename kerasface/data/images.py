@@ -20,7 +20,7 @@ from .lfw import ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["CorruptImageError", "decode_image", "load_images"]
+__all__ = ["CorruptImageError", "decode_image", "image_dimensions", "load_images"]
 
 # Show the progress bar only for at least this many distinct images.
 PROGRESS_MIN_IMAGES = 500
@@ -30,15 +30,64 @@ class CorruptImageError(ValueError):
     """An image file is empty or cannot be decoded; the message names the file."""
 
 
+# Images whose header declares more pixels than this are refused before decoding (decompression bombs);
+# JPEGs over REDUCE_ABOVE_PIXELS are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which
+# every caller here (crop, then resize to ~112-250 px) can afford and which keeps memory small.
+MAX_PIXELS = 400_000_000
+REDUCE_ABOVE_PIXELS = 16_000_000
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def image_dimensions(data: bytes) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` read from a PNG or JPEG header without decoding; None when unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            if i + 9 > n:
+                return None
+            return "jpeg", int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode encoded image bytes to a uint8 RGB array ``[H, W, 3]`` with OpenCV.
 
-    Grey images are expanded to 3 channels.  Raises :class:`CorruptImageError`
-    naming ``name`` when ``data`` is empty or undecodable.
+    Grey, RGBA and 16-bit images become 8-bit RGB.  Raises :class:`CorruptImageError`
+    naming ``name`` when ``data`` is empty or undecodable, or when its header
+    declares more than ``MAX_PIXELS`` pixels.  JPEGs over ``REDUCE_ABOVE_PIXELS``
+    are decoded at a reduced scale (a 10,000 x 10,000 photo comes back 2,500 x 2,500).
     """
     if not data:
         raise CorruptImageError(f"corrupt image {name!r}: file is empty")
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    dims = image_dimensions(data)
+    flags = cv2.IMREAD_COLOR
+    if dims is not None:
+        fmt, w, h = dims
+        if w * h > MAX_PIXELS:
+            raise CorruptImageError(f"image {name!r} is too large: {fmt} header declares {w} x {h} pixels "
+                                    f"(limit {MAX_PIXELS:,} pixels)")
+        if fmt == "jpeg" and w * h > REDUCE_ABOVE_PIXELS:
+            for factor, flag in reversed(_REDUCED):
+                flags = flag
+                if w * h / factor**2 <= REDUCE_ABOVE_PIXELS:
+                    break
+            logger.info("decoding %s (%d x %d) at reduced scale", name, w, h)
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if img is None or img.size == 0 or img.ndim != 3:
         raise CorruptImageError(f"corrupt image {name!r}: cannot decode {len(data)} bytes (truncated or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
