@@ -183,3 +183,18 @@ def test_training_on_real_faces(faces, kind, s, m):
     hist = model.fit([x, y], y, epochs=15, batch_size=12, verbose=0).history["loss"]
     assert np.isfinite(hist).all() and hist[-1] < hist[0]
     assert get_embedding_model(model) is backbone
+
+
+def test_logits_float32_under_mixed_precision():
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)], name="mp")
+        model = classification_model(backbone, 3, head="arcface", scale=64.0, margin=0.5)
+        assert model.get_layer("margin_head").compute_dtype == "float32"
+        assert backbone.layers[0].compute_dtype == "float16"
+        x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+        out = model([x, np.array([0, 1, 2, 0])])
+        assert out.dtype == "float32" and np.isfinite(keras.ops.convert_to_numpy(out)).all()
+    finally:
+        keras.config.set_dtype_policy(old)
