@@ -131,6 +131,10 @@ def _cmd_train(args) -> int:
     print(f"validation accuracy: {m['final']['val_accuracy']:.4f} (best {m['best_val_accuracy']:.4f} "
           f"at epoch {m['best_val_accuracy_epoch']}), validation loss: {m['final']['val_loss']:.4f}, "
           f"on {m['val_pairs']} pairs after {m['epochs_run']} epochs")
+    for part, r in (m.get("data") or {}).items():
+        if r.get("missing") or r.get("corrupt"):
+            print(f"{part} pairs skipped: {r.get('missing', 0)} naming missing images, "
+                  f"{r.get('corrupt', 0)} touching corrupt images (see data_report.json)")
     return 0
 
 

@@ -209,6 +209,8 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     verification = evaluate_pairs(model, source, val.pairs, verbose=0, **score_kwargs)
     write_report(verification, run_dir, source=source, title=f"{cfg.name}: validation pairs", metrics_file=None)
     metrics["verification"] = verification.metrics
+    # Skipped inputs, counted again at the end (data_report.json has them from the start-up pass).
+    metrics["data"] = {"train": train.report, "validation": val.report}
     metrics = jsonable(metrics)  # what metrics.json holds (NaN/inf as None)
     write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir=run_dir, metrics=metrics, model=model)

@@ -216,3 +216,49 @@ def test_interrupted_run_resumes_from_backup_in_process(tiny_cfg, tmp_path, monk
     assert all(len(c) == EPOCHS for c in json.loads((run_dir / "history.json").read_text()).values())
     assert int(result.model.optimizer.iterations) == EPOCHS * math.ceil(180 / BATCH)
     assert _temporaries(run_dir) == [] and not (run_dir / "backup").exists()
+
+
+def test_bad_images_are_skipped_counted_and_reported_at_the_end(tiny_cfg, sample_dir, tmp_path, monkeypatch, capsys):
+    """A corrupt and a missing training image: the run completes and metrics.json counts both; or it stops at start-up."""
+    import shutil
+
+    from kerasface.cli import main
+    from kerasface.data import CorruptImageError, parse_pairs
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    pairs = parse_pairs(data / "pairsTrain.txt")
+    (data / "lfw" / pairs[0].path1).write_bytes(b"\xff\xd8 cut off")           # corrupt JPEG
+    (data / "lfw" / pairs[-1].path2).unlink()                                  # missing file
+    monkeypatch.setattr(pairs_mod, "build_verifier", _tiny_verifier(1e-3))
+    cfg = tiny_cfg.override(data=str(data), epochs=1)
+    result = train_pairs(cfg, run_dir=tmp_path / "run", verbose=0)
+    r = result.metrics["data"]["train"]
+    assert result.metrics["complete"] is True
+    assert r["corrupt"] >= 1 and r["corrupt_images"] == 1 and r["missing"] >= 1 and r["missing_images"] == 1
+    assert r["kept"] == r["requested"] - r["corrupt"] - r["missing"]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["data"]["train"]["corrupt_names"] == [pairs[0].path1]
+    # --on-corrupt error: the start-up validation pass stops the run before any training
+    with pytest.raises(CorruptImageError, match=pairs[0].path1):
+        train_pairs(cfg.override(on_error="error"), run_dir=tmp_path / "run2", verbose=0)
+    assert not (tmp_path / "run2" / "model.keras").exists()
+    # --on-missing error through the CLI: exit 2 naming the missing image
+    assert main(["train", "--data", str(data), "--on-missing", "error", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "run3")]) == 2
+    assert pairs[-1].path2 in capsys.readouterr().err
+
+
+def test_unwritable_out_and_missing_data_are_clean_cli_errors(sample_dir, tmp_path, capsys):
+    """Exit 2 with one line naming the path (root ignores chmod, so a regular file stands in the way)."""
+    from kerasface.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["train", "--data", str(sample_dir), "--out", str(blocker / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "kerasface train: error: cannot create the output folder" in err and str(blocker) in err
+    assert main(["train", "--data", str(sample_dir), "--run-dir", str(blocker / "run")]) == 2
+    assert "cannot write the run folder" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
