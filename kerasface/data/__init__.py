@@ -64,6 +64,11 @@ _EXPORTS = {
     "AlignSummary": "align_run",
     "align_tree": "align_run",
     "read_report": "align_run",
+    # insightface_bin.py (numpy): InsightFace .bin sets through a restricted unpickler
+    "BinSource": "insightface_bin",
+    "UnsafePickleError": "insightface_bin",
+    "bin_pairs": "insightface_bin",
+    "load_bin": "insightface_bin",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -79,3 +79,16 @@ def test_builtins_eval_refused():
     payload = b"cbuiltins\neval\n(S'1+1'\ntR."
     with pytest.raises(UnsafePickleError, match="builtins.eval"):
         load_bin_bytes(payload)
+
+
+def test_bin_pairs_evaluate_like_an_lfw_list():
+    if not SMALL_LFW.is_file():
+        pytest.skip(f"{SMALL_LFW} not available")
+    from kerasface.evaluation.baselines import BASELINES
+    from kerasface.evaluation.verification import evaluate_pairs
+
+    src = BinSource(SMALL_LFW)
+    m = evaluate_pairs(BASELINES["raw-pixels"](64), src, bin_pairs(src), verbose=0).metrics
+    acc = m["pairs_accounting"]
+    assert acc["requested"] == acc["evaluated"] == 10 and acc["corrupt_pairs"] == acc["missing_pairs"] == 0
+    assert m["folds"] == 10

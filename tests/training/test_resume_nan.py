@@ -232,13 +232,16 @@ def test_bad_images_are_skipped_counted_and_reported_at_the_end(tiny_cfg, sample
     (data / "lfw" / pairs[-1].path2).unlink()                                  # missing file
     monkeypatch.setattr(pairs_mod, "build_verifier", _tiny_verifier(1e-3))
     cfg = tiny_cfg.override(data=str(data), epochs=1)
-    result = train_pairs(cfg, run_dir=tmp_path / "run", verbose=0)
-    r = result.metrics["data"]["train"]
-    assert result.metrics["complete"] is True
+    assert main(["train", "--data", str(data), "--image-size", "16", "--epochs", "1", "--batch-size", "8",
+                 "--verify-every", "0", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    r = metrics["data"]["train"]
+    assert metrics["complete"] is True
     assert r["corrupt"] >= 1 and r["corrupt_images"] == 1 and r["missing"] >= 1 and r["missing_images"] == 1
     assert r["kept"] == r["requested"] - r["corrupt"] - r["missing"]
-    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["data"]["train"]["corrupt_names"] == [pairs[0].path1]
+    assert r["corrupt_names"] == [pairs[0].path1] and r["missing_names"] == [pairs[-1].path2]
+    assert f"train pairs skipped: {r['missing']} naming missing images, {r['corrupt']} touching corrupt images" in out
     # --on-corrupt error: the start-up validation pass stops the run before any training
     with pytest.raises(CorruptImageError, match=pairs[0].path1):
         train_pairs(cfg.override(on_error="error"), run_dir=tmp_path / "run2", verbose=0)
