@@ -115,3 +115,10 @@ def test_one_identity_gives_no_p_x_k_batch_instead_of_a_degenerate_one():
     plan = pk_plan(labels, P=2, K=2)
     assert plan.shape == (0, 4)
     assert pk_plan(np.array([0, 0, 1, 1]), P=2, K=2).shape == (1, 4)
+
+
+def test_aligner_decoder_refuses_a_declared_bomb_too():
+    from kerasface.data.align import decode_for_alignment
+
+    with pytest.raises(CorruptImageError, match=r"too large: png header declares 30000 x 30000"):
+        decode_for_alignment(_png_header_only(30_000, 30_000), "bomb.png")
