@@ -505,6 +505,12 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                 # The known length gives Keras a progress-bar total (and no "ran out of data" warning).
                 ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
                 h = fitted.fit(ds, epochs=1, verbose=fit_verbose, shuffle=False).history
+                if not math.isfinite(h["loss"][0]):  # stop now: the weights are NaN, this epoch is never recorded
+                    state["nan"] = {"epoch": epoch + 1, "chunk": chunk.number + 1, "loss": h["loss"][0]}
+                    state["stopped"] = (f"the training loss became {h['loss'][0]} at epoch {epoch + 1}, chunk "
+                                        f"{chunk.number + 1}; the run folder keeps the models of epoch {epoch}")
+                    logger.error(state["stopped"])
+                    break
                 loss_sum += h["loss"][0] * weight
                 loss_n += weight
                 if "triplet_accuracy" in h:
@@ -513,6 +519,8 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                     cfg.epochs, chunk.number + 1, len(chunk), len(np.unique(chunk.labels)),
                     f"{weight} triplets" if cfg.mining == "offline" else f"{weight} P x K batches",
                     h["loss"][0], time.perf_counter() - tc)
+            if state.get("nan"):
+                break
             logs: dict = {"loss": loss_sum / loss_n if loss_n else math.nan}
             if cfg.mining != "offline":
                 logs["batches"] = n_batches
@@ -542,13 +550,16 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                 state["stopped"] = collapse_message(ps["mean_distance"], cfg.collapse_floor, epoch + 1, len(probe))
                 logger.error(state["stopped"])
                 break
-            if not math.isfinite(logs["loss"]) and loss_n:
-                state["stopped"] = f"the training loss became {logs['loss']} at epoch {epoch + 1}"
-                logger.error(state["stopped"])
-                break
     finally:
         loader.close()
 
+    if state.get("nan"):
+        if not writer.epoch_seconds:
+            write_json(run_dir / "metrics.json", {"preset": cfg.name, "complete": False, "epochs_run": 0,
+                                                  "stopped": state["stopped"], "nan": state["nan"]})
+            raise FloatingPointError(f"{state['stopped']}: no epoch finished, no model was written ({run_dir})")
+        # Evaluate (and report) the last good epoch's saved weights, not the NaN ones in memory.
+        embedder.load_weights(str(run_dir / "model.keras"))
     if not writer.epoch_seconds:
         raise RuntimeError(f"training ran no epoch; see {run_dir}")
     epochs_run = len(writer.epoch_seconds)

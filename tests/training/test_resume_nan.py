@@ -129,6 +129,7 @@ def _kill_and_resume(sample_dir, tmp_path, capsys, prog, batch, flags):
 # --- in-process runs on a tiny backbone -----------------------------------------------------------------
 
 
+@keras.saving.register_keras_serializable(package="kerasface_tests")
 class NaNAfter(keras.optimizers.schedules.LearningRateSchedule):
     """1e-3, then NaN from optimizer step ``step`` on: the weights turn NaN, the next loss is NaN."""
 
@@ -172,7 +173,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_model(tiny_cfg, tmp_path, 
     assert metrics["stopped"] == {"epoch": 2, "step": 7, "global_step": 30, "loss": None, "reason": "non-finite loss"}
     history = json.loads((run_dir / "history.json").read_text())
     assert all(len(col) == 1 for col in history.values())
-    model = keras.saving.load_model(run_dir / "model.keras", custom_objects={"NaNAfter": NaNAfter})
+    model = keras.saving.load_model(run_dir / "model.keras")
     assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
     assert int(model.optimizer.iterations) == steps     # the model of epoch 1, not the NaN one
     assert json.loads((run_dir / "backup" / RunBackup.STATE).read_text())["epoch"] == 1
@@ -265,3 +266,46 @@ def test_unwritable_out_and_missing_data_are_clean_cli_errors(sample_dir, tmp_pa
     assert "cannot write the run folder" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+# --- train-triplet: a NaN loss stops the run and keeps the last good epoch ------------------------------
+
+
+def _micro_embedder(input_shape=(32, 32, 3), embedding_dim=16, **_):
+    x = keras.Input(input_shape, name="image")
+    y = keras.layers.Conv2D(4, 3, strides=4, name="c1")(x)
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(embedding_dim, name="fc")(y), name="micro_nan")
+
+
+@pytest.mark.parametrize("nan_after, epochs_kept", [(7 + 2, 1), (2, 0)])
+def test_triplet_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypatch, nan_after, epochs_kept):
+    """7 P x K batches an epoch on the sample: NaN learning rate from step 9 (epoch 2) or step 2 (epoch 1)."""
+    from kerasface.experiments import get_triplet_preset
+    from kerasface.models import registry
+    from kerasface.training.triplet import train_triplet
+
+    monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
+    real_adam = keras.optimizers.Adam
+    monkeypatch.setattr(keras.optimizers, "Adam", lambda lr=1e-3, **kw: real_adam(NaNAfter(nan_after), **kw))
+    cfg = get_triplet_preset("facenet-nn2").override(
+        backbone="micro_nan", image_size=32, mining="semi_hard", batch_size=32, k_images=4, epochs=3,
+        chunk_size=1000, images_per_identity=10, center_crop=0.6, probe_size=32, verify_every=0)
+    run_dir = tmp_path / "run"
+    if epochs_kept == 0:
+        with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 1, chunk 1.*no model was written"):
+            train_triplet(cfg, run_dir=run_dir, verbose=0)
+        assert not (run_dir / "model.keras").exists()
+        assert json.loads((run_dir / "metrics.json").read_text())["nan"]["epoch"] == 1
+        return
+    result = train_triplet(cfg, run_dir=run_dir, verbose=0)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["complete"] is False and m["epochs_run"] == 1
+    assert "loss became nan at epoch 2, chunk 1; the run folder keeps the models of epoch 1" in m["stopped"]
+    assert len(json.loads((run_dir / "history.json").read_text())["loss"]) == 1
+    for name in ("model.keras", "triplet.keras"):
+        saved = keras.saving.load_model(run_dir / name, compile=False)
+        assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in saved.weights), name
+    # the final evaluation used those weights, not the NaN ones
+    assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in result.model.weights)
+    assert m["verification"]["auc"] is not None
