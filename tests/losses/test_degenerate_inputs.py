@@ -68,3 +68,42 @@ def test_siamese_path_on_identical_and_zero_faces():
             probs = keras.activations.softmax(dense(AbsoluteDifference()([x, x * 1.0])))
             value = keras.losses.SparseCategoricalCrossentropy()(np.array([1, 0, 1]), probs)
         assert _finite(value, tape.gradient(value, x))
+
+
+# --- margin-softmax heads and the angular prototypical loss (reports 001/003) -----------------------------
+
+
+def _head_loss_and_grad(kind, emb, labels, head=None):
+    from kerasface.models.heads import MarginHead
+
+    head = head or MarginHead(4, kind=kind, margin=0.5 if kind == "arcface" else 0.2)
+    x = tf.Variable(emb)
+    with tf.GradientTape() as tape:
+        logits = head(x, labels) if kind != "softmax" else head(x)
+        value = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    return head, value, tape.gradient(value, [x, head.kernel])
+
+
+@pytest.mark.parametrize("kind", ["softmax", "normalized", "cosface", "amsoftmax", "arcface"])
+def test_margin_heads_on_zero_identical_and_one_class_batches(kind):
+    labels = np.zeros(4, dtype=np.int64)                      # one identity in the batch
+    head, value, (gx, gw) = _head_loss_and_grad(kind, np.zeros((4, 8), np.float32), labels)
+    assert np.isfinite(float(value)) and np.isfinite(gx.numpy()).all() and np.isfinite(gw.numpy()).all()
+    # embeddings exactly on their class centre: cos = 1, where d/dx acos is infinite without care
+    w = keras.ops.convert_to_numpy(head.kernel)[:, 0]
+    same = np.tile(w / np.linalg.norm(w), (4, 1)).astype(np.float32)
+    _, value, (gx, gw) = _head_loss_and_grad(kind, same, labels, head)
+    assert np.isfinite(float(value)) and np.isfinite(gx.numpy()).all() and np.isfinite(gw.numpy()).all()
+
+
+@pytest.mark.parametrize("case", ["zero", "identical"])
+def test_angular_prototypical_loss_on_degenerate_embeddings(case):
+    from kerasface.losses import AngularPrototypicalLoss
+
+    emb = np.zeros((3, 2, 8), np.float32) if case == "zero" else np.ones((3, 2, 8), np.float32)
+    layer = AngularPrototypicalLoss()
+    x = tf.Variable(emb)
+    with tf.GradientTape() as tape:
+        value = layer(x)
+    grads = tape.gradient(value, [x, *layer.trainable_variables])
+    assert np.isfinite(float(value)) and all(np.isfinite(g.numpy()).all() for g in grads)
