@@ -6,7 +6,7 @@ imported without loading OpenCV or TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from kerasface._lazy import lazy_exports
 
 _EXPORTS = {
     # lfw.py (stdlib only)
@@ -71,17 +71,4 @@ _EXPORTS = {
     "load_bin": "insightface_bin",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

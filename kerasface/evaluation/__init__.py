@@ -6,7 +6,7 @@ Names are re-exported lazily so ``kerasface.evaluation.metrics`` stays light.
 
 from __future__ import annotations
 
-import importlib
+from kerasface._lazy import lazy_exports
 
 _EXPORTS = {
     "plot_history": "plots",
@@ -31,17 +31,4 @@ _EXPORTS = {
     "raw_pixels": "baselines",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)
