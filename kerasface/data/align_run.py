@@ -42,7 +42,7 @@ import numpy as np
 from ..io import atomic_path, write_json
 from .align import (ALIGNED, ALIGNED_MULTI, CORRUPT, ERROR, FALLBACK, NO_FACE, STATUSES, AlignOptions, AlignResult,
                     Detector, align_detected, decode_for_alignment, detect_for_alignment)
-from .images import CorruptImageError
+from .images import CorruptImageError, TextProgress
 from .lfw import FolderSource, ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
@@ -110,41 +110,6 @@ class AlignSummary:
                 more = f" (+{len(files) - 5} more)" if len(files) > 5 else ""
                 lines.append(f"{label}: {len(files)}: {', '.join(files[:5])}{more}")
         return "\n".join(lines)
-
-
-class _Progress:
-    """Text progress bar with images/s on stderr: redrawn in place on a terminal, one line per 10 % otherwise."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, stream=None):
-        self.total, self.label, self.width = total, label, width
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and total > 0
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = self.last = time.monotonic()
-        self.last_decile = -1
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        final = done >= self.total
-        if self.tty:
-            if not final and now - self.last < 0.25:
-                return
-        else:
-            decile = (10 * done) // self.total
-            if decile == self.last_decile:
-                return
-            self.last_decile = decile
-        self.last = now
-        dt = max(now - self.t0, 1e-9)
-        rate = done / dt
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        bar = "=" * int(self.width * done / self.total)
-        line = (f"{self.label} [{bar:<{self.width}}] {done}/{self.total} {rate:.1f} images/s "
-                f"{dt:.0f}s" + ("" if final else f" eta {eta:.0f}s"))
-        self.stream.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
-        self.stream.flush()
 
 
 # --------------------------------------------------------------------------- report
@@ -324,7 +289,7 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
     todo = [rel for rel in relpaths if rel not in done]
 
     label = f"align ({len(done)} already done)" if done else "align"
-    bar = _Progress(len(todo), label, enabled=progress)
+    bar = TextProgress(len(todo), label, enabled=progress)
     t_start = time.monotonic()
     t_read = t_detect = t_warp = t_write = 0.0
     calls = 0

@@ -106,13 +106,15 @@ def _crop_resize(img: np.ndarray, size: int, center_crop: float) -> np.ndarray:
     return img
 
 
-class _TextProgress:
-    """Minimal text progress bar on stderr (no tqdm)."""
+class TextProgress:
+    """Text progress bar with items/s and ETA on stderr: redrawn in place on a terminal,
+    one line per 10 % otherwise (logs, pipes). No tqdm."""
 
-    def __init__(self, total: int, label: str, enabled: bool, width: int = 30):
-        self.total, self.label, self.width = total, label, width
+    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, unit: str = "images", stream=None):
+        self.total, self.label, self.width, self.unit = total, label, width, unit
+        self.stream = stream or sys.stderr
         self.enabled = enabled and total > 0
-        self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = self.last = time.monotonic()
         self.last_decile = -1
 
@@ -122,19 +124,22 @@ class _TextProgress:
         now = time.monotonic()
         final = done >= self.total
         if self.tty:
-            if not final and now - self.last < 0.2:
+            if not final and now - self.last < 0.25:
                 return
-        else:  # logs / pipes: one line per 10 %
+        else:
             decile = (10 * done) // self.total
             if decile == self.last_decile:
                 return
             self.last_decile = decile
         self.last = now
-        frac = done / self.total
-        bar = "=" * int(self.width * frac)
-        line = f"{self.label} [{bar:<{self.width}}] {done}/{self.total} {now - self.t0:.1f}s"
-        sys.stderr.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
-        sys.stderr.flush()
+        dt = max(now - self.t0, 1e-9)
+        rate = done / dt
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        bar = "=" * int(self.width * done / self.total)
+        line = (f"{self.label} [{bar:<{self.width}}] {done}/{self.total} {rate:.1f} {self.unit}/s "
+                f"{dt:.0f}s" + ("" if final else f" eta {eta:.0f}s"))
+        self.stream.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
+        self.stream.flush()
 
 
 def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: float = 1.0, on_error: str = "raise", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +168,7 @@ def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: f
     row = {rel: i for i, rel in enumerate(unique)}
     cache = np.zeros((len(unique), size, size, 3), dtype=np.uint8)
     good = np.ones(len(unique), dtype=bool)
-    bar = _TextProgress(len(unique), "decoding images", progress and len(unique) >= PROGRESS_MIN_IMAGES)
+    bar = TextProgress(len(unique), "decoding images", progress and len(unique) >= PROGRESS_MIN_IMAGES)
     bad: list[str] = []
     for i, rel in enumerate(unique):
         data = source.read_bytes(rel)
