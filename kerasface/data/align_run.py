@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
