@@ -152,39 +152,56 @@ class RunBackup(keras.callbacks.Callback):
         state = json.loads(p.read_text())
         return int(state["epoch"]) if (Path(backup_dir) / state["weights"]).is_file() else 0
 
-    def on_train_begin(self, logs=None):
+    def restore(self, model=None) -> int:
+        """Load the backed-up weights (and optimizer state) into ``model``; returns the epochs done (0: none)."""
         import json
 
+        model = model if model is not None else self.model
         p = self.backup_dir / self.STATE
         if not p.is_file():
-            return
+            return 0
         state = json.loads(p.read_text())
         weights = self.backup_dir / state["weights"]
         if not weights.is_file():
             raise FileNotFoundError(f"{p} names {weights.name}, which is missing; delete {self.backup_dir} to start over")
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(weights))
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(weights))
         self.restored_epoch = int(state["epoch"])
-        self.model._initial_epoch = self.restored_epoch
         logger.info("resuming from the backup of epoch %d in %s", self.restored_epoch, self.backup_dir)
+        return self.restored_epoch
+
+    def on_train_begin(self, logs=None):
+        if self.restore():
+            self.model._initial_epoch = self.restored_epoch  # as keras.callbacks.BackupAndRestore does
 
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_guard is not None and self.nan_guard.tripped:
             return
+        self.save(epoch + 1)
+
+    def save(self, epochs_done: int, model=None) -> None:
+        """Back up ``model`` (default: the callback's) as the state after ``epochs_done`` epochs."""
         from kerasface.io import atomic_path, write_json
+
+        model = model if model is not None else self.model
+        epoch = epochs_done - 1
 
         name = f"epoch-{epoch + 1:04d}.weights.h5"
         with atomic_path(self.backup_dir / name, suffix=".weights.h5") as tmp:
-            self.model.save_weights(str(tmp))
+            model.save_weights(str(tmp))
         write_json(self.backup_dir / self.STATE, {"epoch": epoch + 1, "weights": name})
         for old in self.backup_dir.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink()
 
     def on_train_end(self, logs=None):
+        stopped = self.nan_guard is not None and self.nan_guard.tripped
+        if self.delete_on_end and not stopped:
+            self.delete()
+
+    def delete(self) -> None:
         import shutil
 
-        stopped = self.nan_guard is not None and self.nan_guard.tripped
-        if self.delete_on_end and not stopped and self.backup_dir.exists():
+        if self.backup_dir.exists():
             shutil.rmtree(self.backup_dir)

@@ -16,7 +16,6 @@ files kept and ``metrics.json`` saying ``"complete": false`` and ``"stopped"``.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
 from kerasface.training.run_folder import RunFolderWriter as _RunFolderWriter
-from kerasface.training.run_folder import RunResult, remove_stale_temporaries
+from kerasface.training.run_folder import RunResult, resume_point
 from kerasface.training.run_folder import new_run_dir as _new_run_dir
 
 logger = logging.getLogger("kerasface.training")
@@ -107,27 +106,6 @@ def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
     return data
 
 
-def _check_resume(run_dir: Path, resolved: dict) -> int:
-    """Epochs already done in ``run_dir`` by the same settings (0 for a new folder); clear errors otherwise."""
-    cfg_file = run_dir / "config.json"
-    if not cfg_file.is_file():
-        return 0
-    old = json.loads(cfg_file.read_text())
-    new = json.loads(json.dumps(jsonable(resolved)))
-    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if diff:
-        raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(diff)}); "
-                         f"resume it with the same flags or choose a new --run-dir")
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file() and json.loads(metrics.read_text()).get("complete"):
-        raise ValueError(f"run folder {run_dir} already holds a complete run; choose a new --run-dir")
-    stale = remove_stale_temporaries(run_dir)
-    done = RunBackup.saved_epoch(run_dir / "backup")
-    logger.info("resuming %s after %d finished epoch(s)%s", run_dir, done,
-                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "")
-    return done
-
-
 def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto") -> RunResult:
     """Train ``cfg`` end to end and write the run folder; returns it with the metrics."""
     data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
@@ -137,7 +115,7 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
                                 "val_pairs": str(val_list)}
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
-    done_epochs = _check_resume(run_dir, resolved)
+    done_epochs = resume_point(run_dir, resolved)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", resolved)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -24,9 +25,12 @@ from typing import Callable, Mapping
 import keras
 
 from kerasface.evaluation.plots import plot_history
-from kerasface.io import atomic_path, save_model, write_json
+from kerasface.io import atomic_path, jsonable, save_model, write_json
+from kerasface.training.callbacks import RunBackup
 
-__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "remove_stale_temporaries", "write_history_csv"]
+logger = logging.getLogger("kerasface.training")
+
+__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "remove_stale_temporaries", "resume_point", "write_history_csv"]
 
 
 @dataclass
@@ -64,6 +68,27 @@ def remove_stale_temporaries(run_dir) -> list[Path]:
                     p.unlink()
                     gone.append(p)
     return gone
+
+
+def resume_point(run_dir: Path, resolved: dict) -> int:
+    """Epochs already done in ``run_dir`` by the same settings (0 for a new folder); clear errors otherwise."""
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        return 0
+    old = json.loads(cfg_file.read_text())
+    new = json.loads(json.dumps(jsonable(resolved)))
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(diff)}); "
+                         f"resume it with the same flags or choose a new --run-dir")
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("complete"):
+        raise ValueError(f"run folder {run_dir} already holds a complete run; choose a new --run-dir")
+    stale = remove_stale_temporaries(run_dir)
+    done = RunBackup.saved_epoch(run_dir / "backup")
+    logger.info("resuming %s after %d finished epoch(s)%s", run_dir, done,
+                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "")
+    return done
 
 
 def write_history_csv(path, history: Mapping[str, list]) -> None:

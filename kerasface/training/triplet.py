@@ -52,7 +52,8 @@ from kerasface.layers import L2Normalize
 from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_loss, select_triplets
 from kerasface.models import TripletModel, build_backbone, facenet_nn2
 from kerasface.training.case_study import hardest_pairs, plot_case_study
-from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir
+from kerasface.training.callbacks import RunBackup
+from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
 
 logger = logging.getLogger("kerasface.training")
 
@@ -399,9 +400,10 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
         raise FileNotFoundError(f"--data {data_path}: no such file or folder")
     td = resolve_triplet_data(cfg, data_path)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = cfg.to_dict() | {"data": str(data_path), "eval_pairs_source": td.eval_source,
                                 "folds_file": str(td.folds_file) if td.folds_file else None}
+    done_epochs = resume_point(run_dir, resolved)  # same run folder, same settings: resume after the backup
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", resolved)
     with atomic_path(run_dir / "train_identities.txt") as tmp:
         tmp.write_text("".join(f"{n}\n" for n in td.train.names))
@@ -460,6 +462,15 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                              csv=True)
     writer.set_model(fitted)
     write_json(run_dir / "data_report.json", td.report)
+    backup = RunBackup(run_dir / "backup")
+    if done_epochs:
+        if backup.restore(fitted) != done_epochs:
+            raise ValueError(f"{run_dir / 'backup'}: inconsistent backup; delete it to start over")
+        writer.resume(done_epochs)
+        # images seen in the epochs kept, from their history (metrics.json may be one epoch ahead)
+        h = writer.history
+        state["images_seen"] = int(3 * sum(h.get("triplets", [])) if cfg.mining == "offline"
+                                   else sum(h.get("batches", [])) * P * cfg.k_images)
 
     def evaluate_now():
         res = evaluate_pairs(embedder, source, td.eval_pairs, **score_kw)
@@ -468,7 +479,7 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
 
     last_eval = None
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(done_epochs, cfg.epochs):
             t0 = time.perf_counter()
             loss_sum = loss_n = 0.0
             acc_sum = 0.0
@@ -539,6 +550,7 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                             verify_auc=math.nan if m["auc"] is None else m["auc"],
                             verify_eer=math.nan if m["eer_percent"] is None else m["eer_percent"])
             writer.record(logs, time.perf_counter() - t0)
+            backup.save(epoch + 1, fitted)  # after the writer's files: see RunFolderWriter.resume
             say("epoch %d/%d: loss %.4f, probe mean distance %.4f (same %.4f, different %.4f), active probe "
                 "triplets %.3f%s (%.1f s)", epoch + 1, cfg.epochs, logs["loss"], ps["mean_distance"],
                 ps["pos_distance"], ps["neg_distance"], ps["active_fraction"],
@@ -563,6 +575,8 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
     if not writer.epoch_seconds:
         raise RuntimeError(f"training ran no epoch; see {run_dir}")
     epochs_run = len(writer.epoch_seconds)
+    if epochs_run == cfg.epochs and state["stopped"] is None:
+        backup.delete()  # complete: nothing to resume (a stopped run keeps it)
     metrics = summary(writer.history, writer.epoch_seconds,
                       epochs_run == cfg.epochs and state["stopped"] is None)
     if td.eval_pairs:

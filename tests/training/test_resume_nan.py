@@ -309,3 +309,41 @@ def test_triplet_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypa
     # the final evaluation used those weights, not the NaN ones
     assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in result.model.weights)
     assert m["verification"]["auc"] is not None
+
+
+class _TripletCrash(Exception):
+    pass
+
+
+def test_triplet_run_interrupted_then_resumed(tmp_path, monkeypatch):
+    """train-triplet killed after epoch 2's files but before its backup; the same call resumes at epoch 2."""
+    from kerasface.experiments import get_triplet_preset
+    from kerasface.models import registry
+    from kerasface.training.triplet import train_triplet
+
+    monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
+    cfg = get_triplet_preset("facenet-nn2").override(
+        backbone="micro_nan", image_size=32, mining="semi_hard", batch_size=32, k_images=4, epochs=3,
+        chunk_size=1000, images_per_identity=10, center_crop=0.6, probe_size=32, verify_every=0)
+    run_dir = tmp_path / "run"
+    real = RunBackup.save
+
+    def crash(self, epochs_done, model=None):
+        if epochs_done == 2:
+            raise _TripletCrash
+        real(self, epochs_done, model)
+
+    monkeypatch.setattr(RunBackup, "save", crash)
+    with pytest.raises(_TripletCrash):
+        train_triplet(cfg, run_dir=run_dir, verbose=0)
+    assert len(json.loads((run_dir / "history.json").read_text())["loss"]) == 2
+    assert json.loads((run_dir / "backup" / RunBackup.STATE).read_text())["epoch"] == 1
+    monkeypatch.setattr(RunBackup, "save", real)
+    result = train_triplet(cfg, run_dir=run_dir, verbose=0)
+    h = json.loads((run_dir / "history.json").read_text())
+    assert h["batches"] == [7, 7, 7] and result.metrics["complete"] is True
+    assert result.metrics["images_seen"] == 3 * 7 * 32 and len(result.metrics["epoch_seconds"]) == 3
+    assert int(result.model.optimizer.iterations) == 3 * 7
+    assert not (run_dir / "backup").exists() and _temporaries(run_dir) == []
+    with pytest.raises(ValueError, match="already holds a complete run"):
+        train_triplet(cfg, run_dir=run_dir, verbose=0)
