@@ -78,8 +78,10 @@ def plot_case_study(face: Callable[[int], np.ndarray], names: Sequence[str], pos
     from kerasface.io import atomic_path
 
     cols = max(len(positives), len(negatives), 1)
-    fig = plt.figure(figsize=(max(2.5 * cols, 8), 9.2))
-    grid = fig.add_gridspec(3, cols, height_ratios=[1.0, 1.25, 1.25])
+    width = max(2.5 * cols, 8)
+    row = width / cols / 2 + 0.75  # a side-by-side face pair is twice as wide as high, plus its title
+    fig = plt.figure(figsize=(width, 3.2 + 2 * row))
+    grid = fig.add_gridspec(3, cols, height_ratios=[3.2, row, row])
     ax = fig.add_subplot(grid[0, :])
     bins = np.linspace(0.0, max(2.0, float(np.max(np.concatenate([same_d, diff_d, [0.0]])))), 61)
     if len(diff_d):
