@@ -251,7 +251,7 @@ TRIPLET_PRESETS: dict[str, TripletExperiment] = {
             name="facenet-nn2-cpu",
             description="NN2 at 96x96 on the central half of each LFW image, semi-hard triplets mined online "
             "in P x K = 16 x 4 batches of each 8,000-photo chunk, 8 epochs, verification every epoch: "
-            "about 30 minutes on LFW on a 2-core CPU (docs/experiments/facenet.md).",
+            "about 40 minutes on LFW on a shared 2-core CPU (docs/experiments/facenet.md).",
             image_size=96,
             center_crop=0.5,
             mining="semi_hard",

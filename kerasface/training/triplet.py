@@ -232,8 +232,8 @@ def _compile(cfg: TripletExperiment, embedder: keras.Model) -> tuple[keras.Model
 def _build_optimizer(model: keras.Model, cfg: TripletExperiment | None = None) -> None:
     """Create every variable of a training step before the first one: the optimizer's slots and
     the compiled loss / metric trackers. Otherwise TensorFlow traces the first step twice (once to
-    create the variables, once more to run), which doubles its slow tracing (40-45 s -> 17-29 s for
-    the 32x32 NN2 triplet graph on the shared 2-core CPU)."""
+    create the variables, once more to run), which nearly doubles its slow tracing (40-45 s -> about
+    29 s for the 32x32 NN2 triplet graph on the shared 2-core CPU)."""
     model.optimizer.build(model.trainable_variables)
     build = getattr(model, "_symbolic_build", None)  # Keras 3's own pre-build (private): metrics, loss
     if cfg is None or build is None:
