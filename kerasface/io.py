@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "jsonable", "write_json", "save_model"]
+__all__ = ["atomic_path", "jsonable", "write_json", "save_model", "save_figure"]
 
 
 @contextlib.contextmanager
@@ -34,6 +34,14 @@ def write_json(path, obj) -> None:
     """Write ``obj`` as indented strict JSON (NaN/inf -> null, numpy scalars/arrays -> numbers), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n")
+
+
+def save_figure(fig, path, dpi=None) -> str:
+    """Lay out a matplotlib figure and write it as PNG through a temporary file; returns the path."""
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return os.fspath(path)
 
 
 def jsonable(o):

@@ -36,6 +36,8 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from kerasface.io import save_figure
+
 __all__ = [
     "random_resized_crop", "color_jitter", "to_grayscale3", "brightness_jitter", "posterize", "equalize",
     "hflip", "Report001Augment", "Report003Augment", "make_augment", "augment_dataset", "save_augment_grid",
@@ -417,8 +419,4 @@ def save_augment_grid(images, path: Union[str, os.PathLike], policy: Union[str, 
                 ax.set_xlabel(labels[j], fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)

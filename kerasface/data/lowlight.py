@@ -26,6 +26,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from kerasface.io import save_figure
+
 __all__ = ["low_light", "save_lowlight_grid"]
 
 Range = tuple[float, float]
@@ -97,8 +99,4 @@ def save_lowlight_grid(images_uint8, path: Union[str, os.PathLike], seed: int = 
                 ax.set_xlabel(f"mean {im.mean():.2f} (was {imgs[j].mean() / 255:.2f})", fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)

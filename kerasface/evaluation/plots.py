@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kerasface.io import atomic_path  # noqa: E402
+from kerasface.io import save_figure  # noqa: E402
 
 __all__ = ["plot_history", "plot_roc", "plot_case_pairs"]
 
@@ -35,9 +35,7 @@ def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "los
 
 
 def _save(fig, path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
