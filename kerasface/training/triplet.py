@@ -17,8 +17,12 @@ After every epoch a fixed probe set of training faces is embedded: the mean
 pairwise distance (``probe_mean_distance``), the same/different means, the
 fraction of the probe's triplets that still have a positive loss
 (``probe_active_fraction``) and their mean loss (``probe_loss``) go to the
-history. A mean distance below ``collapse_floor`` stops the run: the
-embeddings collapsed to one point, the report's failure (distances ~1e-7).
+history, and so does the mean distance of the probe embedded as the training
+step sees it (BN on batch statistics: ``probe_train_mean_distance``). That
+one below ``collapse_floor`` stops the run: the embeddings collapsed to one
+point, the report's failure (distances ~1e-7). (The inference-mode distances
+are not used for the test: early in a short run they all sit close together
+while the BN moving statistics lag behind, without any collapse.)
 
 Run folder: ``config.json``, ``data_report.json``, ``train_identities.txt``,
 ``eval_pairs.txt``, ``history.json`` / ``history.csv``, ``curves.png``,
@@ -58,7 +62,7 @@ from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_di
 logger = logging.getLogger("kerasface.training")
 
 __all__ = ["TripletData", "TripletRunResult", "resolve_triplet_data", "build_embedding_model", "probe_statistics",
-           "is_collapsed", "collapse_message", "plot_triplet_history", "train_triplet", "write_pairs_list"]
+           "embed_training_mode", "is_collapsed", "collapse_message", "plot_triplet_history", "train_triplet", "write_pairs_list"]
 
 _EVAL_LISTS = ("pairsDevTest.txt", "pairsVal.txt")
 _SUBFOLDS = 10
@@ -297,13 +301,29 @@ def probe_statistics(emb: np.ndarray, labels: np.ndarray, margin: float, squared
     }
 
 
+def embed_training_mode(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Embeddings of uint8 ``images`` as the training step sees them (BN on the batch's statistics).
+
+    Keras updates BatchNormalization's moving statistics in a ``training=True``
+    call; they are restored afterwards, so this has no effect on the model.
+    """
+    state = [v.numpy() for v in model.non_trainable_variables]
+    x = (np.asarray(images, np.float32) - 127.5) / 128.0
+    try:
+        return np.asarray(keras.ops.convert_to_numpy(model(x, training=True)), dtype=np.float64)
+    finally:
+        for v, value in zip(model.non_trainable_variables, state):
+            v.assign(value)
+
+
 def is_collapsed(mean_distance: float, floor: float) -> bool:
     """True when ``floor > 0`` and the probe's mean distance is below it (or NaN)."""
     return floor > 0 and not mean_distance >= floor
 
 
 def collapse_message(mean_distance: float, floor: float, epoch: int, n_probe: int) -> str:
-    return (f"embeddings collapsed at epoch {epoch}: the mean distance between the {n_probe} probe faces is "
+    return (f"embeddings collapsed at epoch {epoch}: the mean distance between the {n_probe} probe faces "
+            "(embedded as in training) is "
             f"{mean_distance:.3g} < the floor {floor:g} (every face maps to nearly one point: the report's failure, "
             "distances ~1e-7). Try a smaller learning rate, semi-hard rather than hardest negatives, or a margin "
             "below 2 (4 with squared distances); --collapse-floor 0 disables this check.")
@@ -353,9 +373,10 @@ def plot_triplet_history(history: dict, path, title: str = "", floor: float = 0.
     ax.set_title("triplet loss")
     ax = axes[1]
     for k, lab in (("probe_mean_distance", "all pairs"), ("probe_pos_distance", "same person"),
-                   ("probe_neg_distance", "different people")):
+                   ("probe_neg_distance", "different people"),
+                   ("probe_train_mean_distance", "all pairs, BN as in training (collapse test)")):
         if k in history:
-            ax.plot(ep, history[k], "o-", label=lab)
+            ax.plot(ep, history[k], "x--" if "train" in k else "o-", label=lab)
     if floor > 0:
         ax.axhline(floor, color="C3", ls="--", lw=1, label=f"collapse floor {floor:g}")
     ax.set_title("probe faces: mean euclidean distance")
@@ -562,8 +583,13 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                             triplet_accuracy=acc_sum / loss_n if loss_n else math.nan)
             ps = probe_statistics(embed_images(probe.images, embed_fn), probe.labels, cfg.margin, cfg.squared)
             logs.update({f"probe_{k}": v for k, v in ps.items() if k != "triplets"})
+            # The collapse test reads the geometry the loss sees (training-mode BN): early in a short run
+            # the inference-mode embeddings all sit close together while the BN moving statistics lag.
+            train_d = probe_statistics(embed_training_mode(embedder, probe.images), probe.labels, cfg.margin,
+                                       cfg.squared)["mean_distance"]
+            logs["probe_train_mean_distance"] = train_d
             due = td.eval_pairs and (epoch + 1 == cfg.epochs or (cfg.verify_every > 0 and (epoch + 1) % cfg.verify_every == 0))
-            collapsed = is_collapsed(ps["mean_distance"], cfg.collapse_floor)
+            collapsed = is_collapsed(train_d, cfg.collapse_floor)
             if due or (collapsed and td.eval_pairs):
                 res = evaluate_now()
                 last_eval = (epoch, res)
@@ -573,15 +599,15 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                             verify_eer=math.nan if m["eer_percent"] is None else m["eer_percent"])
             writer.record(logs, time.perf_counter() - t0)
             backup.save(epoch + 1, fitted)  # after the writer's files: see RunFolderWriter.resume
-            say("epoch %d/%d: loss %.4f, probe mean distance %.4f (same %.4f, different %.4f), active probe "
-                "triplets %.3f%s (%.1f s)", epoch + 1, cfg.epochs, logs["loss"], ps["mean_distance"],
-                ps["pos_distance"], ps["neg_distance"], ps["active_fraction"],
+            say("epoch %d/%d: loss %.4f, probe mean distance %.4f (same %.4f, different %.4f; training mode %.4f), "
+                "active probe triplets %.3f%s (%.1f s)", epoch + 1, cfg.epochs, logs["loss"], ps["mean_distance"],
+                ps["pos_distance"], ps["neg_distance"], train_d, ps["active_fraction"],
                 f", held-out accuracy {logs['verify_accuracy']:.4f}, AUC {logs['verify_auc']:.4f}"
                 if "verify_auc" in logs else "", writer.epoch_seconds[-1])
             if collapsed:
-                state["collapse"] = {"epoch": epoch + 1, "probe_mean_distance": ps["mean_distance"],
-                                     "floor": cfg.collapse_floor}
-                state["stopped"] = collapse_message(ps["mean_distance"], cfg.collapse_floor, epoch + 1, len(probe))
+                state["collapse"] = {"epoch": epoch + 1, "probe_train_mean_distance": train_d,
+                                     "probe_mean_distance": ps["mean_distance"], "floor": cfg.collapse_floor}
+                state["stopped"] = collapse_message(train_d, cfg.collapse_floor, epoch + 1, len(probe))
                 logger.error(state["stopped"])
                 break
     finally:

@@ -301,6 +301,7 @@ def test_collapse_stops_the_run_with_exit_3(micro_backbone, tmp_path, capsys):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["complete"] is False
     assert m["collapse"]["epoch"] == 1 and m["collapse"]["floor"] == 2.5 and "collapsed" in m["stopped"]
+    assert m["collapse"]["probe_train_mean_distance"] < 2.5
     assert len(json.loads((run_dir / "history.json").read_text())["loss"]) == 1
     # the stopped run is still evaluated and its models saved
     assert m["verification"]["pairs_accounting"]["evaluated"] == 60
@@ -340,7 +341,7 @@ def test_history_and_loss_decreases(run):
     _, result = run
     h = _json(result, "history.json")
     for key in ("loss", "batches", "probe_mean_distance", "probe_pos_distance", "probe_neg_distance",
-                "probe_active_fraction", "probe_loss"):
+                "probe_active_fraction", "probe_loss", "probe_train_mean_distance"):
         assert len(h[key]) == EPOCHS and np.isfinite(h[key]).all(), key
     assert h["loss"][-1] < h["loss"][0], h["loss"]  # the semi-hard loss of the mined batches
     assert h["probe_loss"][-1] < h["probe_loss"][0], h["probe_loss"]  # every triplet of the fixed probe faces
@@ -362,6 +363,7 @@ def test_embeddings_do_not_collapse(run):
     m = _json(result, "metrics.json")
     floor = 10 * cfg.collapse_floor
     assert min(h["probe_mean_distance"]) > floor, h["probe_mean_distance"]
+    assert min(h["probe_train_mean_distance"]) > floor, h["probe_train_mean_distance"]
     assert min(h["probe_neg_distance"]) > floor  # different people stay apart
     assert h["probe_neg_distance"][-1] > h["probe_pos_distance"][-1]  # and farther than the same person
     assert m["collapse"] is None and m["stopped"] is None and m["complete"] is True
@@ -434,3 +436,23 @@ def test_run_files_respect_umask(run):
     mode = os.stat(result.run_dir / "history.csv").st_mode & 0o777
     for name in ("config.json", "metrics.json", "model.keras", "triplet.keras", "case_study.png"):
         assert os.stat(result.run_dir / name).st_mode & 0o777 == mode, name
+
+
+def test_training_mode_probe_has_no_side_effect(micro_backbone):
+    """The collapse test embeds with BN on batch statistics; the model's moving statistics stay as they were."""
+    from kerasface.training.triplet import build_embedding_model, embed_training_mode
+
+    x = keras.Input((SIZE, SIZE, 3))
+    y = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="c")(x))
+    model = keras.Model(x, keras.layers.GlobalAveragePooling2D()(y))
+    images = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    before = [v.numpy().copy() for v in model.non_trainable_variables]
+    got = embed_training_mode(model, images)
+    for a, b in zip(before, model.non_trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    want = keras.ops.convert_to_numpy(model((images.astype("float32") - 127.5) / 128.0, training=True))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    infer = keras.ops.convert_to_numpy(model((images.astype("float32") - 127.5) / 128.0, training=False))
+    assert not np.allclose(got, infer, atol=1e-3)  # batch statistics, not the (initial) moving ones
+    emb = build_embedding_model(get_triplet_preset("facenet-nn2").override(backbone=micro_backbone, image_size=SIZE))
+    np.testing.assert_allclose(np.linalg.norm(embed_training_mode(emb, images), axis=1), 1.0, rtol=1e-5)
