@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_dataset, pk_batches, pk_plan
 from kerasface.data.identities import IdentityIndex, fold_identities
-from kerasface.data.lfw import Pair, open_image_source, parse_pairs
+from kerasface.data.lfw import open_image_source, parse_pairs
 from kerasface.evaluation.metrics import kfold_accuracy
 from kerasface.evaluation.verification import evaluate_pairs, write_report
 from kerasface.experiments import TripletExperiment, bundled_sample_dir
