@@ -22,8 +22,36 @@ __all__ = [
 ]
 
 
+class _Preset:
+    """``to_dict`` / ``override`` shared by every preset dataclass.
+
+    ``_FOLD_FIELDS`` name fields holding fold tuples: JSON lists in ``to_dict``,
+    integer tuples after ``override``.
+    """
+
+    _FOLD_FIELDS: tuple = ()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in self._FOLD_FIELDS:
+            d[k] = None if d[k] is None else list(d[k])
+        return d
+
+    def override(self, **changes):
+        """A copy with ``changes`` applied; ``None`` values are ignored; unknown keys raise."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - fields
+        if unknown:
+            raise ValueError(f"unknown preset field(s): {', '.join(sorted(unknown))}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for k in self._FOLD_FIELDS:
+            if k in changes:
+                changes[k] = tuple(int(f) for f in changes[k])
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class PairExperiment:
+class PairExperiment(_Preset):
     """A Siamese pair-verification run (report 000)."""
 
     name: str
@@ -54,16 +82,6 @@ class PairExperiment:
     # Output.
     out: str = "runs"
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def override(self, **changes) -> "PairExperiment":
-        """A copy with ``changes`` applied; ``None`` values are ignored; unknown keys raise."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - fields
-        if unknown:
-            raise ValueError(f"unknown preset field(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 PAIR_PRESETS: dict[str, PairExperiment] = {
@@ -116,7 +134,7 @@ TRIPLET_STACK_LOSSES = ("hinge_squared", "hinge", "difference_squared", "differe
 
 
 @dataclass(frozen=True)
-class TripletExperiment:
+class TripletExperiment(_Preset):
     """A triplet-loss embedding run (report 004, the FaceNet monograph).
 
     Training identities and evaluation pairs: with an LFW ``pairs.txt`` next to
@@ -128,6 +146,8 @@ class TripletExperiment:
     ``eval_pairs``), and its people are left out of training the same way.
     Folds are numbered 1-10 as in the LFW documentation.
     """
+
+    _FOLD_FIELDS = ("holdout_folds", "train_folds")
 
     name: str
     description: str = ""
@@ -211,23 +231,6 @@ class TripletExperiment:
         """Whether triplets compare squared distances (FaceNet's ``||a-p||^2 - ||a-n||^2 + margin``)."""
         return self.loss.endswith("_squared")
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("holdout_folds", "train_folds"):
-            d[k] = None if d[k] is None else list(d[k])
-        return d
-
-    def override(self, **changes) -> "TripletExperiment":
-        """A copy with ``changes`` applied; ``None`` values are ignored; unknown keys raise."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - fields
-        if unknown:
-            raise ValueError(f"unknown preset field(s): {', '.join(sorted(unknown))}")
-        changes = {k: v for k, v in changes.items() if v is not None}
-        for k in ("holdout_folds", "train_folds"):
-            if k in changes:
-                changes[k] = tuple(int(f) for f in changes[k])
-        return dataclasses.replace(self, **changes)
 
 
 _FACENET = ("Report 004 (FaceNet monograph): NN2 at 224x224, 128-d unit embeddings, offline semi-hard "

@@ -106,6 +106,20 @@ def _crop_resize(img: np.ndarray, size: int, center_crop: float) -> np.ndarray:
     return img
 
 
+def read_face(source, relpath: str, size: int, center_crop: float = 1.0, black_if_bad: bool = False) -> np.ndarray:
+    """One image of ``source`` decoded, centre-cropped and resized to uint8 ``[size, size, 3]``.
+
+    ``black_if_bad``: a missing or undecodable image gives a black image instead of
+    raising (for pictures of cases, where one bad face must not stop the plot).
+    """
+    try:
+        return _crop_resize(decode_image(source.read_bytes(relpath), relpath), size, center_crop)
+    except (CorruptImageError, FileNotFoundError, KeyError):
+        if not black_if_bad:
+            raise
+        return np.zeros((size, size, 3), np.uint8)
+
+
 class TextProgress:
     """Text progress bar with items/s and ETA on stderr: redrawn in place on a terminal,
     one line per 10 % otherwise (logs, pipes). No tqdm."""

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.data.images import CorruptImageError, _crop_resize, decode_image
+from kerasface.data.images import CorruptImageError, read_face
 from kerasface.data.lfw import open_image_source
 from kerasface.data.lowlight import low_light
 from kerasface.data.pairs import stable_image_id
@@ -100,7 +100,7 @@ def model_image_size(model: keras.Model, default: int | None = None) -> int:
 
 def _load_one(source, rel: str, size: int, center_crop: float):
     try:
-        return _crop_resize(decode_image(source.read_bytes(rel), rel), size, center_crop), None
+        return read_face(source, rel, size, center_crop), None
     except CorruptImageError as e:
         return None, str(e)
 

@@ -98,7 +98,7 @@ def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, siz
     (false rejects when under it), each face pair with its names and score."""
     import numpy as np
 
-    from kerasface.data.images import CorruptImageError, _crop_resize, decode_image
+    from kerasface.data.images import read_face
     from kerasface.evaluation.verification import hardest_cases
 
     fa, fr = hardest_cases(pair_scores, threshold, n)
@@ -109,10 +109,7 @@ def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, siz
     unit = pair_scores.score_name
 
     def face(rel):
-        try:
-            return _crop_resize(decode_image(source.read_bytes(rel), rel), size, center_crop)
-        except (CorruptImageError, FileNotFoundError):
-            return np.zeros((size, size, 3), np.uint8)
+        return read_face(source, rel, size, center_crop, black_if_bad=True)
 
     for r, (heading, cases, err_name) in enumerate(rows):
         for c in range(cols):

@@ -642,15 +642,9 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
 
 # --------------------------------------------------------------------------- case study
 def _face_reader(source, size: int, center_crop: float):
-    from kerasface.data.images import CorruptImageError, _crop_resize, decode_image
+    from kerasface.data.images import read_face
 
-    def face(rel: str) -> np.ndarray:
-        try:
-            return _crop_resize(decode_image(source.read_bytes(rel), rel), size, center_crop)
-        except (CorruptImageError, FileNotFoundError, KeyError):
-            return np.zeros((size, size, 3), np.uint8)
-
-    return face
+    return lambda rel: read_face(source, rel, size, center_crop, black_if_bad=True)
 
 
 def _describe(cases, rel, names) -> list:
