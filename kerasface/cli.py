@@ -1,7 +1,9 @@
-"""The ``kerasface`` command: ``train``, ``train-triplet``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``.
+"""The ``kerasface`` command: ``train``, ``train-triplet``, ``train-classify``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``.
 
 ``python train_pairs.py ...`` is ``kerasface train ...``; ``python train_triplet.py ...`` is
-``kerasface train-triplet ...`` (its flags: :mod:`kerasface.cli_triplet`).
+``kerasface train-triplet ...`` (its flags: :mod:`kerasface.cli_triplet`); ``python train_classify.py ...``
+is ``kerasface train-classify ...`` (:mod:`kerasface.cli_classify`). ``kerasface train --preset NAME`` runs
+any preset: triplet and classification presets are routed to their own command.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_triplet_args(sub.add_parser(
         "train-triplet", help="train a triplet-loss embedding (FaceNet NN2, report 004) and write its run folder"))
+    from kerasface.cli_classify import add_train_classify_args
+
+    add_train_classify_args(sub.add_parser(
+        "train-classify", help="train an embedding by classification (AM-softmax, ArcFace, softmax) or the angular "
+                               "prototypical loss (reports 001, 003) and write its run folder"))
     _add_evaluate_args(sub.add_parser(
         "evaluate", help="verification metrics of a saved model on a pairs list (10-fold, ROC, EER, TAR@FAR)"))
     return parser
@@ -144,10 +151,17 @@ def _cmd_train_triplet(args) -> int:
     return cmd_train_triplet(args)
 
 
-def _cmd_presets(args) -> int:
-    from kerasface.experiments import PAIR_PRESETS, TRIPLET_PRESETS
+def _cmd_train_classify(args) -> int:
+    from kerasface.cli_classify import cmd_train_classify
 
-    for script, presets in (("train_pairs.py", PAIR_PRESETS), ("train_triplet.py", TRIPLET_PRESETS)):
+    return cmd_train_classify(args)
+
+
+def _cmd_presets(args) -> int:
+    from kerasface.experiments import CLASSIFY_PRESETS, PAIR_PRESETS, TRIPLET_PRESETS
+
+    for script, presets in (("train_pairs.py", PAIR_PRESETS), ("train_triplet.py", TRIPLET_PRESETS),
+                            ("train_classify.py", CLASSIFY_PRESETS)):
         for name, p in presets.items():
             print(f"{name:<28} {script:<17} {p.description}")
     return 0
@@ -290,13 +304,36 @@ def _cmd_align(args) -> int:
     return 0
 
 
+def _route_train(argv: list[str]) -> list[str]:
+    """``train --preset NAME``: a triplet or classification preset goes to its own command
+    (``train-triplet`` / ``train-classify``), so ``kerasface train --preset NAME --data DIR`` runs any preset."""
+    if not argv or argv[0] != "train":
+        return argv
+    name = None
+    for i, a in enumerate(argv):
+        if a == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--preset="):
+            name = a.split("=", 1)[1]
+    if name is None:
+        return argv
+    from kerasface.experiments import CLASSIFY_PRESETS, TRIPLET_PRESETS
+
+    if name in CLASSIFY_PRESETS:
+        return ["train-classify", *argv[1:]]
+    if name in TRIPLET_PRESETS:
+        return ["train-triplet", *argv[1:]]
+    return argv
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_route_train(argv))
     _quiet_tf()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "presets": _cmd_presets, "summary": _cmd_summary,
                 "lowlight-grid": _cmd_lowlight_grid, "align": _cmd_align, "evaluate": _cmd_evaluate,
-                "train-triplet": _cmd_train_triplet}
+                "train-triplet": _cmd_train_triplet, "train-classify": _cmd_train_classify}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, ValueError, OSError) as e:

@@ -18,6 +18,10 @@ __all__ = [
     "TripletExperiment",
     "TRIPLET_PRESETS",
     "get_triplet_preset",
+    "ClassifyExperiment",
+    "CLASSIFY_PRESETS",
+    "get_classify_preset",
+    "find_preset",
     "bundled_sample_dir",
 ]
 
@@ -274,6 +278,196 @@ def get_triplet_preset(name: str) -> TripletExperiment:
         raise ValueError(
             f"unknown triplet preset {name!r}; known: {', '.join(sorted(TRIPLET_PRESETS))}"
         ) from None
+
+
+#: Training objectives of :class:`ClassifyExperiment`: a margin head over every training identity
+#: (plain softmax, AM-softmax/CosFace, ArcFace), or the angular prototypical loss on N x M batches.
+CLASSIFY_OBJECTIVES = ("margin", "angproto")
+CLASSIFY_HEADS = ("softmax", "normalized", "amsoftmax", "cosface", "arcface")
+
+
+@dataclass(frozen=True)
+class ClassifyExperiment(_Preset):
+    """An identity-classification or angular-prototypical run (reports 001 and 003).
+
+    Training identities and evaluation pairs are chosen as in
+    :class:`TripletExperiment` (LFW: the people of ``train_folds`` train, the
+    pairs of ``holdout_folds`` are the EER/accuracy list and their people never
+    train). Of every training identity with at least ``val_min_images`` images,
+    ``val_fraction`` of the images (at least one) are held out: the
+    classification accuracy of the margin objectives is measured on them
+    (report 003's validation).
+
+    ``objective="margin"``: backbone -> :class:`~kerasface.models.MarginHead`
+    (``head``, ``scale``, ``margin``) over the training identities, sparse
+    cross entropy; epochs draw at most ``max_per_identity`` images of each
+    identity (report 001: 200). ``objective="angproto"``: batches of
+    ``batch_size // m_images`` identities x ``m_images`` images, the angular
+    prototypical loss (learnable scale and bias). ``init_from`` names a run
+    folder whose ``model.keras`` (the embedding model) starts the backbone:
+    report 001's fine-tuning of an AM-softmax pretraining.
+    """
+
+    _FOLD_FIELDS = ("holdout_folds", "train_folds")
+
+    name: str
+    description: str = ""
+    backbone: str = "thin_resnet34"
+    # Data. ``data`` None = the bundled LFW sample in the repository's data/.
+    data: str | None = None
+    pairs: str | None = None  # folds list; None = pairs.txt next to the data when present
+    eval_pairs: str | None = None  # explicit evaluation list (its people are left out of training)
+    holdout_folds: tuple[int, ...] = (10,)
+    train_folds: tuple[int, ...] | None = None  # None: every person not in a held-out fold
+    min_images: int = 2  # training identities need at least this many images
+    val_fraction: float = 0.1  # held-out images per training identity, for classification accuracy
+    val_min_images: int = 3  # only identities with at least this many images give validation images
+    image_size: int = 112
+    center_crop: float = 1.0  # fraction of the shorter side kept before resizing
+    augment: str = "none"  # kerasface.data.augment.AUGMENTATIONS
+    max_per_identity: int = 200  # margin objectives: images of one identity per epoch
+    cache_mb: int = 2048  # decode the training images once into memory when they fit in this many MB
+    on_error: str = "skip"  # unreadable/corrupt images: skip (counted) or error
+    # Model and objective.
+    objective: str = "margin"
+    head: str = "amsoftmax"
+    scale: float = 30.0
+    margin: float = 0.1
+    easy_margin: bool = False
+    m_images: int = 2  # angproto: M images per identity in a batch (M - 1 support, 1 query)
+    init_from: str | None = None  # a run folder (or .keras file) whose embedding model starts the backbone
+    # Optimisation.
+    optimizer: str = "adam"  # adam | adamw
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01  # adamw only
+    schedule: str = "constant"  # constant | cosine_restarts
+    cycle_epochs: float = 10.0  # cosine_restarts: first cycle length in epochs
+    min_lr: float = 1e-5  # cosine_restarts: floor
+    freeze_first: int = 0  # freeze the first N layers of the backbone for the whole run
+    unfreeze_every: int = 0  # >0: start with only the head trainable, unfreeze one backbone stage every N epochs
+    epochs: int = 60
+    batch_size: int = 200
+    seed: int = 0
+    # Monitoring and output.
+    verify_every: int = 1  # EER / accuracy on the evaluation pairs every N epochs (0: only at the end)
+    out: str = "runs"
+
+    def __post_init__(self):
+        def bad(msg):
+            raise ValueError(f"preset {self.name!r}: {msg}")
+
+        from kerasface.data.augment import AUGMENTATIONS
+
+        if self.objective not in CLASSIFY_OBJECTIVES:
+            bad(f"objective must be one of {', '.join(CLASSIFY_OBJECTIVES)}, got {self.objective!r}")
+        if self.head not in CLASSIFY_HEADS:
+            bad(f"head must be one of {', '.join(CLASSIFY_HEADS)}, got {self.head!r}")
+        if self.augment not in AUGMENTATIONS:
+            bad(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.optimizer not in ("adam", "adamw"):
+            bad(f"optimizer must be adam or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine_restarts"):
+            bad(f"schedule must be constant or cosine_restarts, got {self.schedule!r}")
+        if self.on_error not in ("skip", "error"):
+            bad(f"on_error must be skip or error, got {self.on_error!r}")
+        for f in ("image_size", "epochs", "batch_size", "max_per_identity", "min_images", "val_min_images"):
+            if getattr(self, f) < 1:
+                bad(f"{f} must be positive, got {getattr(self, f)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.center_crop <= 1.0:
+            bad(f"center_crop must be in (0, 1], got {self.center_crop}")
+        if self.objective == "angproto":
+            if self.m_images < 2:
+                bad(f"m_images must be at least 2 (M - 1 support images and 1 query), got {self.m_images}")
+            if self.batch_size < 2 * self.m_images:
+                bad(f"batch_size {self.batch_size} holds fewer than 2 identities of m_images={self.m_images}")
+        if self.learning_rate <= 0 or self.min_lr < 0:
+            bad("learning_rate must be positive and min_lr non-negative")
+        if self.freeze_first < 0 or self.unfreeze_every < 0:
+            bad("freeze_first and unfreeze_every must be >= 0")
+        for folds_name in ("holdout_folds", "train_folds"):
+            folds = getattr(self, folds_name)
+            if folds is not None and (not folds or any(int(f) < 1 for f in folds)):
+                bad(f"{folds_name} are numbered from 1, got {folds}")
+        if self.train_folds and set(self.train_folds) & set(self.holdout_folds):
+            bad(f"train_folds {self.train_folds} overlap holdout_folds {self.holdout_folds}")
+
+    @property
+    def identities_per_batch(self) -> int:
+        """angproto: N = batch_size // m_images."""
+        return self.batch_size // self.m_images
+
+
+_R001 = ("Report 001: {bb} {what}; Adam (0.9, 0.999, 1e-8) lr {lr}, cosine warm restarts (cycle 10 epochs, "
+         "min lr 1e-5), batch {batch}, at most 200 images per identity per epoch, random crop 0.8-1.0 + "
+         "colour jitter 0.3-1.7, 224x224")
+_THIN = {"thinresnet34": "thin_resnet34", "thinresnet50": "thin_resnet50", "thinresnet50v2": "thin_resnet50_v2"}
+# report 001's validation EER (%), batch 200, for the presets' descriptions
+_R001_EER = {("thinresnet34", 2): "4.023", ("thinresnet34", 3): "4.168", ("thinresnet34", 4): "4.283",
+             ("thinresnet50", 2): "3.896", ("thinresnet50", 3): "3.927", ("thinresnet50", 4): "4.042",
+             ("thinresnet50v2", 2): "3.854", ("thinresnet50v2", 3): "3.896", ("thinresnet50v2", 4): "3.948"}
+
+
+def _report001_presets():
+    for short, bb in _THIN.items():
+        yield ClassifyExperiment(
+            name=f"{short}-amsoftmax",
+            description=_R001.format(bb=bb, what="pretraining with AM-softmax (s=30, m=0.1), 60 epochs",
+                                     lr="1e-3", batch=200),
+            backbone=bb, image_size=224, augment="report001-both", objective="margin", head="amsoftmax",
+            scale=30.0, margin=0.1, optimizer="adam", learning_rate=1e-3, schedule="cosine_restarts",
+            cycle_epochs=10, min_lr=1e-5, epochs=60, batch_size=200)
+        for m in (2, 3, 4):
+            yield ClassifyExperiment(
+                name=f"{short}-angproto-m{m}",
+                description=_R001.format(bb=bb, what=f"fine-tuning with the angular prototypical loss, M={m}, "
+                                         "50 epochs, from an AM-softmax run folder (--init-from RUN_DIR)",
+                                         lr="5e-4", batch=200) + f" (report: validation EER {_R001_EER[short, m]} %)",
+                backbone=bb, image_size=224, augment="report001-both", objective="angproto", m_images=m,
+                min_images=m, optimizer="adam", learning_rate=5e-4, schedule="cosine_restarts",
+                cycle_epochs=10, min_lr=1e-5, epochs=50, batch_size=200)
+
+
+_R003 = ("Report 003: torchvision ResNet34 with a 512-d linear embedding, {what}, AdamW lr 3e-4 wd 0.01, "
+         "batch 16, 50 epochs, its five colour augmentations one at a time")
+
+CLASSIFY_PRESETS: dict[str, ClassifyExperiment] = {
+    p.name: p
+    for p in (
+        *_report001_presets(),
+        ClassifyExperiment(
+            name="resnet34-arcface",
+            description=_R003.format(what="ArcFace (s=5, m=0.1)") + " (report: validation accuracy 0.7 by epoch 43)",
+            backbone="resnet34", image_size=112, augment="report003", objective="margin", head="arcface",
+            scale=5.0, margin=0.1, optimizer="adamw", learning_rate=3e-4, weight_decay=0.01, epochs=50,
+            batch_size=16, max_per_identity=1_000_000),
+        ClassifyExperiment(
+            name="resnet34-softmax",
+            description=_R003.format(what="a plain softmax classifier with cross entropy"),
+            backbone="resnet34", image_size=112, augment="report003", objective="margin", head="softmax",
+            optimizer="adamw", learning_rate=3e-4, weight_decay=0.01, epochs=50, batch_size=16,
+            max_per_identity=1_000_000),
+    )
+}
+
+
+def get_classify_preset(name: str) -> ClassifyExperiment:
+    try:
+        return CLASSIFY_PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown classification preset {name!r}; known: {', '.join(sorted(CLASSIFY_PRESETS))}"
+        ) from None
+
+
+def find_preset(name: str) -> tuple[str, _Preset]:
+    """``(kind, preset)`` for any preset name; kind is ``"pairs"``, ``"triplet"`` or ``"classify"``."""
+    for kind, table in (("pairs", PAIR_PRESETS), ("triplet", TRIPLET_PRESETS), ("classify", CLASSIFY_PRESETS)):
+        if name in table:
+            return kind, table[name]
+    known = sorted([*PAIR_PRESETS, *TRIPLET_PRESETS, *CLASSIFY_PRESETS])
+    raise ValueError(f"unknown preset {name!r}; known: {', '.join(known)}")
 
 
 def bundled_sample_dir() -> Path:

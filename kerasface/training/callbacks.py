@@ -31,12 +31,15 @@ class VerificationCallback(keras.callbacks.Callback):
     ``score_kwargs`` go to :func:`~kerasface.evaluation.verification.score_pairs`
     (``metric``, ``flip``, ``center_crop``, ``low_light_seed``, ...).
     The full metrics of every evaluation are kept in ``self.results``.
+    ``model``: the model to score (default: the one being fitted), e.g. the
+    embedding backbone inside a classification training graph.
     """
 
     KEYS = ("accuracy", "auc", "eer")
 
-    def __init__(self, source, pairs, every: int = 1, prefix: str = "verify_", **score_kwargs):
+    def __init__(self, source, pairs, every: int = 1, prefix: str = "verify_", model=None, **score_kwargs):
         super().__init__()
+        self.scored_model = model
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.source = open_image_source(source)
@@ -60,7 +63,8 @@ class VerificationCallback(keras.callbacks.Callback):
         from kerasface.evaluation.verification import evaluate_pairs
 
         t0 = time.perf_counter()
-        m = evaluate_pairs(self.model, self.source, self.pairs, verbose=0, **self.score_kwargs).metrics
+        scored = self.scored_model if self.scored_model is not None else self.model
+        m = evaluate_pairs(scored, self.source, self.pairs, verbose=0, **self.score_kwargs).metrics
         acc = m["accuracy_mean"] if m.get("folds", 1) > 1 else m["best_threshold_accuracy"]
         logs[self.prefix + "accuracy"] = acc
         logs[self.prefix + "auc"] = math.nan if m["auc"] is None else m["auc"]
