@@ -1,0 +1,349 @@
+"""Hardware runtime of a training run: distribution strategy, mixed precision, XLA.
+
+One frozen :class:`Runtime` says *how* a run executes, never *what* it
+learns, so it is not a preset field: a run may resume on other hardware. The
+run folder's ``config.json`` may record it under a separate ``"runtime"`` key,
+which resuming does not compare.
+
+Typical use (what :func:`kerasface.training.pairs.train_pairs` does)::
+
+    rt = Runtime(strategy="mirrored", mixed_precision="auto")
+    rt.apply_precision()                 # before any layer is built
+    with rt.scope():                     # the model and its optimizer live on the strategy
+        model = build(...)
+        model.compile(optimizer, loss, **rt.compile_kwargs())
+    model.fit(rt.shard(dataset), ...)    # the dataset's batch is the *global* batch
+    if rt.is_chief: write the run folder
+
+Strategies (``docs/distributed.md``):
+
+* ``default``: TensorFlow's default strategy (one device);
+* ``mirrored``: :class:`tf.distribute.MirroredStrategy` over every GPU, or,
+  without GPUs, over every logical CPU device when there are several (tests
+  split the CPU in two with ``tf.config.set_logical_device_configuration``);
+* ``multiworker``: :class:`tf.distribute.MultiWorkerMirroredStrategy`, its
+  cluster and this process's task read from the ``TF_CONFIG`` environment
+  variable (checked here, with a clear error when missing or malformed).
+
+Mixed precision: ``off`` (float32), ``bfloat16`` (``mixed_bfloat16``),
+``float16`` (``mixed_float16``; Keras wraps the optimizer in a
+``LossScaleOptimizer`` at ``compile``), ``auto``: ``float16`` with a GPU,
+``bfloat16`` when the CPU has AVX512-BF16 or AMX-BF16 (``/proc/cpuinfo``),
+otherwise off. Models keep their embedding and logit outputs float32 (their
+last layers are float32), so losses and metrics are computed in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["Runtime", "STRATEGIES", "PRECISIONS", "add_runtime_args", "runtime_from_args", "cpu_supports_bf16",
+           "read_tf_config"]
+
+logger = logging.getLogger("kerasface.training")
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("off", "auto", "bfloat16", "float16")
+_POLICY = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+# One strategy object per process and kind: TensorFlow allows a single
+# MultiWorkerMirroredStrategy per process, and building one is not free.
+_STRATEGY_CACHE: dict = {}
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when ``/proc/cpuinfo`` lists ``avx512_bf16`` or ``amx_bf16`` (fast bfloat16 matmuls on the CPU)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def read_tf_config(environ=None) -> dict:
+    """``TF_CONFIG`` parsed and checked: ``{"cluster": {"worker": [...], ...}, "task": {"type", "index"}}``."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("TF_CONFIG")
+    example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if not raw:
+        raise ValueError(f"--strategy multiworker needs the TF_CONFIG environment variable; {example} "
+                         "(docs/distributed.md)")
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}); {example}") from None
+    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f"TF_CONFIG has no \"cluster\" mapping of task types to host:port lists; {example}")
+    for kind, hosts in cluster.items():
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and ":" in h for h in hosts):
+            raise ValueError(f"TF_CONFIG cluster[{kind!r}] must be a non-empty list of 'host:port' strings, "
+                             f"got {hosts!r}")
+    if not {"worker", "chief"} & set(cluster):
+        raise ValueError(f"TF_CONFIG cluster needs a \"worker\" (or \"chief\") list, got {sorted(cluster)}")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError(f"TF_CONFIG needs \"task\": {{\"type\": ..., \"index\": ...}} naming this process; {example}")
+    kind, index = task["type"], task["index"]
+    if kind not in cluster:
+        raise ValueError(f"TF_CONFIG task type {kind!r} is not in the cluster ({sorted(cluster)})")
+    if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise ValueError(f"TF_CONFIG task index {index!r} out of range for {len(cluster[kind])} {kind!r} task(s)")
+    return cfg
+
+
+def _patch_keras_for_multiworker() -> None:
+    """Work around two Keras 3 (3.15) failures of ``fit`` under MultiWorkerMirroredStrategy.
+
+    Keras reduces every scalar log of a training step with
+    ``strategy.reduce("MEAN", v, axis=0)`` on multiworker strategies (ValueError
+    "Invalid reduction dimension 0 for input with 0 dimensions",
+    tensorflow/tensorflow#72388), and its symbolic pre-build reduces the first
+    distributed input batch with the strategy (which cannot convert a
+    PerReplica batch). Both patches act only when the strategy is a
+    multi-worker collective one: scalar logs are averaged over the replicas
+    (``axis=None``), and the pre-build takes this worker's first local batch.
+    """
+    from keras.src.backend.tensorflow import trainer as tft
+
+    if getattr(tft, "_kerasface_multiworker_patch", False):
+        return
+    from keras.src import tree
+
+    original_reduce = tft.reduce_per_replica
+    original_build = tft.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tft._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None) if tft._is_per_replica_instance(v) or
+                v.shape.rank == 0 else strategy.reduce("MEAN", v, axis=0), values)
+        return original_reduce(values, strategy, reduction)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or not tft._collective_all_reduce_multi_worker(strategy):
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tree.map_structure(
+                lambda x: strategy.experimental_local_results(x)[0]
+                if isinstance(x, tf.distribute.DistributedValues) else x, batch)
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    import tensorflow as tf
+
+    tft.reduce_per_replica = reduce_per_replica
+    tft.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tft._kerasface_multiworker_patch = True
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run executes: ``strategy`` (default|mirrored|multiworker), ``mixed_precision``
+    (off|auto|bfloat16|float16) and ``jit_compile`` (XLA)."""
+
+    strategy: str = "default"
+    mixed_precision: str = "off"
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"unknown mixed precision {self.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.strategy == "multiworker":
+            read_tf_config()  # fail at once, before any data is read
+
+    # ------------------------------------------------------------------ strategy
+    def make_strategy(self):
+        """The ``tf.distribute.Strategy`` (built once per process and kind, then cached)."""
+        import tensorflow as tf
+
+        if self.strategy == "default":
+            return tf.distribute.get_strategy()
+        if self.strategy in _STRATEGY_CACHE:
+            return _STRATEGY_CACHE[self.strategy]
+        if self.strategy == "mirrored":
+            gpus = tf.config.list_logical_devices("GPU")
+            cpus = tf.config.list_logical_devices("CPU")
+            devices = [d.name for d in gpus] or ([d.name for d in cpus] if len(cpus) > 1 else None)
+            strategy = tf.distribute.MirroredStrategy(devices=devices)
+        else:
+            read_tf_config()
+            # RING collectives work on CPUs and GPUs alike (NCCL is GPU-only).
+            options = tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
+            _patch_keras_for_multiworker()
+            try:
+                strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+            except RuntimeError as e:
+                if "startup" not in str(e):
+                    raise
+                raise RuntimeError("--strategy multiworker: the strategy must be created before TensorFlow runs "
+                                   "anything in this process; call Runtime.make_strategy() first") from e
+        logger.info("strategy %s: %d replica(s) in sync", self.strategy, strategy.num_replicas_in_sync)
+        _STRATEGY_CACHE[self.strategy] = strategy
+        return strategy
+
+    def scope(self):
+        """``strategy.scope()``: build and compile the model inside it."""
+        return self.make_strategy().scope()
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas that split each global batch (devices x workers)."""
+        return int(self.make_strategy().num_replicas_in_sync)
+
+    @property
+    def num_workers(self) -> int:
+        if self.strategy != "multiworker":
+            return 1
+        cluster = read_tf_config()["cluster"]
+        return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+    @property
+    def worker_index(self) -> int:
+        """This worker's rank, 0 (the chief) .. num_workers - 1."""
+        if self.strategy != "multiworker":
+            return 0
+        cfg = read_tf_config()
+        task, cluster = cfg["task"], cfg["cluster"]
+        if task["type"] == "chief":
+            return 0
+        return task["index"] + (1 if "chief" in cluster else 0)
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run folder: always, except on non-chief workers of a multiworker run
+        (the chief is the ``"chief"`` task, else worker 0)."""
+        if self.strategy != "multiworker":
+            return True
+        cfg = read_tf_config()
+        task, cluster = cfg["task"], cfg["cluster"]
+        if "chief" in cluster:
+            return task["type"] == "chief"
+        return task["type"] == "worker" and task["index"] == 0
+
+    def shard(self, dataset, source: str = "auto"):
+        """Set the dataset's auto-shard policy for a multiworker run (other strategies: unchanged).
+
+        ``source="files"``: each worker reads its own files (``FILE``; e.g.
+        TFRecord shards from :func:`kerasface.data.tfrecord.read_shards`,
+        which need at least as many files as workers);
+        ``"generator"``: a ``from_generator`` / in-memory dataset has no files
+        to split, so every worker runs the same seeded pipeline and keeps every
+        N-th element (``DATA``): the workers see disjoint batches in the same
+        order, at the cost of each one producing (and discarding) the others'
+        elements; ``"auto"``: TensorFlow's ``AUTO`` (``FILE`` when it finds a
+        file reader, else ``DATA``).
+
+        The dataset must yield *global* batches (per-replica batch x
+        :attr:`num_replicas`); with ``DATA`` sharding of a batched dataset each
+        worker keeps whole batches, so the number of batches should be a
+        multiple of the number of workers (otherwise the last step waits for a
+        worker that has no batch left).
+        """
+        if self.strategy != "multiworker":
+            return dataset
+        import tensorflow as tf
+
+        policies = {"auto": tf.data.experimental.AutoShardPolicy.AUTO,
+                    "files": tf.data.experimental.AutoShardPolicy.FILE,
+                    "generator": tf.data.experimental.AutoShardPolicy.DATA,
+                    "data": tf.data.experimental.AutoShardPolicy.DATA}
+        if source not in policies:
+            raise ValueError(f"source must be one of {', '.join(policies)}, got {source!r}")
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = policies[source]
+        return dataset.with_options(options)
+
+    # ------------------------------------------------------------------ precision
+    def policy_name(self) -> str:
+        """The Keras dtype policy this runtime asks for: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``."""
+        mode = self.mixed_precision
+        if mode == "auto":
+            mode = "float16" if _has_gpu() else ("bfloat16" if cpu_supports_bf16() else "off")
+        if mode == "float16" and not _has_gpu():
+            logger.warning("mixed_float16 without a GPU: the CPU computes float16 slowly; bfloat16 is the CPU's type")
+        return _POLICY[mode]
+
+    def apply_precision(self) -> str:
+        """Set Keras's global dtype policy (call before building the model); returns its name.
+
+        Use :meth:`precision` to restore the previous policy afterwards.
+        """
+        import keras
+
+        name = self.policy_name()
+        keras.mixed_precision.set_global_policy(name)
+        return name
+
+    @contextlib.contextmanager
+    def precision(self):
+        """Context manager: the policy of :meth:`apply_precision` inside, the previous global policy after."""
+        import keras
+
+        before = keras.mixed_precision.global_policy().name
+        try:
+            yield self.apply_precision()
+        finally:
+            keras.mixed_precision.set_global_policy(before)
+
+    # ------------------------------------------------------------------ compile
+    def compile_kwargs(self) -> dict:
+        """Keyword arguments for ``model.compile``: ``{"jit_compile": True}`` with ``--jit-compile``, else
+        ``{"jit_compile": "auto"}`` (Keras's default: no XLA on a CPU-only machine or under a tf.distribute
+        strategy, XLA on one GPU when the model supports it)."""
+        return {"jit_compile": True if self.jit_compile else "auto"}
+
+    def describe(self) -> dict:
+        """What the run folder's ``config.json`` records under ``"runtime"`` (not compared on resume)."""
+        out = {"strategy": self.strategy, "mixed_precision": self.mixed_precision,
+               "jit_compile": self.jit_compile, "policy": self.policy_name()}
+        if self.strategy == "multiworker":
+            out.update(num_workers=self.num_workers, worker_index=self.worker_index)
+        return out
+
+
+def add_runtime_args(parser) -> None:
+    """Add ``--strategy``, ``--mixed-precision`` and ``--jit-compile`` to an argparse parser (or group)."""
+    group = parser.add_argument_group("runtime (hardware; not part of the preset, may change on resume)") \
+        if isinstance(parser, argparse.ArgumentParser) else parser
+    group.add_argument("--strategy", choices=STRATEGIES, default="default",
+                       help="default: one device; mirrored: every GPU of this machine (the batch size is the "
+                            "global batch, split across them); multiworker: several machines, from TF_CONFIG "
+                            "(docs/distributed.md)")
+    group.add_argument("--mixed-precision", choices=PRECISIONS, default="off",
+                       help="compute in float16 (GPU) or bfloat16 (CPUs with AVX512-BF16/AMX) with float32 "
+                            "weights, embeddings and losses; auto: float16 with a GPU, bfloat16 if the CPU has "
+                            "it, else off (default off)")
+    group.add_argument("--jit-compile", action="store_true", default=False,
+                       help="compile the training step with XLA")
+
+
+def runtime_from_args(args) -> Runtime:
+    """The :class:`Runtime` of parsed :func:`add_runtime_args` flags (absent flags: defaults)."""
+    return Runtime(strategy=getattr(args, "strategy", None) or "default",
+                   mixed_precision=getattr(args, "mixed_precision", None) or "off",
+                   jit_compile=bool(getattr(args, "jit_compile", False)))
