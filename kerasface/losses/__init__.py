@@ -14,7 +14,9 @@ Two kinds, selectable by name with :func:`get_triplet_loss`:
 Report 001/003's margin-softmax family (:func:`margin_logits`, used by
 :class:`kerasface.models.MarginHead`) and the angular prototypical loss
 (:class:`AngularPrototypicalLogits` / :class:`AngularPrototypicalLoss`, layers
-because ``w`` and ``b`` are learned) live in ``margin.py`` and ``angular.py``.
+because ``w`` and ``b`` are learned) live in ``margin.py`` and ``angular.py``;
+report 002's center loss, pre-logit norm, hard instance mining and
+distillation terms in ``report002.py``.
 Every loss and metric class is registered under the ``kerasface`` package.
 """
 
@@ -34,6 +36,15 @@ from kerasface.losses.online import (
     pairwise_distances,
     semi_hard_triplet_loss,
 )
+from kerasface.losses.report002 import (
+    CenterLoss,
+    embedding_l2_loss,
+    hard_cross_entropy,
+    hard_instance_weights,
+    logit_mse_loss,
+    prelogit_norm_loss,
+    soft_cross_entropy,
+)
 from kerasface.losses.triplet import (
     TripletAccuracy,
     TripletDifferenceLoss,
@@ -49,6 +60,13 @@ __all__ = [
     "angular_prototypical_logits",
     "arcface_target",
     "BatchAllTripletLoss",
+    "CenterLoss",
+    "embedding_l2_loss",
+    "hard_cross_entropy",
+    "hard_instance_weights",
+    "logit_mse_loss",
+    "prelogit_norm_loss",
+    "soft_cross_entropy",
     "BatchHardTripletLoss",
     "SemiHardTripletLoss",
     "TripletAccuracy",

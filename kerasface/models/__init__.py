@@ -1,11 +1,13 @@
-"""Backbones, the Siamese verifier, the triplet graph, margin heads, the registry and the profiler."""
+"""Backbones, the Siamese verifier, the triplet graph, margin heads, report 002's teacher-student model, the registry and the profiler."""
 
 from kerasface.models.facenet_nn2 import FaceNetNN2, facenet_nn2
 from kerasface.models.heads import MarginHead, classification_model
+from kerasface.models.inception_resnet import inception_resnet_v1
 from kerasface.models.profile import ModelProfile, format_profile, profile_model
 from kerasface.models.registry import BACKBONES, build_backbone, list_backbones
 from kerasface.models.resnet import ResNetBasic, resnet18, resnet34
 from kerasface.models.siamese import SiameseVerifier
+from kerasface.models.squeezenext import sqnxt23v5, sqnxt23v5_w1, sqnxt23v5_w2
 from kerasface.models.thinresnet import ThinResNet, thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.triplet import TripletModel, get_embedding_model
 from kerasface.models.vargfacenet import VarGFaceNet, vargfacenet, vargfacenet_reduced, vargfacenet_tiny
@@ -25,10 +27,14 @@ __all__ = [
     "facenet_nn2",
     "format_profile",
     "get_embedding_model",
+    "inception_resnet_v1",
     "list_backbones",
     "profile_model",
     "resnet18",
     "resnet34",
+    "sqnxt23v5",
+    "sqnxt23v5_w1",
+    "sqnxt23v5_w2",
     "thin_resnet34",
     "thin_resnet50",
     "thin_resnet50_v2",

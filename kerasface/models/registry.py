@@ -7,16 +7,28 @@ from typing import Callable
 import keras
 
 from kerasface.models.facenet_nn2 import facenet_nn2
+from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, inception_resnet_v1
 from kerasface.models.resnet import resnet18, resnet34
+from kerasface.models.squeezenext import sqnxt23v5_w1, sqnxt23v5_w2
 from kerasface.models.thinresnet import thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 __all__ = ["BACKBONES", "build_backbone", "list_backbones"]
 
+
+def _report002_inception_resnet_v1(**kwargs):
+    """Inception-ResNet-v1 (FaceNet layout, 512-d) at report 002's 218x178 input."""
+    kwargs.setdefault("input_shape", REPORT_INPUT_SHAPE)
+    return inception_resnet_v1(**kwargs)
+
+
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "facenet_nn2": facenet_nn2,
+    "inception_resnet_v1": _report002_inception_resnet_v1,
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "sqnxt23v5_w1": sqnxt23v5_w1,
+    "sqnxt23v5_w2": sqnxt23v5_w2,
     "thin_resnet34": thin_resnet34,
     "thin_resnet50": thin_resnet50,
     "thin_resnet50_v2": thin_resnet50_v2,
