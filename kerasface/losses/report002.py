@@ -60,6 +60,10 @@ __all__ = [
 HARD_MINING_RULES = ("top_k", "downweight")
 
 
+def _f32(x):
+    return ops.cast(ops.convert_to_tensor(x), "float32")
+
+
 @keras.saving.register_keras_serializable(package="kerasface")
 class CenterLoss(keras.layers.Layer):
     """``[embeddings (batch, dim), labels (batch,)] -> 0.5 * mean_i ||x_i - c_{y_i}||^2``.
@@ -93,7 +97,7 @@ class CenterLoss(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         embeddings, labels = inputs
-        x = ops.cast(embeddings, "float32")
+        x = _f32(embeddings)
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         centers = ops.convert_to_tensor(self.centers)
         c = ops.stop_gradient(ops.take(centers, labels, axis=0))
@@ -119,7 +123,7 @@ def prelogit_norm_loss(embeddings, p=1.0, epsilon=1e-4):
     """``mean_i (sum_d (|x_id| + epsilon)^p)^(1/p)``: mean L_p norm of the pre-logits (p >= 1)."""
     if p < 1.0:
         raise ValueError(f"p must be >= 1, got {p}")
-    x = ops.abs(ops.cast(embeddings, "float32")) + epsilon
+    x = ops.abs(_f32(embeddings)) + epsilon
     if p == 1.0:
         norms = ops.sum(x, axis=-1)
     else:
@@ -149,7 +153,7 @@ def hard_instance_weights(per_sample_losses, keep_fraction=0.5, rule="top_k", ea
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
     if not 0.0 <= easy_weight <= 1.0:
         raise ValueError(f"easy_weight must be in [0, 1], got {easy_weight}")
-    losses = ops.stop_gradient(ops.reshape(ops.cast(per_sample_losses, "float32"), (-1,)))
+    losses = ops.stop_gradient(ops.reshape(_f32(per_sample_losses), (-1,)))
     n = ops.shape(losses)[0]
     n_f = ops.cast(n, "float32")
     k = ops.maximum(ops.ceil(n_f * keep_fraction - 1e-6), 1.0)
@@ -169,8 +173,8 @@ def hard_instance_weights(per_sample_losses, keep_fraction=0.5, rule="top_k", ea
 
 def embedding_l2_loss(student, teacher):
     """``mean_i ||s_i - t_i||^2`` (squared euclidean distance, mean over the batch); teacher held constant."""
-    s = ops.cast(student, "float32")
-    t = ops.stop_gradient(ops.cast(teacher, "float32"))
+    s = _f32(student)
+    t = ops.stop_gradient(_f32(teacher))
     return ops.mean(ops.sum(ops.square(s - t), axis=-1))
 
 
@@ -192,8 +196,8 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature=4.0, kind="kl
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     t = float(temperature)
-    log_q = _log_softmax(ops.cast(student_logits, "float32") / t)
-    log_p = ops.stop_gradient(_log_softmax(ops.cast(teacher_logits, "float32") / t))
+    log_q = _log_softmax(_f32(student_logits) / t)
+    log_p = ops.stop_gradient(_log_softmax(_f32(teacher_logits) / t))
     p = ops.exp(log_p)
     per_sample = ops.sum(p * (log_p - log_q), axis=-1) if kind == "kl" else -ops.sum(p * log_q, axis=-1)
     return (t * t) * ops.mean(per_sample)
@@ -201,15 +205,15 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature=4.0, kind="kl
 
 def hard_cross_entropy(student_logits, teacher_logits):
     """Mean cross entropy of the student's logits against the teacher's argmax class."""
-    targets = ops.stop_gradient(ops.argmax(ops.cast(teacher_logits, "float32"), axis=-1))
-    log_q = _log_softmax(ops.cast(student_logits, "float32"))
+    targets = ops.stop_gradient(ops.argmax(_f32(teacher_logits), axis=-1))
+    log_q = _log_softmax(_f32(student_logits))
     return -ops.mean(ops.take_along_axis(log_q, targets[:, None], axis=-1))
 
 
 def logit_mse_loss(student_logits, teacher_logits):
     """``mean_{i,c} (s_ic - t_ic)^2`` (report 002's ``train_TS.py``); teacher held constant."""
-    s = ops.cast(student_logits, "float32")
-    t = ops.stop_gradient(ops.cast(teacher_logits, "float32"))
+    s = _f32(student_logits)
+    t = ops.stop_gradient(_f32(teacher_logits))
     return ops.mean(ops.square(s - t))
 
 

@@ -1,0 +1,330 @@
+"""Report 002's training model: a student backbone + classifier, every loss term once, an optional frozen teacher.
+
+:class:`Report002Model` wraps
+
+* ``backbone``: images -> embedding (the "pre-logits"; e.g.
+  :func:`kerasface.models.sqnxt23v5_w1`, :func:`kerasface.models.inception_resnet_v1`);
+* ``classifier``: ``Dense(num_classes)`` (with bias by default, as in the
+  report), float32 logits;
+* optionally a frozen ``teacher``: a model ``images -> [embedding, logits]``,
+  or another :class:`Report002Model` (its ``backbone`` and ``classifier`` are
+  used; its own teacher is ignored). It is set ``trainable = False``, called
+  with ``training=False`` (BN statistics frozen) and behind
+  ``stop_gradient``, so fit never changes it. It is saved inside the
+  ``.keras`` file (non-trainable) so a loaded model can go on distilling.
+  Where its input size differs from the student's, the student's images are
+  resized bilinearly (``keras.ops.image.resize``) for it.
+* ``distill_projection``: a bias-free ``Dense(teacher_dim)`` from the student
+  embedding, created only when the embedding L2 term is on and the two
+  embeddings differ in size (report 002's T-S checkpoints "contain weights of
+  the embedding layer" for this reason). It is not part of ``backbone``.
+
+Inputs: ``{"image": images, "label": integer labels}`` (the label is read by
+:meth:`compute_loss` when ``y`` is not given; ``call`` ignores it), or images
+alone. ``call`` returns the student's logits. ``model.backbone`` is the
+student embedding model to keep and save on its own.
+
+Loss (:meth:`compute_loss`, Keras 3's backend-agnostic hook; every term is
+computed at most once per step, and not at all when its weight is 0):
+
+====================  =====================================================
+metric                term (times its constructor weight)
+====================  =====================================================
+``loss_ce``           ``ce_weight`` x cross entropy with the labels, times
+                      ``sample_weight``; with ``hard_mining_fraction < 1``
+                      reweighted by :func:`~kerasface.losses.hard_instance_weights`
+``loss_center``       ``center_weight`` x :class:`~kerasface.losses.CenterLoss`
+                      on the embedding (centres move only when training)
+``loss_prelogit_norm`` ``prelogit_norm_weight`` x :func:`~kerasface.losses.prelogit_norm_loss`
+``loss_triplet``      ``triplet_weight`` x batch-hard triplet loss
+                      (:func:`~kerasface.losses.batch_hard_triplet_loss`) on
+                      the L2-normalised embedding, margin ``triplet_margin``
+``loss_embedding_l2`` ``embedding_l2_weight`` x :func:`~kerasface.losses.embedding_l2_loss`
+                      (student embedding, projected if needed, vs teacher's)
+``loss_soft_ce``      ``soft_ce_weight`` x :func:`~kerasface.losses.soft_cross_entropy`
+                      at ``temperature`` (``T^2 * KL``)
+``loss_hard_ce``      ``hard_ce_weight`` x :func:`~kerasface.losses.hard_cross_entropy`
+                      (against the teacher's argmax)
+``loss_logit_mse``    ``logit_mse_weight`` x :func:`~kerasface.losses.logit_mse_loss`
+                      (report 002's ``train_TS.py``: logit MSE + CE)
+====================  =====================================================
+
+The metrics hold the *weighted* terms, so they add up to ``loss`` (plus any
+kernel-regulariser losses of the student). The forward pass runs once:
+``call`` keeps the embedding of the logits it returns and
+:meth:`compute_loss` reuses it when given those logits (otherwise, e.g. when
+called by hand with other ``y_pred``, it runs the backbone itself).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kerasface.losses.online import batch_hard_triplet_loss
+from kerasface.losses.report002 import (
+    HARD_MINING_RULES,
+    CenterLoss,
+    embedding_l2_loss,
+    hard_cross_entropy,
+    hard_instance_weights,
+    logit_mse_loss,
+    prelogit_norm_loss,
+    soft_cross_entropy,
+)
+
+__all__ = ["LOSS_TERMS", "Report002Model"]
+
+# term name -> constructor weight argument; metrics are "loss_" + name
+LOSS_TERMS = {
+    "ce": "ce_weight",
+    "center": "center_weight",
+    "prelogit_norm": "prelogit_norm_weight",
+    "triplet": "triplet_weight",
+    "embedding_l2": "embedding_l2_weight",
+    "soft_ce": "soft_ce_weight",
+    "hard_ce": "hard_ce_weight",
+    "logit_mse": "logit_mse_weight",
+}
+TEACHER_TERMS = ("embedding_l2", "soft_ce", "hard_ce", "logit_mse")
+
+
+class _Stash:
+    """Plain holder (not tracked by Keras) for the last forward pass's tensors."""
+
+    logits = None
+    embedding = None
+
+
+def _l2_normalize(x, epsilon=1e-12):
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
+
+
+@keras.saving.register_keras_serializable(package="kerasface")
+class Report002Model(keras.Model):
+    """Student backbone + ``Dense(num_classes)`` classifier, with report 002's losses (module docstring).
+
+    Args:
+        backbone: a built model, images -> embedding ``(batch, dim)``.
+        num_classes: identities of the classifier.
+        teacher: ``None``, a model ``images -> [embedding, logits]``, or a
+            :class:`Report002Model`; frozen.
+        ce_weight, center_weight, prelogit_norm_weight, triplet_weight,
+        embedding_l2_weight, soft_ce_weight, hard_ce_weight, logit_mse_weight:
+            weights of the terms (0 = off, not computed); teacher terms need a
+            teacher.
+        hard_mining_fraction: share of the batch kept by hard instance mining
+            (1 = off); ``hard_mining_rule`` ``"top_k"`` or ``"downweight"``,
+            ``hard_mining_easy_weight`` for the latter.
+        center_alpha: centre update rate; prelogit_norm_p: the ``p`` of the
+            norm; triplet_margin: margin of the batch-hard triplet term;
+            temperature: ``T`` of the soft cross entropy.
+        classifier_bias: the classifier's bias (the report's has one).
+    """
+
+    def __init__(self, backbone, num_classes, teacher=None, ce_weight=1.0, center_weight=0.0,
+                 prelogit_norm_weight=0.0, triplet_weight=0.0, embedding_l2_weight=0.0,
+                 soft_ce_weight=0.0, hard_ce_weight=0.0, logit_mse_weight=0.0,
+                 hard_mining_fraction=1.0, hard_mining_rule="top_k", hard_mining_easy_weight=0.1,
+                 center_alpha=0.5, prelogit_norm_p=1.0, triplet_margin=0.2, temperature=4.0,
+                 classifier_bias=True, **kwargs):
+        kwargs.setdefault("name", "report002")
+        trainable = kwargs.pop("trainable", True)
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        weights = {"ce_weight": ce_weight, "center_weight": center_weight,
+                   "prelogit_norm_weight": prelogit_norm_weight, "triplet_weight": triplet_weight,
+                   "embedding_l2_weight": embedding_l2_weight, "soft_ce_weight": soft_ce_weight,
+                   "hard_ce_weight": hard_ce_weight, "logit_mse_weight": logit_mse_weight}
+        for key, value in weights.items():
+            if not value >= 0.0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
+        if hard_mining_rule not in HARD_MINING_RULES:
+            raise ValueError(f"hard_mining_rule must be one of {HARD_MINING_RULES}, got {hard_mining_rule!r}")
+        if not 0.0 < hard_mining_fraction <= 1.0:
+            raise ValueError(f"hard_mining_fraction must be in (0, 1], got {hard_mining_fraction}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.num_classes = int(num_classes)
+        self.term_weights = {term: float(weights[arg]) for term, arg in LOSS_TERMS.items()}
+        self.hard_mining_fraction = float(hard_mining_fraction)
+        self.hard_mining_rule = hard_mining_rule
+        self.hard_mining_easy_weight = float(hard_mining_easy_weight)
+        self.center_alpha = float(center_alpha)
+        self.prelogit_norm_p = float(prelogit_norm_p)
+        self.triplet_margin = float(triplet_margin)
+        self.temperature = float(temperature)
+        self.classifier_bias = bool(classifier_bias)
+
+        self.backbone = backbone
+        dim = int(backbone.output_shape[-1])
+        self.embedding_dim = dim
+        self.classifier = keras.layers.Dense(self.num_classes, use_bias=self.classifier_bias,
+                                             dtype="float32", name="classifier")
+        self.classifier.build((None, dim))
+
+        needs_teacher = [t for t in TEACHER_TERMS if self.term_weights[t] > 0]
+        if needs_teacher and teacher is None:
+            raise ValueError(f"terms {needs_teacher} need a teacher")
+        self.teacher = teacher
+        self.distill_projection = None
+        self._teacher_size = None
+        if teacher is not None:
+            teacher.trainable = False
+            t_backbone = teacher.backbone if isinstance(teacher, Report002Model) else teacher
+            t_emb_dim, t_classes = self._teacher_dims(teacher)
+            if any(self.term_weights[t] > 0 for t in ("soft_ce", "hard_ce", "logit_mse")) \
+                    and t_classes != self.num_classes:
+                raise ValueError(f"teacher has {t_classes} classes, the student {self.num_classes}")
+            t_size = tuple(t_backbone.input_shape[1:3]) if not isinstance(t_backbone.input_shape, list) \
+                else tuple(t_backbone.input_shape[0][1:3])
+            if None not in t_size and t_size != tuple(backbone.input_shape[1:3]):
+                self._teacher_size = tuple(int(s) for s in t_size)
+            if self.term_weights["embedding_l2"] > 0 and t_emb_dim != dim:
+                self.distill_projection = keras.layers.Dense(t_emb_dim, use_bias=False, dtype="float32",
+                                                             name="distill_projection")
+                self.distill_projection.build((None, dim))
+
+        self.center_loss = None
+        if self.term_weights["center"] > 0:
+            self.center_loss = CenterLoss(self.num_classes, self.center_alpha, name="center_loss")
+            self.center_loss.build([(None, dim), (None,)])
+
+        self._active = [t for t in LOSS_TERMS if self.term_weights[t] > 0]
+        for term in self._active:
+            setattr(self, f"_{term}_tracker", keras.metrics.Mean(name=f"loss_{term}"))
+        self._stash = _Stash()
+        self.built = True
+        if not trainable:  # after every sublayer exists, so that it reaches them all
+            self.trainable = False
+
+    # --- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _teacher_dims(teacher):
+        if isinstance(teacher, Report002Model):
+            return teacher.embedding_dim, teacher.num_classes
+        shapes = teacher.output_shape
+        if not isinstance(shapes, (list, tuple)) or len(shapes) != 2 or not isinstance(shapes[0], (list, tuple)):
+            raise ValueError("teacher must be a Report002Model or a model images -> [embedding, logits], "
+                             f"got output shape {shapes}")
+        return int(shapes[0][-1]), int(shapes[1][-1])
+
+    @staticmethod
+    def _split(inputs):
+        if isinstance(inputs, dict):
+            return inputs["image"], inputs.get("label")
+        if isinstance(inputs, (list, tuple)):
+            return inputs[0], (inputs[1] if len(inputs) > 1 else None)
+        return inputs, None
+
+    def teacher_outputs(self, images):
+        """``(embedding, logits)`` of the frozen teacher for the student's images (resized if needed)."""
+        if self.teacher is None:
+            raise ValueError("this model has no teacher")
+        x = images
+        if self._teacher_size is not None:
+            x = ops.image.resize(x, self._teacher_size, interpolation="bilinear")
+        if isinstance(self.teacher, Report002Model):
+            emb = self.teacher.backbone(x, training=False)
+            logits = self.teacher.classifier(emb)
+        else:
+            emb, logits = self.teacher(x, training=False)
+        return ops.stop_gradient(ops.cast(emb, "float32")), ops.stop_gradient(ops.cast(logits, "float32"))
+
+    # --- forward and loss ----------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        images, _ = self._split(inputs)
+        embedding = self.backbone(images, training=training)
+        logits = self.classifier(embedding)
+        self._stash.logits, self._stash.embedding = logits, embedding
+        return logits
+
+    def loss_terms(self, images, labels, embedding, logits, sample_weight=None, training=False):
+        """``{term: weighted value}`` for the active terms, each computed once."""
+        w = self.term_weights
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        emb = ops.cast(embedding, "float32")
+        logits = ops.cast(logits, "float32")
+        terms = {}
+        if w["ce"] > 0:
+            log_q = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+            per_sample = -ops.take_along_axis(log_q, labels[:, None], axis=-1)[:, 0]
+            if sample_weight is not None:
+                per_sample = per_sample * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            if self.hard_mining_fraction < 1.0:
+                per_sample = per_sample * hard_instance_weights(
+                    per_sample, self.hard_mining_fraction, self.hard_mining_rule, self.hard_mining_easy_weight)
+            terms["ce"] = w["ce"] * ops.mean(per_sample)
+        if w["center"] > 0:
+            terms["center"] = w["center"] * self.center_loss([emb, labels], training=bool(training))
+        if w["prelogit_norm"] > 0:
+            terms["prelogit_norm"] = w["prelogit_norm"] * prelogit_norm_loss(emb, self.prelogit_norm_p)
+        if w["triplet"] > 0:
+            terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, _l2_normalize(emb),
+                                                                      margin=self.triplet_margin)
+        if any(w[t] > 0 for t in TEACHER_TERMS):
+            t_emb, t_logits = self.teacher_outputs(images)
+            if w["embedding_l2"] > 0:
+                s_emb = self.distill_projection(emb) if self.distill_projection is not None else emb
+                terms["embedding_l2"] = w["embedding_l2"] * embedding_l2_loss(s_emb, t_emb)
+            if w["soft_ce"] > 0:
+                terms["soft_ce"] = w["soft_ce"] * soft_cross_entropy(logits, t_logits, self.temperature)
+            if w["hard_ce"] > 0:
+                terms["hard_ce"] = w["hard_ce"] * hard_cross_entropy(logits, t_logits)
+            if w["logit_mse"] > 0:
+                terms["logit_mse"] = w["logit_mse"] * logit_mse_loss(logits, t_logits)
+        return terms
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        images, labels = self._split(x)
+        if y is not None:
+            labels = y
+        if labels is None:
+            raise ValueError("Report002Model needs labels: x['label'] or y")
+        if y_pred is not None and y_pred is self._stash.logits:
+            embedding, logits = self._stash.embedding, y_pred
+        else:  # not the logits of the last call: run the student here
+            embedding = self.backbone(images, training=training)
+            logits = self.classifier(embedding)
+        self._stash.logits = self._stash.embedding = None
+        terms = self.loss_terms(images, labels, embedding, logits, sample_weight, training)
+        total = ops.convert_to_tensor(0.0, "float32")
+        for term, value in terms.items():
+            getattr(self, f"_{term}_tracker").update_state(value)
+            total = total + value
+        student_losses = list(self.backbone.losses) + list(self.classifier.losses)
+        if self.distill_projection is not None:
+            student_losses += list(self.distill_projection.losses)
+        if student_losses:
+            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in student_losses]))
+        return total
+
+    # --- serialisation -------------------------------------------------------------------------
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "teacher": (keras.saving.serialize_keras_object(self.teacher)
+                        if self.teacher is not None else None),
+            "hard_mining_fraction": self.hard_mining_fraction,
+            "hard_mining_rule": self.hard_mining_rule,
+            "hard_mining_easy_weight": self.hard_mining_easy_weight,
+            "center_alpha": self.center_alpha,
+            "prelogit_norm_p": self.prelogit_norm_p,
+            "triplet_margin": self.triplet_margin,
+            "temperature": self.temperature,
+            "classifier_bias": self.classifier_bias,
+        }
+        config.update({arg: self.term_weights[term] for term, arg in LOSS_TERMS.items()})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if config.get("teacher") is not None:
+            config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
+        return cls(**config)
