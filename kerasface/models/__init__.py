@@ -8,6 +8,7 @@ from kerasface.models.registry import BACKBONES, build_backbone, list_backbones
 from kerasface.models.resnet import ResNetBasic, resnet18, resnet34
 from kerasface.models.siamese import SiameseVerifier
 from kerasface.models.squeezenext import sqnxt23v5, sqnxt23v5_w1, sqnxt23v5_w2
+from kerasface.models.teacher_student import Report002Model
 from kerasface.models.thinresnet import ThinResNet, thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.triplet import TripletModel, get_embedding_model
 from kerasface.models.vargfacenet import VarGFaceNet, vargfacenet, vargfacenet_reduced, vargfacenet_tiny
@@ -17,6 +18,7 @@ __all__ = [
     "FaceNetNN2",
     "MarginHead",
     "ModelProfile",
+    "Report002Model",
     "ResNetBasic",
     "SiameseVerifier",
     "ThinResNet",
