@@ -51,6 +51,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-dir", help="exact run folder to write (default: OUT/PRESET-TIMESTAMP); an existing, "
                                      "unfinished run folder of the same settings is resumed after its last finished epoch")
     g.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    from kerasface.training.distribute import add_runtime_args
+
+    add_runtime_args(p)  # --strategy, --mixed-precision, --jit-compile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +122,10 @@ def _quiet_tf() -> None:
 
 
 def _cmd_train(args) -> int:
+    from kerasface.training.distribute import runtime_from_args
+
+    runtime = runtime_from_args(args)
+    runtime.make_strategy()  # multiworker: before TensorFlow runs anything
     from kerasface.experiments import get_pair_preset
     from kerasface.training import train_pairs
 
@@ -132,7 +139,7 @@ def _cmd_train(args) -> int:
         seed=args.seed, verify_every=args.verify_every, out=args.out,
     )
     print(f"kerasface: preset {cfg.name}: {cfg.description}", flush=True)
-    result = train_pairs(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto")
+    result = train_pairs(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto", runtime=runtime)
     m = result.metrics
     print(f"\nrun folder: {result.run_dir}")
     print(f"validation accuracy: {m['final']['val_accuracy']:.4f} (best {m['best_val_accuracy']:.4f} "

@@ -93,6 +93,9 @@ def add_train_triplet_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="parent folder of run folders (default: runs)")
     g.add_argument("--run-dir", help="exact run folder to write (default: OUT/PRESET-TIMESTAMP)")
     g.add_argument("--quiet", action="store_true", help="one log line per chunk and epoch, no progress bars")
+    from kerasface.training.distribute import add_runtime_args
+
+    add_runtime_args(p)
 
 
 _FIELDS = ("data", "pairs", "holdout_folds", "train_folds", "eval_pairs", "min_images", "image_size", "center_crop",
@@ -109,11 +112,15 @@ def triplet_overrides(args) -> dict:
 
 def cmd_train_triplet(args) -> int:
     from kerasface.experiments import get_triplet_preset
+    from kerasface.training.distribute import runtime_from_args
+
+    runtime = runtime_from_args(args)
+    runtime.make_strategy()  # multiworker: before TensorFlow runs anything
     from kerasface.training.triplet import train_triplet
 
     cfg = get_triplet_preset(args.preset).override(**triplet_overrides(args))
     print(f"kerasface: preset {cfg.name}: {cfg.description}", flush=True)
-    result = train_triplet(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto")
+    result = train_triplet(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto", runtime=runtime)
     m = result.metrics
     f = m["final"]
     print(f"\nrun folder: {result.run_dir}")

@@ -235,8 +235,11 @@ class L2Normalize(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, inputs):
-        sq = ops.sum(ops.square(inputs), axis=self.axis, keepdims=True)
-        return inputs * ops.rsqrt(ops.maximum(sq, self.epsilon))
+        # float32 inside whatever the compute dtype: in float16 the squares overflow above ~256 per
+        # element and epsilon underflows to 0 (a zero vector gave NaN); the result has the layer's dtype.
+        x = ops.cast(inputs, "float32")
+        sq = ops.sum(ops.square(x), axis=self.axis, keepdims=True)
+        return ops.cast(x * ops.rsqrt(ops.maximum(sq, self.epsilon)), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -326,13 +329,14 @@ class LocalResponseNormalization(keras.layers.Layer):
     def call(self, inputs):
         r = self.depth_radius
         channels = inputs.shape[-1]
-        sq = ops.square(inputs)
+        x = ops.cast(inputs, "float32")  # float16 squares overflow above 256 (mixed precision)
+        sq = ops.square(x)
         pad = [[0, 0]] * (len(inputs.shape) - 1) + [[r, r]]
         padded = ops.pad(sq, pad)
         total = padded[..., 0:channels]
         for i in range(1, 2 * r + 1):
             total = total + padded[..., i:i + channels]
-        return inputs / ops.power(self.bias + self.alpha * total, self.beta)
+        return ops.cast(x / ops.power(self.bias + self.alpha * total, self.beta), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 __all__ = ["Runtime", "STRATEGIES", "PRECISIONS", "add_runtime_args", "runtime_from_args", "cpu_supports_bf16",
-           "read_tf_config"]
+           "read_tf_config", "settings_for_resume", "worker_run_dir"]
 
 logger = logging.getLogger("kerasface.training")
 
@@ -259,10 +259,11 @@ class Runtime:
         file reader, else ``DATA``).
 
         The dataset must yield *global* batches (per-replica batch x
-        :attr:`num_replicas`); with ``DATA`` sharding of a batched dataset each
-        worker keeps whole batches, so the number of batches should be a
-        multiple of the number of workers (otherwise the last step waits for a
-        worker that has no batch left).
+        :attr:`num_replicas`): ``tf.distribute`` splits every global batch
+        between the workers (with ``DATA`` each keeps its part of each batch),
+        so all workers run the same number of steps and the gradients average
+        over the whole global batch (``tests/training/test_distribute.py``: the
+        same weights as one device).
         """
         if self.strategy != "multiworker":
             return dataset
@@ -347,3 +348,38 @@ def runtime_from_args(args) -> Runtime:
     return Runtime(strategy=getattr(args, "strategy", None) or "default",
                    mixed_precision=getattr(args, "mixed_precision", None) or "off",
                    jit_compile=bool(getattr(args, "jit_compile", False)))
+
+
+def settings_for_resume(run_dir, resolved: dict) -> dict:
+    """``resolved`` plus the ``"runtime"`` entry the run folder's ``config.json`` already records (if any).
+
+    The runtime is written to ``config.json`` but is no setting of the run:
+    comparing this dict with the file (``resume_point``) ignores a change of
+    hardware between a killed run and its resumption.
+    """
+    from pathlib import Path
+
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.is_file():
+        return dict(resolved)
+    try:
+        old = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return dict(resolved)
+    if isinstance(old, dict) and "runtime" in old:
+        if old["runtime"] is not None:
+            logger.info("run folder %s was written with runtime %s", run_dir, old["runtime"])
+        return dict(resolved, runtime=old["runtime"])
+    return dict(resolved)
+
+
+def worker_run_dir(runtime: Runtime, run_dir):
+    """Where this process writes its run folder: ``run_dir`` on the chief, a temporary folder on the other
+    workers of a multiworker run (they train in lockstep and would write the same files; the caller deletes it)."""
+    if runtime.is_chief:
+        return run_dir, None
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"kerasface-worker{runtime.worker_index}-"))
+    return tmp / "run", tmp

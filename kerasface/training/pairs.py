@@ -12,11 +12,18 @@ with the same ``run_dir`` resumes after the last finished epoch (other
 settings: ``ValueError``).  A NaN/inf loss stops the run
 (``FloatingPointError`` naming epoch and step) with the last good epoch's
 files kept and ``metrics.json`` saying ``"complete": false`` and ``"stopped"``.
+
+Hardware (``runtime``, a :class:`~kerasface.training.distribute.Runtime`):
+the model is built and compiled inside the strategy's scope after the
+mixed-precision policy is set (the verifier's output, so its loss, stays
+float32); ``cfg.batch_size`` is the global batch, split across replicas;
+only the chief of a multiworker run writes the run folder.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import keras
@@ -27,6 +34,7 @@ from kerasface.experiments import PairExperiment, bundled_sample_dir
 from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
+from kerasface.training.distribute import Runtime, settings_for_resume, worker_run_dir
 from kerasface.training.run_folder import RunFolderWriter as _RunFolderWriter
 from kerasface.training.run_folder import RunResult, resume_point
 from kerasface.training.run_folder import new_run_dir as _new_run_dir
@@ -78,7 +86,10 @@ def resolve_pair_lists(data: Path, train_pairs: str | None, val_pairs: str | Non
     )
 
 
-def build_verifier(cfg: PairExperiment) -> keras.Model:
+def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None) -> keras.Model:
+    """The compiled Siamese verifier of ``cfg``. With a ``runtime``, call it inside
+    ``runtime.precision()`` and ``runtime.scope()`` (as :func:`train_pairs` does); it adds the runtime's
+    ``compile`` arguments (XLA)."""
     backbone = build_backbone(
         cfg.backbone,
         input_shape=(cfg.image_size, cfg.image_size, 3),
@@ -90,6 +101,7 @@ def build_verifier(cfg: PairExperiment) -> keras.Model:
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        **(runtime.compile_kwargs() if runtime is not None else {}),
     )
     return model
 
@@ -106,8 +118,23 @@ def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
     return data
 
 
-def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto") -> RunResult:
-    """Train ``cfg`` end to end and write the run folder; returns it with the metrics."""
+def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto",
+                runtime: Runtime | None = None) -> RunResult:
+    """Train ``cfg`` end to end and write the run folder; returns it with the metrics.
+
+    ``runtime``: strategy, mixed precision, XLA (default: one device, float32).
+    """
+    runtime = runtime or Runtime()
+    runtime.make_strategy()  # a multiworker strategy must exist before TensorFlow runs anything
+    run_dir, scratch = worker_run_dir(runtime, run_dir)  # non-chief workers: a temporary folder
+    try:
+        return _train_pairs(cfg, run_dir, verbose, runtime)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:
     data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
     if not data_path.exists():
         raise FileNotFoundError(f"--data {data_path}: no such file or folder")
@@ -115,10 +142,11 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
                                 "val_pairs": str(val_list)}
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
-    done_epochs = resume_point(run_dir, resolved)
+    done_epochs = resume_point(run_dir, settings_for_resume(run_dir, resolved))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", resolved)
+        # "runtime": how this run executes (not compared when resuming: the hardware may change)
+        write_json(run_dir / "config.json", resolved | {"runtime": runtime.describe()})
     except OSError as e:
         raise OSError(f"cannot write the run folder {run_dir}: {e.strerror or e}") from None
     keras.utils.set_random_seed(cfg.seed)
@@ -128,13 +156,17 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     val = _load(val_list, source, cfg, "validation")
     write_json(run_dir / "data_report.json", {"train": train.report, "validation": val.report})
 
-    train_ds = train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             augment=cfg.augment, low_light=cfg.low_light,
-                             low_light_seed=cfg.low_light_seed)
-    val_ds = val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-                         low_light=cfg.low_light, low_light_seed=cfg.low_light_seed)
+    # Global batches; each worker of a multiworker run keeps its part of every batch (DATA sharding of the
+    # in-memory pipeline, which every worker runs with the same seed).
+    train_ds = runtime.shard(train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                           augment=cfg.augment, low_light=cfg.low_light,
+                                           low_light_seed=cfg.low_light_seed), source="generator")
+    val_ds = runtime.shard(val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
+                                       low_light=cfg.low_light, low_light_seed=cfg.low_light_seed),
+                           source="generator")
 
-    model = build_verifier(cfg)
+    with runtime.precision(), runtime.scope():
+        model = build_verifier(cfg, runtime)
     n_train, n_val = int(len(train.labels)), int(len(val.labels))
 
     def summary(h, epoch_seconds, complete):

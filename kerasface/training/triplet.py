@@ -30,12 +30,20 @@ Run folder: ``config.json``, ``data_report.json``, ``train_identities.txt``,
 graph), ``metrics.json`` (``"verification"`` on the evaluation pairs,
 ``"case_study"``), ``roc.png``, ``cases.png`` and ``case_study.png`` (the
 hardest positive and negative pairs among the held-out faces).
+
+Hardware (``runtime``, a :class:`~kerasface.training.distribute.Runtime`):
+models are built and compiled inside the strategy's scope after the
+mixed-precision policy is set (embeddings, distances and losses stay
+float32); ``cfg.batch_size`` is the global batch; the ``from_generator``
+batches are DATA-sharded across the workers of a multiworker run (every
+worker loads the same seeded chunks), and only the chief writes the run folder.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,6 +65,7 @@ from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_l
 from kerasface.models import TripletModel, build_backbone, facenet_nn2
 from kerasface.training.case_study import hardest_pairs, plot_case_study
 from kerasface.training.callbacks import RunBackup
+from kerasface.training.distribute import Runtime, settings_for_resume, worker_run_dir
 from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
 
 logger = logging.getLogger("kerasface.training")
@@ -213,21 +222,24 @@ def build_embedding_model(cfg: TripletExperiment) -> keras.Model:
     if cfg.backbone.startswith("vargfacenet"):
         kwargs.update(implementation=cfg.group_conv, bn_momentum=cfg.bn_momentum)
     backbone = build_backbone(cfg.backbone, **kwargs)
-    out = L2Normalize(name="l2_embedding")(backbone.outputs[0])
+    # float32 whatever the dtype policy: the embedding that distances and losses read
+    out = L2Normalize(dtype="float32", name="l2_embedding")(backbone.outputs[0])
     return keras.Model(backbone.inputs[0], out, name=f"{backbone.name}_l2")
 
 
-def _compile(cfg: TripletExperiment, embedder: keras.Model) -> tuple[keras.Model, keras.Model]:
+def _compile(cfg: TripletExperiment, embedder: keras.Model,
+             runtime: Runtime | None = None) -> tuple[keras.Model, keras.Model]:
     """``(fitted model, triplet graph)``: the triplet graph (offline) or the embedding model (online)."""
+    xla = runtime.compile_kwargs() if runtime is not None else {}
     triplet = TripletModel(embedder, name=f"{embedder.name}_triplet")
     stack_kw = {} if cfg.loss.startswith("difference") else {"margin": cfg.margin}
     stack_metrics = [TripletAccuracy(), TripletDistanceMean("pos"), TripletDistanceMean("neg")]
     if cfg.mining == "offline":
         triplet.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                        loss=get_triplet_loss(cfg.loss, **stack_kw), metrics=stack_metrics)
+                        loss=get_triplet_loss(cfg.loss, **stack_kw), metrics=stack_metrics, **xla)
         return triplet, triplet
     embedder.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                     loss=get_triplet_loss(cfg.mining, margin=cfg.margin, squared=cfg.squared))
+                     loss=get_triplet_loss(cfg.mining, margin=cfg.margin, squared=cfg.squared), **xla)
     # The saved graph carries the matching stack loss, ready for fine-tuning on offline triplets.
     triplet.compile(loss=get_triplet_loss(cfg.loss, **stack_kw), metrics=stack_metrics)
     return embedder, triplet
@@ -423,12 +435,25 @@ def _fit_verbose(verbose) -> int:
     return int(verbose or 0) if verbose != 2 else 0
 
 
-def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="auto") -> TripletRunResult:
+def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="auto",
+                  runtime: Runtime | None = None) -> TripletRunResult:
     """Train ``cfg`` end to end and write the run folder; returns it with the metrics and both models.
 
     ``verbose``: 0 silent; 2 one log line per chunk and per epoch; 1 / "auto"
-    also Keras progress bars (on a terminal).
+    also Keras progress bars (on a terminal). ``runtime``: strategy, mixed
+    precision, XLA (default: one device, float32).
     """
+    runtime = runtime or Runtime()
+    runtime.make_strategy()  # a multiworker strategy must exist before TensorFlow runs anything
+    run_dir, scratch = worker_run_dir(runtime, run_dir)  # non-chief workers: a temporary folder
+    try:
+        return _train_triplet(cfg, run_dir, verbose, runtime)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -> TripletRunResult:
     data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
     if not data_path.exists():
         raise FileNotFoundError(f"--data {data_path}: no such file or folder")
@@ -436,9 +461,10 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, cfg.name)
     resolved = cfg.to_dict() | {"data": str(data_path), "eval_pairs_source": td.eval_source,
                                 "folds_file": str(td.folds_file) if td.folds_file else None}
-    done_epochs = resume_point(run_dir, resolved)  # same run folder, same settings: resume after the backup
+    # same run folder, same settings: resume after the backup (the recorded runtime may differ)
+    done_epochs = resume_point(run_dir, settings_for_resume(run_dir, resolved))
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", resolved)
+    write_json(run_dir / "config.json", resolved | {"runtime": runtime.describe()})
     with atomic_path(run_dir / "train_identities.txt") as tmp:
         tmp.write_text("".join(f"{n}\n" for n in td.train.names))
     if td.eval_pairs and write_pairs_list(td.eval_pairs, run_dir / "eval_pairs.txt"):
@@ -448,9 +474,10 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
         td.train.num_identities, len(td.train), cfg.min_images, len(td.eval_pairs), td.eval_source, len(td.excluded))
     keras.utils.set_random_seed(cfg.seed)
 
-    embedder = build_embedding_model(cfg)
-    fitted, triplet = _compile(cfg, embedder)
-    _build_optimizer(fitted, cfg)
+    with runtime.precision(), runtime.scope():
+        embedder = build_embedding_model(cfg)
+        fitted, triplet = _compile(cfg, embedder, runtime)
+        _build_optimizer(fitted, cfg)
     loader = ChunkedLoader(td.train, chunk_size=cfg.chunk_size, images_per_identity=cfg.images_per_identity,
                            mode=cfg.chunk_mode, image_size=cfg.image_size, center_crop=cfg.center_crop, seed=cfg.seed,
                            prefetch=1, on_error="raise" if cfg.on_error == "error" else "skip")
@@ -552,7 +579,7 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
                 if steps == 0:
                     continue
                 # The known length gives Keras a progress-bar total (and no "ran out of data" warning).
-                ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+                ds = runtime.shard(ds.apply(tf.data.experimental.assert_cardinality(steps)), source="generator")
                 t_fit = time.perf_counter()
                 h = fitted.fit(ds, epochs=1, verbose=fit_verbose, shuffle=False).history
                 t_fit = time.perf_counter() - t_fit
