@@ -1,4 +1,4 @@
-"""The ``kerasface`` command: ``train``, ``train-triplet``, ``train-classify``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``.
+"""The ``kerasface`` command: ``train``, ``train-triplet``, ``train-classify``, ``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``, ``pack``.
 
 ``python train_pairs.py ...`` is ``kerasface train ...``; ``python train_triplet.py ...`` is
 ``kerasface train-triplet ...`` (its flags: :mod:`kerasface.cli_triplet`); ``python train_classify.py ...``
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "prototypical loss (reports 001, 003) and write its run folder"))
     _add_evaluate_args(sub.add_parser(
         "evaluate", help="verification metrics of a saved model on a pairs list (10-fold, ROC, EER, TAR@FAR)"))
+    from kerasface.cli_pack import add_pack_args
+
+    add_pack_args(sub.add_parser(
+        "pack", help="images (aligned crops or raw) into TFRecord shards with labels and an identity index; resumable"))
     return parser
 
 
@@ -333,6 +337,12 @@ def _route_train(argv: list[str]) -> list[str]:
     return argv
 
 
+def _cmd_pack(args) -> int:
+    from kerasface.cli_pack import cmd_pack
+
+    return cmd_pack(args)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_route_train(argv))
@@ -340,7 +350,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "presets": _cmd_presets, "summary": _cmd_summary,
                 "lowlight-grid": _cmd_lowlight_grid, "align": _cmd_align, "evaluate": _cmd_evaluate,
-                "train-triplet": _cmd_train_triplet, "train-classify": _cmd_train_classify}
+                "train-triplet": _cmd_train_triplet, "train-classify": _cmd_train_classify, "pack": _cmd_pack}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, ValueError, OSError) as e:

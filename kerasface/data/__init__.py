@@ -69,6 +69,11 @@ _EXPORTS = {
     "UnsafePickleError": "insightface_bin",
     "bin_pairs": "insightface_bin",
     "load_bin": "insightface_bin",
+    # tfrecord.py (numpy, cv2, tensorflow): TFRecord shards (kerasface pack) and their tf.data reader
+    "PackSummary": "tfrecord",
+    "pack": "tfrecord",
+    "read_index": "tfrecord",
+    "read_shards": "tfrecord",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)
