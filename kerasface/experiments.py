@@ -439,13 +439,13 @@ CLASSIFY_PRESETS: dict[str, ClassifyExperiment] = {
         ClassifyExperiment(
             name="resnet34-arcface",
             description=_R003.format(what="ArcFace (s=5, m=0.1)") + " (report: validation accuracy 0.7 by epoch 43)",
-            backbone="resnet34", image_size=112, augment="report003", objective="margin", head="arcface",
+            backbone="resnet34", image_size=224, augment="report003", objective="margin", head="arcface",
             scale=5.0, margin=0.1, optimizer="adamw", learning_rate=3e-4, weight_decay=0.01, epochs=50,
             batch_size=16, max_per_identity=1_000_000),
         ClassifyExperiment(
             name="resnet34-softmax",
             description=_R003.format(what="a plain softmax classifier with cross entropy"),
-            backbone="resnet34", image_size=112, augment="report003", objective="margin", head="softmax",
+            backbone="resnet34", image_size=224, augment="report003", objective="margin", head="softmax",
             optimizer="adamw", learning_rate=3e-4, weight_decay=0.01, epochs=50, batch_size=16,
             max_per_identity=1_000_000),
     )

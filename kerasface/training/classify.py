@@ -35,7 +35,8 @@ images fit in ``cache_mb``; larger sets are read and decoded batch by batch
 batch (seeded per batch).
 
 Run folder (as the other trainers): ``config.json``, ``data_report.json``,
-``train_identities.txt``, ``eval_pairs.txt``, ``history.json`` /
+``train_identities.txt`` (line ``k``: the identity of class ``k``),
+``heldout_images.txt`` (``label<TAB>path``), ``eval_pairs.txt``, ``history.json`` /
 ``history.csv``, ``curves.png``, ``model.keras`` (the embedding model: images
 -> embedding), ``classifier.keras`` (margin objectives: ``[image, label] ->
 logits``), ``metrics.json`` (with ``"verification"`` on the evaluation pairs),
@@ -340,6 +341,9 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
         val_rows = np.asarray([r for r in val_rows.tolist() if r not in bad], np.int64)
     labels = np.asarray(index.labels[train_rows], np.int32)
     num_classes = index.num_identities
+    # The held-out images (line i: label = line number of its identity in train_identities.txt, path).
+    (run_dir / "heldout_images.txt").write_text(
+        "".join(f"{int(index.labels[r])}\t{index.path(int(r))}\n" for r in val_rows.tolist()))
     plan0 = _batch_plan(cfg, labels, 0)
     steps = len(plan0)
     if steps == 0:

@@ -1,0 +1,230 @@
+"""Reports 001 / 003 trainer on real faces (the bundled LFW sample), small inputs.
+
+One short run per preset family (ThinResNet AM-softmax pretraining, angular
+prototypical fine-tuning from that run folder, ResNet34 ArcFace with frozen
+layers, ResNet34 softmax with gradual unfreezing): the loss decreases, the run
+folder is complete, the held-out accuracy equals an independent NumPy
+computation, and every saved model loads with ``import kerasface`` alone in a
+fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kerasface.data.images import read_face
+from kerasface.data.lfw import open_image_source
+from kerasface.experiments import CLASSIFY_PRESETS, get_classify_preset
+from kerasface.training.classify import split_heldout, stage_blocks, train_classifier
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 64
+
+
+def _run(tmp_path_factory, name, **over):
+    cfg = get_classify_preset(name).override(**({"image_size": SIZE} | over))
+    run_dir = tmp_path_factory.mktemp(name.replace("-", "_")) / "run"
+    return cfg, train_classifier(cfg, run_dir=run_dir, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def margin_run(tmp_path_factory, sample_dir):
+    return _run(tmp_path_factory, "thinresnet34-amsoftmax", epochs=4, batch_size=32, cycle_epochs=8)
+
+
+@pytest.fixture(scope="module")
+def angproto_run(tmp_path_factory, margin_run):
+    _, pre = margin_run
+    return _run(tmp_path_factory, "thinresnet34-angproto-m2", epochs=3, batch_size=16, learning_rate=5e-4,
+                cycle_epochs=3, init_from=str(pre.run_dir))
+
+
+# --------------------------------------------------------------------------- pieces
+def test_split_heldout_counts_disjoint_and_seeded():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), [1, 2, 3, 5, 10, 40])
+    tr, va = split_heldout(labels, 0.1, 3, seed=4)
+    assert len(np.intersect1d(tr, va)) == 0
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(len(labels)))
+    held = np.bincount(labels[va], minlength=6)
+    # identities with < 3 images give nothing; else max(1, round(0.1 * count))
+    assert held.tolist() == [0, 0, 1, 1, 1, 4]
+    tr2, va2 = split_heldout(labels, 0.1, 3, seed=4)
+    assert np.array_equal(va, va2)
+    _, va3 = split_heldout(labels, 0.1, 3, seed=5)
+    assert not np.array_equal(va, va3)
+    tr0, va0 = split_heldout(rng.permutation(labels), 0.0, 3, seed=0)
+    assert len(va0) == 0 and len(tr0) == len(labels)
+
+
+def test_presets_cover_the_reports():
+    names = set(CLASSIFY_PRESETS)
+    for bb in ("thinresnet34", "thinresnet50", "thinresnet50v2"):
+        assert f"{bb}-amsoftmax" in names
+        for m in (2, 3, 4):
+            p = CLASSIFY_PRESETS[f"{bb}-angproto-m{m}"]
+            assert p.objective == "angproto" and p.m_images == m and p.learning_rate == 5e-4
+    a = CLASSIFY_PRESETS["thinresnet50-amsoftmax"]
+    assert (a.head, a.scale, a.margin, a.max_per_identity, a.batch_size, a.epochs) == ("amsoftmax", 30.0, 0.1, 200, 200, 60)
+    assert (a.schedule, a.cycle_epochs, a.min_lr, a.optimizer) == ("cosine_restarts", 10.0, 1e-5, "adam")
+    r = CLASSIFY_PRESETS["resnet34-arcface"]
+    assert (r.head, r.scale, r.margin, r.optimizer, r.learning_rate, r.weight_decay, r.batch_size, r.epochs) == (
+        "arcface", 5.0, 0.1, "adamw", 3e-4, 0.01, 16, 50)
+    assert CLASSIFY_PRESETS["resnet34-softmax"].head == "softmax"
+    with pytest.raises(ValueError, match="m_images"):
+        get_classify_preset("thinresnet34-angproto-m2").override(m_images=1)
+    with pytest.raises(ValueError, match="augment"):
+        get_classify_preset("resnet34-arcface").override(augment="nope")
+
+
+def test_stage_blocks_group_the_backbone_by_stage():
+    from kerasface.models import thin_resnet34
+
+    blocks = stage_blocks(thin_resnet34(input_shape=(64, 64, 3)))
+    firsts = [b[0].split("_")[0] for b in blocks]
+    assert firsts[0] == "stem" and firsts[1:5] == ["stage1", "stage2", "stage3", "stage4"]
+    assert blocks[-1] == ["embedding"]
+
+
+# --------------------------------------------------------------------------- runs
+def test_margin_run_learns_and_writes_its_folder(margin_run):
+    cfg, r = margin_run
+    m = r.metrics
+    for f in ("model.keras", "classifier.keras", "config.json", "history.csv", "history.json", "curves.png",
+              "metrics.json", "roc.png", "cases.png", "train_identities.txt", "heldout_images.txt", "data_report.json"):
+        assert (r.run_dir / f).is_file(), f
+    h = json.loads((r.run_dir / "history.json").read_text())
+    assert len(h["loss"]) == 4 and h["loss"][-1] < h["loss"][0]
+    assert m["complete"] and m["epochs_run"] == 4
+    # the evaluation pairs' people never train
+    people = {ln for ln in (r.run_dir / "train_identities.txt").read_text().split("\n") if ln}
+    pairs_people = {p for line in (REPO / "data/lfw_sample/pairsVal.txt").read_text().split("\n")[1:]
+                    for p in line.split("\t")[0::2] if line and not p.isdigit()}
+    assert pairs_people and not people & pairs_people
+    v = m["verification"]
+    assert v["pairs_accounting"]["evaluated"] == 60 and 0.0 <= v["auc"] <= 1.0
+    assert len(h["verify_eer"]) == 4 and h["learning_rate"][-1] < h["learning_rate"][0]
+
+
+def test_heldout_accuracy_matches_numpy(margin_run):
+    """val_accuracy / val_loss of the last epoch vs cosines computed in NumPy from the saved models."""
+    cfg, r = margin_run
+    names = [ln for ln in (r.run_dir / "train_identities.txt").read_text().split("\n") if ln]
+    rows = [ln.split("\t") for ln in (r.run_dir / "heldout_images.txt").read_text().split("\n") if ln]
+    assert rows, "no held-out images"
+    labels = np.array([int(a) for a, _ in rows])
+    for (a, path) in rows:  # the label is the identity's line in train_identities.txt
+        assert path.split("/")[-2] == names[int(a)]
+    source = open_image_source(REPO / "data/lfw_sample")
+    x = np.stack([read_face(source, p, SIZE, cfg.center_crop)
+                  for _, p in rows]).astype(np.float32)
+    backbone = keras.saving.load_model(r.run_dir / "model.keras")
+    clf = keras.saving.load_model(r.run_dir / "classifier.keras")
+    emb = np.asarray(backbone.predict((x - 127.5) / 128.0, verbose=0), np.float64)
+    w = np.asarray(clf.get_layer("margin_head").kernel.numpy(), np.float64)
+    cos = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0, keepdims=True))
+    acc = float((cos.argmax(1) == labels).mean())
+    logits = cfg.scale * cos
+    logits[np.arange(len(labels)), labels] -= cfg.scale * cfg.margin  # AM-softmax: s (cos - m) on the target
+    z = logits - logits.max(1, keepdims=True)
+    ce = float((np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]).mean())
+    final = r.metrics["final"]
+    assert final["val_accuracy"] == pytest.approx(acc, abs=1e-9)
+    assert final["val_loss"] == pytest.approx(ce, rel=2e-3, abs=2e-3)
+
+
+def test_angproto_fine_tunes_from_the_pretraining_run(angproto_run, margin_run):
+    cfg, r = angproto_run
+    h = json.loads((r.run_dir / "history.json").read_text())
+    assert len(h["loss"]) == 3 and h["loss"][-1] < h["loss"][0]
+    assert "val_accuracy" not in h  # no class weights: its validation is the EER on the pairs
+    assert np.isfinite(r.metrics["verification"]["eer_percent"])
+    conf = json.loads((r.run_dir / "config.json").read_text())
+    assert conf["init_from"] == str(margin_run[1].run_dir) and conf["objective"] == "angproto"
+    # the fine-tuned backbone started from the pretrained one: same architecture, weights moved but related
+    pre = keras.saving.load_model(margin_run[1].run_dir / "model.keras")
+    post = keras.saving.load_model(r.run_dir / "model.keras")
+    assert [v.shape for v in pre.weights] == [v.shape for v in post.weights]
+    k_pre, k_post = pre.get_layer("stem_conv").kernel.numpy(), post.get_layer("stem_conv").kernel.numpy()
+    rand = keras.initializers.GlorotUniform(seed=1)(k_pre.shape).numpy()  # what a fresh start would look like
+    assert not np.array_equal(k_pre, k_post)
+    assert np.linalg.norm(k_post - k_pre) < 0.5 * np.linalg.norm(rand - k_pre)
+
+
+def test_angproto_init_from_missing_folder_is_a_clear_error(tmp_path):
+    cfg = get_classify_preset("thinresnet34-angproto-m2").override(image_size=SIZE, init_from=str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="no model.keras"):
+        train_classifier(cfg, run_dir=tmp_path / "run", verbose=0)
+
+
+def test_resnet34_arcface_with_frozen_stem(tmp_path_factory):
+    cfg, r = _run(tmp_path_factory, "resnet34-arcface", epochs=2, batch_size=16, freeze_first=3,
+                  max_per_identity=3, verify_every=0, image_size=32)
+    h = json.loads((r.run_dir / "history.json").read_text())
+    assert h["loss"][-1] < h["loss"][0]
+    from kerasface.models import build_backbone
+
+    keras.utils.set_random_seed(cfg.seed)
+    init = build_backbone("resnet34", input_shape=(32, 32, 3))
+    trained = keras.saving.load_model(r.run_dir / "model.keras")
+    frozen = [l for l in trained.layers if l.weights][:2]  # among the first 3 layers: the stem conv and its BN
+    for layer in frozen:
+        for a, b in zip(layer.get_weights(), init.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    later = trained.get_layer("embedding").get_weights()[0]
+    assert not np.array_equal(later, init.get_layer("embedding").get_weights()[0])
+
+
+def test_resnet34_softmax_gradual_unfreezing(tmp_path_factory):
+    cfg, r = _run(tmp_path_factory, "resnet34-softmax", epochs=2, batch_size=16, unfreeze_every=5,
+                  max_per_identity=3, verify_every=0, image_size=32)
+    # epochs 1-2 of unfreeze_every=5: only the top two blocks (the embedding layer and the head) train
+    from kerasface.models import build_backbone
+
+    keras.utils.set_random_seed(cfg.seed)
+    init = build_backbone("resnet34", input_shape=(32, 32, 3))
+    trained = keras.saving.load_model(r.run_dir / "model.keras")
+    np.testing.assert_array_equal(trained.get_layer("stem_conv").get_weights()[0],
+                                  init.get_layer("stem_conv").get_weights()[0])
+    assert not np.array_equal(trained.get_layer("embedding").get_weights()[0],
+                              init.get_layer("embedding").get_weights()[0])
+    h = json.loads((r.run_dir / "history.json").read_text())
+    assert h["loss"][-1] < h["loss"][0]
+
+
+def test_saved_models_load_in_a_fresh_process(margin_run, angproto_run, fresh_process_predict, tmp_path):
+    source = open_image_source(REPO / "data/lfw_sample")
+    faces = np.stack([read_face(source, p, SIZE, 1.0) for p in sorted(source.list_images())[:4]])
+    x = ((faces.astype(np.float32) - 127.5) / 128.0)
+    jobs = []
+    for _, r in (margin_run, angproto_run):
+        model = keras.saving.load_model(r.run_dir / "model.keras")
+        expected = np.asarray(model.predict(x, verbose=0))
+        jobs.append((r.run_dir / "model.keras", [x], expected))
+    clf = keras.saving.load_model(margin_run[1].run_dir / "classifier.keras")
+    lab = np.zeros(len(x), np.int32)
+    jobs.append((margin_run[1].run_dir / "classifier.keras", [x, lab], np.asarray(clf([x, lab], training=False))))
+    results = fresh_process_predict([(path, inputs) for path, inputs, _ in jobs])
+    for (_, _, expected), (pred, info) in zip(jobs, results):
+        np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_train_routes_a_classification_preset(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kerasface.cli", "train", "--preset", "thinresnet34-amsoftmax", "--image-size", "32",
+           "--epochs", "1", "--batch-size", "32", "--verify-every", "0", "--run-dir", str(run), "--quiet"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "held-out classification accuracy" in p.stdout and "verification on 60 pairs" in p.stdout
+    assert json.loads((run / "metrics.json").read_text())["complete"] is True
+    bad = subprocess.run([sys.executable, "-m", "kerasface.cli", "train", "--preset", "thinresnet34-angproto-m2",
+                          "--init-from", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r2")],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert bad.returncode == 2 and "no model.keras" in bad.stderr
