@@ -133,6 +133,8 @@ def test_real_faces_and_round_trip_in_fresh_process(faces, tmp_path, fresh_proce
         want = keras.ops.convert_to_numpy(m(faces, training=False))
         assert want.shape == (len(faces), kwargs.get("embedding_dim", 128)) and np.isfinite(want).all()
         assert np.std(want, axis=0).mean() > 0  # different faces, different embeddings
+        if kwargs["layout"] == "paper":  # in-process only: one fresh process per module is enough
+            continue
         path = tmp_path / f"{m.name}.keras"
         m.save(path)
         jobs.append((path, [faces]))
