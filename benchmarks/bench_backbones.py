@@ -38,19 +38,23 @@ from kerasface.training.distribute import Runtime  # noqa: E402
 PEAK_GFLOPS = 2 * 3.65 * 32
 
 
-def faces(size: int, n: int) -> np.ndarray:
+def faces(h: int, w: int, n: int) -> np.ndarray:
+    """``n`` real faces, centre square resized to the longer side, then cropped to ``h`` x ``w``."""
     source = open_image_source(bundled_sample_dir())
     names = sorted(source.list_images())[:n]
-    images, _ = load_images(source, names, size=size, progress=False)
-    return ((images.astype(np.float32) - 127.5) / 128.0)
+    side = max(h, w)
+    images, _ = load_images(source, names, size=side, progress=False)
+    y0, x0 = (side - h) // 2, (side - w) // 2
+    return (images[:, y0:y0 + h, x0:x0 + w].astype(np.float32) - 127.5) / 128.0
 
 
 def bench_one(name: str, precision: str, jit: bool, batch: int, steps: int, warmup: int, train: bool) -> dict:
     rt = Runtime(mixed_precision=precision, jit_compile=jit)
     with rt.precision() as policy:
         backbone = build_backbone(name)
-        size = backbone.input_shape[1]
-        x = tf.constant(faces(size, batch))
+        h, w = backbone.input_shape[1:3]
+        size = h if h == w else f"{h}x{w}"
+        x = tf.constant(faces(h, w, batch))
         y = tf.constant(np.arange(batch) % 100, tf.int32)
         macs = profile_model(backbone).macs
         row = {"backbone": name, "input": size, "batch": batch, "policy": policy, "xla": jit,

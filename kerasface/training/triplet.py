@@ -487,7 +487,15 @@ def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -
                     batch_size=max(cfg.batch_size, 32), verbose=0)
     fit_verbose = _fit_verbose(verbose)
     P = cfg.batch_size // cfg.k_images
-    embed_fn = embedder.predict_on_batch
+    if runtime.strategy == "default":
+        embed_fn = embedder.predict_on_batch
+    else:
+        # Under a tf.distribute strategy Keras's predict_on_batch runs the whole batch on every replica and
+        # concatenates the results (2 replicas: 2N rows for N images); a plain call reads the mirrored weights.
+        _infer = tf.function(lambda x: embedder(x, training=False))
+
+        def embed_fn(x):
+            return _infer(tf.convert_to_tensor(x)).numpy()
     state = {"images_seen": 0, "collapse": None, "stopped": None}
 
     def summary(h, epoch_seconds, complete):
