@@ -91,8 +91,11 @@ class CenterLoss(keras.layers.Layer):
     def build(self, input_shape):
         emb_shape = input_shape[0]
         dim = int(emb_shape[-1])
+        # "mean": under a tf.distribute strategy each replica updates from its shard of the
+        # batch and the replicas' new centres are averaged
         self.centers = self.add_weight(name="centers", shape=(self.num_classes, dim),
-                                       initializer="zeros", trainable=False, dtype="float32")
+                                       initializer="zeros", trainable=False, dtype="float32",
+                                       aggregation="mean")
         self.built = True
 
     def call(self, inputs, training=False):
