@@ -50,7 +50,10 @@ metric                term (times its constructor weight)
 ====================  =====================================================
 
 The metrics hold the *weighted* terms, so they add up to ``loss`` (plus any
-kernel-regulariser losses of the student). The forward pass runs once:
+kernel-regulariser losses of the student). Under a ``tf.distribute`` strategy
+the returned total is divided by the number of replicas, as Keras's default
+``compute_loss`` does (the centres of :class:`~kerasface.losses.CenterLoss`
+are then averaged over the replicas' updates). The forward pass runs once:
 ``call`` keeps the embedding of the logits it returns and
 :meth:`compute_loss` reuses it when given those logits (otherwise, e.g. when
 called by hand with other ``y_pred``, it runs the backbone itself).
@@ -72,6 +75,12 @@ from kerasface.losses.report002 import (
     prelogit_norm_loss,
     soft_cross_entropy,
 )
+
+try:  # Keras's own per-replica scaling of a loss (1 / replicas under tf.distribute, else identity)
+    from keras.src.losses.loss import scale_loss_for_distribution
+except ImportError:  # pragma: no cover - a Keras without it: no strategy-aware scaling
+    def scale_loss_for_distribution(value):
+        return value
 
 __all__ = ["LOSS_TERMS", "Report002Model"]
 
@@ -298,7 +307,9 @@ class Report002Model(keras.Model):
             student_losses += list(self.distill_projection.losses)
         if student_losses:
             total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in student_losses]))
-        return total
+        # like Keras's default compute_loss: divided by the replicas in sync, so that the
+        # gradients summed over replicas are those of the global mean (the loss metric undoes it)
+        return scale_loss_for_distribution(total)
 
     # --- serialisation -------------------------------------------------------------------------
     def get_config(self):
