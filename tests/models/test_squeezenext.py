@@ -91,7 +91,8 @@ def test_layout_shapes_and_names(models, width):
         paper_names = [layer.name for layer in paper.layers]
         assert f"stage{s}_block1_proj" in paper_names and f"stage{s}_block2_proj" not in paper_names
     assert report.get_layer("final_conv").filters == 128
-    assert paper.get_layer("stem_conv").filters == int(64 * width) and paper.get_layer("stem_conv").kernel_size == (7, 7)
+    paper_stem = paper.get_layer("stem_conv")
+    assert paper_stem.filters == int(64 * width) and paper_stem.kernel_size == (7, 7)
     assert report.get_layer("embedding").rate == pytest.approx(0.2)  # 128-d pooled features, dropped out
     assert report.output.dtype == "float32"
 
@@ -100,7 +101,8 @@ def test_builders_registry_and_bad_arguments():
     assert {"sqnxt23v5_w1", "sqnxt23v5_w2"} <= set(list_backbones())
     m = sqnxt23v5_w2(input_shape=(64, 64, 3), embedding_dim=32)
     assert tuple(m.output_shape) == (None, 32) and m.get_layer("stage1_transition").filters == 64
-    assert not m.get_layer("bottleneck").use_bias and isinstance(m.get_layer("embedding"), keras.layers.BatchNormalization)
+    assert not m.get_layer("bottleneck").use_bias
+    assert isinstance(m.get_layer("embedding"), keras.layers.BatchNormalization)
     assert sqnxt23v5_w1(input_shape=(48, 40, 3)).name == "sqnxt23v5_w1"
     with pytest.raises(ValueError, match="multiple of 4"):
         sqnxt23v5(width=0.1, input_shape=(64, 64, 3))
