@@ -166,7 +166,9 @@ def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> Run
                            source="generator")
 
     with runtime.precision(), runtime.scope():
-        model = build_verifier(cfg, runtime)
+        # Without --jit-compile the runtime's compile arguments are Keras's defaults: the one-argument call
+        # (which tests and callers may replace with their own builder) compiles the same model.
+        model = build_verifier(cfg, runtime) if runtime.jit_compile else build_verifier(cfg)
     n_train, n_val = int(len(train.labels)), int(len(val.labels))
 
     def summary(h, epoch_seconds, complete):
