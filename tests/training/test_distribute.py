@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -247,3 +248,36 @@ def test_multiworker_two_local_processes_agree(default_run):
     for a, b in zip(_weights(d / "default.npz"), _weights(d / "worker0.npz")):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(w0["losses"], ref["losses"], rtol=1e-5, atol=1e-6)
+
+
+# --- run folder: the recorded runtime is not compared on resume; only the chief writes ----------
+
+
+def test_recorded_runtime_is_ignored_on_resume_but_settings_are_not(tmp_path):
+    from kerasface.io import write_json
+    from kerasface.training.distribute import settings_for_resume
+    from kerasface.training.run_folder import resume_point
+
+    resolved = {"name": "vargface", "epochs": 3, "batch_size": 32}
+    write_json(tmp_path / "config.json", resolved | {"runtime": Runtime("mirrored", "bfloat16").describe()})
+    # resumed on other hardware (default strategy, float32): accepted
+    assert resume_point(tmp_path, settings_for_resume(tmp_path, resolved)) == 0
+    with pytest.raises(ValueError, match="batch_size: 32 -> 64"):
+        resume_point(tmp_path, settings_for_resume(tmp_path, resolved | {"batch_size": 64}))
+    assert settings_for_resume(tmp_path / "new", resolved) == resolved  # a new folder: nothing recorded
+
+
+def test_only_the_chief_writes_the_run_folder(monkeypatch, tmp_path):
+    from kerasface.training.distribute import worker_run_dir
+
+    assert worker_run_dir(Runtime(), tmp_path / "run") == (tmp_path / "run", None)
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert worker_run_dir(Runtime(strategy="multiworker"), tmp_path / "run") == (tmp_path / "run", None)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    where, scratch = worker_run_dir(Runtime(strategy="multiworker"), tmp_path / "run")
+    try:
+        assert scratch is not None and scratch.is_dir() and where.parent == scratch
+        assert tmp_path not in where.parents and "worker1" in scratch.name
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
