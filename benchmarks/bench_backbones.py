@@ -92,6 +92,51 @@ def bench_one(name: str, precision: str, jit: bool, batch: int, steps: int, warm
     return row
 
 
+def interleaved(name: str, rounds: int, batch: int, labels=("float32", "mixed_bfloat16", "float32+xla")) -> dict:
+    """float32 vs mixed_bfloat16 vs float32 + XLA on one backbone, timed in alternation.
+
+    All models are built and traced first; then each round runs one training step and one inference
+    batch of every configuration in turn, so a change of the machine's load hits them alike (medians).
+    """
+    configs = {"float32": Runtime(), "mixed_bfloat16": Runtime(mixed_precision="bfloat16"),
+               "float32+xla": Runtime(jit_compile=True), "mixed_bfloat16+xla": Runtime("default", "bfloat16", True)}
+    models = {}
+    for label in labels:
+        rt = configs[label]
+        with rt.precision():
+            bb = build_backbone(name)
+            h, w = bb.input_shape[1:3]
+            x = tf.constant(faces(h, w, batch))
+            y = tf.constant(np.arange(batch) % 100, tf.int32)
+            inp = keras.Input(bb.input_shape[1:])
+            m = keras.Model(inp, keras.layers.Dense(100, dtype="float32")(bb(inp)))
+            m.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      **rt.compile_kwargs())
+            inf = tf.function(lambda t, bb=bb: bb(t, training=False), jit_compile=rt.jit_compile)
+            t0 = time.perf_counter()
+            m.train_on_batch(x, y)
+            first = time.perf_counter() - t0
+            inf(x).numpy()
+            m.train_on_batch(x, y)
+            inf(x).numpy()
+            models[label] = (m, inf, first)
+    tr = {k: [] for k in models}
+    inf_t = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, (m, inf, _) in models.items():
+            t0 = time.perf_counter()
+            m.train_on_batch(x, y)
+            tr[k].append(batch / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            inf(x).numpy()
+            inf_t[k].append(batch / (time.perf_counter() - t0))
+    out = {k: {"train_img_s_median": round(float(np.median(tr[k])), 2),
+               "infer_img_s_median": round(float(np.median(inf_t[k])), 2), "first_train_s": round(models[k][2], 1)}
+           for k in models}
+    out.update(load=os.getloadavg(), backbone=name, rounds=rounds)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", default=",".join(list_backbones()))
@@ -103,7 +148,14 @@ def main():
     ap.add_argument("--no-train", action="store_true", help="inference only")
     ap.add_argument("--peak", type=float, default=PEAK_GFLOPS, help="float32 peak GFLOP/s of this CPU")
     ap.add_argument("--json", help="also append the rows (JSON lines) to this file")
+    ap.add_argument("--interleave", action="store_true",
+                    help="compare float32, mixed_bfloat16 and float32 + XLA on each backbone, timed in alternation "
+                         "(--steps rounds), instead of the table")
     args = ap.parse_args()
+    if args.interleave:
+        for name in args.backbones.split(","):
+            print(json.dumps(interleaved(name, args.steps, args.batch)), flush=True)
+        return
     header = (f"{'backbone':<20} {'input':>5} {'policy':<15} {'xla':<4} {'GFLOP/img':>9} "
               f"{'train img/s':>11} {'GFLOP/s':>8} {'%peak':>6} {'infer img/s':>11} {'GFLOP/s':>8} {'%peak':>6} "
               f"{'1st train s':>11}")
