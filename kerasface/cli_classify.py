@@ -49,6 +49,21 @@ def add_train_classify_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--m-images", type=int, help="angproto: M images per identity in a batch")
     g.add_argument("--init-from", metavar="RUN_DIR",
                    help="start the backbone from this run folder's model.keras (or a .keras file)")
+    g = p.add_argument_group("report 002 terms (objective report002; a weight of 0 turns a term off)")
+    g.add_argument("--teacher", metavar="RUN_DIR", help="teacher run folder (its classifier.keras), frozen")
+    g.add_argument("--ce-weight", type=float, help="cross entropy with the labels")
+    g.add_argument("--center-loss", dest="center_weight", type=float, help="centre loss weight")
+    g.add_argument("--center-alpha", type=float, help="centre update rate")
+    g.add_argument("--prelogit-norm", dest="prelogit_norm_weight", type=float, help="pre-logit norm loss weight")
+    g.add_argument("--triplet", dest="triplet_weight", type=float,
+                   help="batch-hard triplet weight (> 0: N identities x --m-images batches)")
+    g.add_argument("--triplet-margin", type=float)
+    g.add_argument("--hard-mining", dest="hard_mining_fraction", type=float,
+                   help="hard instance mining: keep this hardest fraction of each batch (1 = off)")
+    g.add_argument("--embedding-l2", dest="embedding_l2_weight", type=float, help="T-S: student-teacher embedding L2")
+    g.add_argument("--soft-ce", dest="soft_ce_weight", type=float, help="T-S: soft cross entropy at --temperature")
+    g.add_argument("--hard-ce", dest="hard_ce_weight", type=float, help="T-S: cross entropy with the teacher's argmax")
+    g.add_argument("--temperature", type=float)
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=("adam", "adamw"))
     g.add_argument("--learning-rate", type=float)
@@ -73,7 +88,9 @@ _FIELDS = ("data", "pairs", "holdout_folds", "train_folds", "eval_pairs", "min_i
            "val_min_images", "image_size", "center_crop", "augment", "max_per_identity", "cache_mb", "on_error",
            "backbone", "objective", "head", "scale", "margin", "easy_margin", "m_images", "init_from", "optimizer",
            "learning_rate", "weight_decay", "schedule", "cycle_epochs", "min_lr", "freeze_first", "unfreeze_every",
-           "epochs", "batch_size", "seed", "verify_every", "out")
+           "epochs", "batch_size", "seed", "verify_every", "out", "teacher", "ce_weight", "center_weight",
+           "center_alpha", "prelogit_norm_weight", "triplet_weight", "triplet_margin", "hard_mining_fraction",
+           "embedding_l2_weight", "soft_ce_weight", "hard_ce_weight", "temperature")
 
 
 def cmd_train_classify(args) -> int:

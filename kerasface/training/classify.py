@@ -17,6 +17,12 @@ Objectives (:class:`~kerasface.experiments.ClassifyExperiment`):
   001: 200). ``val_accuracy`` is the argmax of the *margin-free* logits of the
   held-out images (what identification sees), ``val_loss`` the training
   objective (with the margin) on them.
+* ``"report002"``: backbone -> Dense classifier inside
+  :class:`~kerasface.models.Report002Model`, whose loss is the preset's sum of
+  cross entropy, centre loss, pre-logit norm, batch-hard triplet (then the
+  batches are N identities x M images), hard instance mining, and with
+  ``teacher`` (a report-002 run folder, frozen) embedding L2 and soft cross
+  entropy; each term is logged as ``loss_<term>``.
 * ``"angproto"``: batches of ``N = batch_size // m_images`` identities x
   ``M = m_images`` images (:func:`~kerasface.data.chunked.pk_plan`), the
   angular prototypical loss with its learnable scale and bias
@@ -56,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.data.augment import make_augment
-from kerasface.data.chunked import _Decoder, pk_plan
+from kerasface.data.chunked import _Decoder, _normalize, pk_plan
 from kerasface.data.lfw import open_image_source
 from kerasface.data.sampling import capped_epoch_rows
 from kerasface.evaluation.plots import plot_history
@@ -64,7 +70,7 @@ from kerasface.evaluation.verification import evaluate_pairs, write_report
 from kerasface.experiments import ClassifyExperiment, bundled_sample_dir
 from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
-from kerasface.models import MarginHead, build_backbone
+from kerasface.models import MarginHead, Report002Model, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
 from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
@@ -153,13 +159,9 @@ class ImageStore:
         self.decoder.close()
 
 
-def _normalize(x):
-    return (tf.cast(x, tf.float32) - 127.5) / 128.0
-
-
 def _batch_plan(cfg: ClassifyExperiment, labels: np.ndarray, epoch: int) -> np.ndarray:
     """``[batches, batch]`` positions into the training rows for one epoch."""
-    if cfg.objective == "angproto":
+    if cfg.identity_batches:
         return pk_plan(labels, cfg.identities_per_batch, cfg.m_images, epoch=epoch, seed=cfg.seed,
                        short="replace", min_images=cfg.min_images)
     pos = capped_epoch_rows(labels, cfg.max_per_identity, seed=cfg.seed, epoch=epoch)
@@ -182,7 +184,7 @@ def _train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray,
                 yield store.get(rows[b]), labels[b].astype(np.int32)
             e += 1
 
-    n = cfg.identities_per_batch * cfg.m_images if cfg.objective == "angproto" else cfg.batch_size
+    n = cfg.identities_per_batch * cfg.m_images if cfg.identity_batches else cfg.batch_size
     sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32))
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
     policy = make_augment(cfg.augment)
@@ -194,6 +196,10 @@ def _train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray,
         def fmt(pair, r):
             x, _ = pair
             return _normalize(policy(x, r)), target
+    elif cfg.objective == "report002":
+        def fmt(pair, r):
+            x, y = pair
+            return {"image": _normalize(policy(x, r)), "label": y}, y
     else:
         def fmt(pair, r):
             x, y = pair
@@ -221,8 +227,29 @@ def load_init_model(path) -> keras.Model:
     return model
 
 
-def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: keras.Model | None = None):
-    """``(train_model, backbone, head)``; ``head`` is the MarginHead (margin) or the angproto logits layer.
+def load_teacher(path, train_names: list[str]) -> keras.Model:
+    """The frozen teacher of a report-002 run folder (its ``classifier.keras``), checked to have been trained
+    on the same identities in the same order (its ``train_identities.txt``)."""
+    p = Path(path)
+    f = p / "classifier.keras" if p.is_dir() else p
+    if str(path) == "REQUIRED" or not f.is_file():
+        raise FileNotFoundError(f"--teacher {path}: no classifier.keras there; pass the run folder of a teacher "
+                                "run (e.g. `kerasface train --preset incres-teacher ...`)")
+    names_file = f.parent / "train_identities.txt"
+    if names_file.is_file():
+        names = [ln for ln in names_file.read_text().split("\n") if ln]
+        if names != list(train_names):
+            raise ValueError(f"--teacher {path} was trained on {len(names)} identities, this run has "
+                             f"{len(train_names)} (or another order): use the same --data / folds / --min-images")
+    import kerasface  # noqa: F401  (registers the custom layers)
+
+    return keras.saving.load_model(f, compile=False)
+
+
+def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: keras.Model | None = None,
+                         teacher: keras.Model | None = None):
+    """``(train_model, backbone, head)``; ``head`` is the MarginHead (margin), the angproto logits layer or the
+    Dense classifier of a :class:`~kerasface.models.Report002Model` (report002).
 
     The training graph uses the backbone's own layers (not a nested copy), so
     freezing / unfreezing a backbone layer acts on both.
@@ -237,6 +264,15 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     if cfg.objective == "angproto":
         head = AngularPrototypicalLogits(num_per_class=cfg.m_images, name="angproto")
         model = keras.Model(image, head(emb), name=f"{backbone.name}_angproto")
+    elif cfg.objective == "report002":
+        model = Report002Model(
+            backbone, num_classes, teacher=teacher, ce_weight=cfg.ce_weight, center_weight=cfg.center_weight,
+            center_alpha=cfg.center_alpha, prelogit_norm_weight=cfg.prelogit_norm_weight,
+            triplet_weight=cfg.triplet_weight, triplet_margin=cfg.triplet_margin,
+            hard_mining_fraction=cfg.hard_mining_fraction, embedding_l2_weight=cfg.embedding_l2_weight,
+            soft_ce_weight=cfg.soft_ce_weight, hard_ce_weight=cfg.hard_ce_weight, temperature=cfg.temperature,
+            name=f"{backbone.name}_report002")
+        head = model.classifier
     else:
         head = MarginHead(num_classes, kind=cfg.head, scale=cfg.scale, margin=cfg.margin,
                           easy_margin=cfg.easy_margin, name="margin_head")
@@ -270,10 +306,11 @@ class _LogLearningRate(keras.callbacks.Callback):
 
 
 class HeldOutAccuracy(keras.callbacks.Callback):
-    """``val_accuracy`` (argmax of the margin-free logits) and ``val_loss`` (the objective with the margin)
-    of held-out images of the training identities, after every epoch."""
+    """``val_accuracy`` (argmax of the margin-free logits) and ``val_loss`` (cross entropy of the logits with
+    the margin, i.e. the margin objective) of held-out images of the training identities, after every epoch.
+    ``head``: a :class:`MarginHead` or a plain classifier layer (embedding -> logits)."""
 
-    def __init__(self, backbone: keras.Model, head: MarginHead, images: np.ndarray, labels: np.ndarray,
+    def __init__(self, backbone: keras.Model, head, images: np.ndarray, labels: np.ndarray,
                  batch_size: int = 64):
         super().__init__()
         self.backbone, self.head = backbone, head
@@ -287,7 +324,8 @@ class HeldOutAccuracy(keras.callbacks.Callback):
             emb.append(keras.ops.convert_to_numpy(self.backbone(x, training=False)))
         e = np.concatenate(emb)
         plain = keras.ops.convert_to_numpy(self.head(e))
-        with_margin = keras.ops.convert_to_numpy(self.head(e, labels=self.labels))
+        with_margin = (keras.ops.convert_to_numpy(self.head(e, labels=self.labels))
+                       if isinstance(self.head, MarginHead) else plain)
         z = with_margin - with_margin.max(axis=1, keepdims=True)
         ce = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), self.labels]
         return {"val_accuracy": float((plain.argmax(axis=1) == self.labels).mean()), "val_loss": float(ce.mean())}
@@ -317,7 +355,7 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
     split = resolve_triplet_data(cfg, data_path)
     index = split.train
     # angproto has no class weights to classify with: its validation is the EER on the evaluation pairs.
-    fraction = cfg.val_fraction if cfg.objective == "margin" else 0.0
+    fraction = cfg.val_fraction if cfg.objective != "angproto" else 0.0
     train_rows, val_rows = split_heldout(index.labels, fraction, cfg.val_min_images, cfg.seed)
 
     resolved = cfg.to_dict() | {"data": str(data_path)}
@@ -359,16 +397,20 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
     report["decode"] = {"in_memory": store.in_memory, **store.stats}
     write_json(run_dir / "data_report.json", report)
 
-    model, backbone, head = build_training_model(cfg, num_classes, backbone=init_model)
+    teacher = load_teacher(cfg.teacher, index.names) if cfg.teacher else None
+    model, backbone, head = build_training_model(cfg, num_classes, backbone=init_model, teacher=teacher)
     if cfg.freeze_first:
         frozen = freeze_first(backbone, cfg.freeze_first)
         logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
     schedule = (cosine_warm_restarts(cfg.learning_rate, steps, cfg.cycle_epochs, cfg.min_lr)
                 if cfg.schedule == "cosine_restarts" else None)
-    model.compile(optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                           schedule=schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    if cfg.objective == "report002":  # its compute_loss sums the preset's terms (each logged as loss_<term>)
+        model.compile(optimizer=optimizer, metrics=[accuracy])
+    else:
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[accuracy])
 
     source = open_image_source(data_path)
     title = f"{cfg.name} ({cfg.backbone}, {cfg.objective})"
@@ -390,12 +432,12 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
         return out
 
     guard = StopOnNaN()
-    saved = {"model.keras": backbone} | ({"classifier.keras": model} if cfg.objective == "margin" else {})
+    saved = {"model.keras": backbone} | ({"classifier.keras": model} if cfg.objective != "angproto" else {})
     writer = RunFolderWriter(run_dir, title, summary, models=saved, csv=True, nan_guard=guard,
                              plot=lambda h, p: _plot(h, p, title))
     writer.resume(done_epochs)
     callbacks = [_LogLearningRate()]
-    if cfg.objective == "margin" and len(val_rows):
+    if cfg.objective != "angproto" and len(val_rows):
         callbacks.append(HeldOutAccuracy(backbone, head, store.get(val_rows), index.labels[val_rows]))
     if split.eval_pairs and cfg.verify_every > 0:
         callbacks.append(VerificationCallback(source, split.eval_pairs, every=cfg.verify_every, prefix="verify_",
