@@ -82,6 +82,9 @@ def add_train_classify_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="parent folder of run folders (default: runs)")
     g.add_argument("--run-dir", help="exact run folder (an unfinished one of the same settings is resumed)")
     g.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    from kerasface.training.distribute import add_runtime_args
+
+    add_runtime_args(p)  # --strategy, --mixed-precision, --jit-compile
 
 
 _FIELDS = ("data", "pairs", "holdout_folds", "train_folds", "eval_pairs", "min_images", "val_fraction",
@@ -96,10 +99,14 @@ _FIELDS = ("data", "pairs", "holdout_folds", "train_folds", "eval_pairs", "min_i
 def cmd_train_classify(args) -> int:
     from kerasface.experiments import get_classify_preset
     from kerasface.training.classify import train_classifier
+    from kerasface.training.distribute import runtime_from_args
+
+    runtime = runtime_from_args(args)
+    runtime.make_strategy()  # multiworker: before TensorFlow runs anything
 
     cfg = get_classify_preset(args.preset).override(**{f: getattr(args, f) for f in _FIELDS})
     print(f"kerasface: preset {cfg.name}: {cfg.description}", flush=True)
-    result = train_classifier(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto")
+    result = train_classifier(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto", runtime=runtime)
     m = result.metrics
     print(f"\nrun folder: {result.run_dir}")
     print(f"{m['classes']} training identities, {m['train_images']} training images, {m['epochs_run']} epochs "

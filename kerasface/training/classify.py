@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -72,6 +73,7 @@ from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import MarginHead, Report002Model, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
+from kerasface.training.distribute import Runtime, settings_for_resume, worker_run_dir
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
 from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
 from kerasface.training.triplet import resolve_triplet_data, write_pairs_list
@@ -341,8 +343,24 @@ def _plot(history: dict, path, title: str) -> None:
 
 
 # --------------------------------------------------------------------------- training
-def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbose="auto") -> RunResult:
-    """Train ``cfg`` end to end and write the run folder; returns it with the metrics."""
+def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbose="auto",
+                     runtime: Runtime | None = None) -> RunResult:
+    """Train ``cfg`` end to end and write the run folder; returns it with the metrics.
+
+    ``runtime``: strategy, mixed precision, XLA (default: one device, float32);
+    ``batch_size`` is the global batch (split between the replicas).
+    """
+    runtime = runtime or Runtime()
+    runtime.make_strategy()  # a multiworker strategy must exist before TensorFlow runs anything
+    run_dir, scratch = worker_run_dir(runtime, run_dir)  # non-chief workers: a temporary folder
+    try:
+        return _train_classifier(cfg, run_dir, verbose, runtime)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:
     data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
     if not data_path.exists():
         raise FileNotFoundError(f"--data {data_path}: no such file or folder")
@@ -360,10 +378,11 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
 
     resolved = cfg.to_dict() | {"data": str(data_path)}
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, cfg.name)
-    done_epochs = resume_point(run_dir, resolved)
+    done_epochs = resume_point(run_dir, settings_for_resume(run_dir, resolved))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", resolved)
+        # "runtime": how this run executes (not compared when resuming: the hardware may change)
+        write_json(run_dir / "config.json", resolved | {"runtime": runtime.describe()})
     except OSError as e:
         raise OSError(f"cannot write the run folder {run_dir}: {e.strerror or e}") from None
     (run_dir / "train_identities.txt").write_text("\n".join(index.names) + "\n")
@@ -397,20 +416,27 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
     report["decode"] = {"in_memory": store.in_memory, **store.stats}
     write_json(run_dir / "data_report.json", report)
 
-    teacher = load_teacher(cfg.teacher, index.names) if cfg.teacher else None
-    model, backbone, head = build_training_model(cfg, num_classes, backbone=init_model, teacher=teacher)
-    if cfg.freeze_first:
-        frozen = freeze_first(backbone, cfg.freeze_first)
-        logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
-    schedule = (cosine_warm_restarts(cfg.learning_rate, steps, cfg.cycle_epochs, cfg.min_lr)
-                if cfg.schedule == "cosine_restarts" else None)
-    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
-    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    if cfg.objective == "report002":  # its compute_loss sums the preset's terms (each logged as loss_<term>)
-        model.compile(optimizer=optimizer, metrics=[accuracy])
-    else:
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[accuracy])
+    with runtime.precision(), runtime.scope():
+        if init_model is not None and (runtime.strategy != "default" or runtime.policy_name() != "float32"):
+            # the variables must be created inside the strategy scope / dtype policy: clone, copy the weights
+            fresh = keras.models.clone_model(init_model)
+            fresh.set_weights(init_model.get_weights())
+            init_model = fresh
+        teacher = load_teacher(cfg.teacher, index.names) if cfg.teacher else None
+        model, backbone, head = build_training_model(cfg, num_classes, backbone=init_model, teacher=teacher)
+        if cfg.freeze_first:
+            frozen = freeze_first(backbone, cfg.freeze_first)
+            logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
+        schedule = (cosine_warm_restarts(cfg.learning_rate, steps, cfg.cycle_epochs, cfg.min_lr)
+                    if cfg.schedule == "cosine_restarts" else None)
+        optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                   schedule=schedule)
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        if cfg.objective == "report002":  # its compute_loss sums the preset's terms (each logged as loss_<term>)
+            model.compile(optimizer=optimizer, metrics=[accuracy], **runtime.compile_kwargs())
+        else:
+            model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=[accuracy], **runtime.compile_kwargs())
 
     source = open_image_source(data_path)
     title = f"{cfg.name} ({cfg.backbone}, {cfg.objective})"
@@ -447,7 +473,8 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
         callbacks.append(GradualUnfreezing(blocks=blocks, every=cfg.unfreeze_every, head=2, verbose=1))
     callbacks += [guard, writer, RunBackup(run_dir / "backup", nan_guard=guard)]
 
-    train_ds = _train_dataset(cfg, store, train_rows, labels, start_epoch=done_epochs)
+    train_ds = runtime.shard(_train_dataset(cfg, store, train_rows, labels, start_epoch=done_epochs),
+                             source="generator")
     logger.info("%s: %d classes, %d training images (%d a epoch, %d steps of %d), %d held-out images, "
                 "%d evaluation pairs", cfg.name, num_classes, n_train, plan0.size, steps, plan0.shape[1],
                 len(val_rows), len(split.eval_pairs))

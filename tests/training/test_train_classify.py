@@ -228,3 +228,18 @@ def test_cli_train_routes_a_classification_preset(tmp_path):
                           "--init-from", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r2")],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode == 2 and "no model.keras" in bad.stderr
+
+
+def test_mixed_bfloat16_runtime_keeps_float32_logits(tmp_path):
+    from kerasface.training.distribute import Runtime
+
+    cfg = get_classify_preset("thinresnet34-amsoftmax").override(image_size=32, epochs=1, batch_size=32,
+                                                                 verify_every=0)
+    r = train_classifier(cfg, run_dir=tmp_path / "run", verbose=0, runtime=Runtime(mixed_precision="bfloat16"))
+    assert json.loads((r.run_dir / "config.json").read_text())["runtime"]["policy"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    clf = keras.saving.load_model(r.run_dir / "classifier.keras")
+    assert clf.get_layer("margin_head").compute_dtype == "float32"
+    conv = clf.get_layer("stem_conv")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert np.isfinite(r.metrics["final"]["loss"])
