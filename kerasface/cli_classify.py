@@ -116,7 +116,8 @@ def cmd_train_classify(args) -> int:
               f"at epoch {m['best_val_accuracy_epoch']}) on {m['heldout_images']} images")
     v = m.get("verification")
     if v:
-        acc = v["accuracy_mean"] if v.get("folds", 1) > 1 else v["best_threshold_accuracy"]
-        print(f"verification on {v['pairs_accounting']['evaluated']} pairs: accuracy {acc:.4f}, "
-              f"AUC {v['auc']:.4f}, EER {v['eer_percent']:.2f} %")
+        held = (f", held-out thresholds {v['heldout_accuracy_mean']:.4f} +- {v['heldout_accuracy_std']:.4f}"
+                if "heldout_accuracy_mean" in v else "")
+        print(f"verification on {v['pairs_accounting']['evaluated']} pairs: accuracy {v['best_threshold_accuracy']:.4f} "
+              f"at the best threshold{held}, AUC {v['auc']:.4f}, EER {v['eer_percent']:.2f} %")
     return 0

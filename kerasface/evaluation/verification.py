@@ -34,7 +34,7 @@ from kerasface.evaluation.embeddings import (
     model_image_size,
     model_kind,
 )
-from kerasface.evaluation.metrics import verification_metrics
+from kerasface.evaluation.metrics import kfold_accuracy, verification_metrics
 
 __all__ = [
     "METRICS",
@@ -278,6 +278,32 @@ def evaluate_pairs(model, source, pairs, *, far_targets=(1e-3, 1e-2), **kwargs) 
                            else "same when score >= threshold")
     out = {"model_kind": ps.kind, "score": ps.score_name, **ps.settings, "pairs_accounting": ps.accounting, **m}
     return VerificationResult(ps, out)
+
+
+def heldout_accuracy(ps: PairScores, subfolds: int = 10) -> dict:
+    """Accuracy with thresholds never tuned on the pairs they classify.
+
+    With several folds (``pairs.txt`` folds held out together) the folds
+    themselves are used; a single fold is split into ``subfolds`` sub-folds
+    (every ``subfolds``-th matched and mismatched pair) and each is classified
+    with the threshold best on the others. Returns ``heldout_accuracy_mean``,
+    ``_std``, ``_folds`` and ``_protocol`` (empty when there are too few pairs).
+    """
+    labels = np.asarray(ps.labels)
+    folds = np.asarray(ps.folds)
+    how = "the held-out folds (threshold chosen on the other folds)"
+    if len(np.unique(folds)) < 2:
+        sub = np.empty(len(folds), dtype=np.int64)
+        for cls in (True, False):
+            idx = np.flatnonzero(labels == cls)
+            sub[idx] = np.arange(len(idx)) % subfolds
+        folds = sub
+        how = f"{subfolds} sub-folds of the evaluation pairs (threshold chosen on the other {subfolds - 1})"
+    kf = kfold_accuracy(labels, ps.scores, folds)
+    if kf is None:
+        return {}
+    return {"heldout_accuracy_mean": kf.mean, "heldout_accuracy_std": kf.std, "heldout_accuracy_folds": len(kf.folds),
+            "heldout_accuracy_protocol": how}
 
 
 def format_metrics(m: dict) -> str:

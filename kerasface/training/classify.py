@@ -67,7 +67,7 @@ from kerasface.data.chunked import _Decoder, _normalize, pk_plan
 from kerasface.data.lfw import open_image_source
 from kerasface.data.sampling import capped_epoch_rows
 from kerasface.evaluation.plots import plot_history
-from kerasface.evaluation.verification import evaluate_pairs, write_report
+from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
 from kerasface.experiments import ClassifyExperiment, bundled_sample_dir
 from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
@@ -491,6 +491,7 @@ def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtim
     metrics["wall_seconds_this_session"] = time.perf_counter() - t0
     if split.eval_pairs:
         verification = evaluate_pairs(backbone, source, split.eval_pairs, verbose=0, center_crop=cfg.center_crop)
+        verification.metrics.update(heldout_accuracy(verification.scores))
         write_report(verification, run_dir, source=source, title=f"{cfg.name}: {split.eval_source}",
                      metrics_file=None)
         metrics["verification"] = verification.metrics

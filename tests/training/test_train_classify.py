@@ -223,6 +223,7 @@ def test_cli_train_routes_a_classification_preset(tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "held-out classification accuracy" in p.stdout and "verification on 60 pairs" in p.stdout
+    assert "held-out thresholds" in p.stdout
     assert json.loads((run / "metrics.json").read_text())["complete"] is True
     bad = subprocess.run([sys.executable, "-m", "kerasface.cli", "train", "--preset", "thinresnet34-angproto-m2",
                           "--init-from", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r2")],
