@@ -20,13 +20,15 @@ def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "los
     fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4), squeeze=False)
     for ax, m in zip(axes[0], present):
         epochs = range(1, len(history[m]) + 1)
-        ax.plot(epochs, history[m], "o-", label=f"train {m}")
+        verify = m.startswith("verify_")  # verification metrics of the evaluation pairs (no train/val pair)
+        ax.plot(epochs, history[m], "o-", label=f"evaluation pairs: {m[7:]}" if verify else f"train {m}")
         if f"val_{m}" in history:
             ax.plot(range(1, len(history[f"val_{m}"]) + 1), history[f"val_{m}"], "s-",
                     label=f"validation {m}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(m)
-        ax.set_title(f"training and validation {m}")
+        ax.set_title(f"verification {m[7:]}{' (%)' if m == 'verify_eer' else ''}" if verify
+                     else f"training and validation {m}")
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
