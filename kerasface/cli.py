@@ -133,6 +133,9 @@ def _cmd_train(args) -> int:
     from kerasface.experiments import get_pair_preset
     from kerasface.training import train_pairs
 
+    from kerasface.experiments import find_preset
+
+    find_preset(args.preset)  # an unknown name: the error lists every preset of every trainer
     cfg = get_pair_preset(args.preset)
     cfg = cfg.override(
         data=args.data, train_pairs=args.train_pairs, val_pairs=args.val_pairs,

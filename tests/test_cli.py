@@ -39,10 +39,12 @@ def test_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.splitlines() if line.strip()]
-    from kerasface.experiments import TRIPLET_PRESETS
+    from kerasface.experiments import CLASSIFY_PRESETS, TRIPLET_PRESETS
 
-    assert sorted(listed) == sorted(PRESETS + tuple(TRIPLET_PRESETS))
-    assert "facenet-nn2" in TRIPLET_PRESETS
+    assert sorted(listed) == sorted(PRESETS + tuple(TRIPLET_PRESETS) + tuple(CLASSIFY_PRESETS))
+    assert "facenet-nn2" in TRIPLET_PRESETS and "resnet34-arcface" in CLASSIFY_PRESETS
+    scripts = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+    assert scripts["thinresnet34-angproto-m2"] == "train_classify.py" and scripts["vargface"] == "train_pairs.py"
 
 
 def test_train_missing_data_is_a_clean_error(tmp_path, capsys):
