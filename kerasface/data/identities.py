@@ -163,7 +163,7 @@ class IdentityIndex:
         if isinstance(path, ImageSource):
             return cls.from_source(path)
         p = Path(path).expanduser()
-        if p.is_dir() and (p / "index.json").is_file():
+        if p.is_dir() and (p / "index.json").is_file() and (p / "blob.npy").is_file():  # not a `pack` folder
             return cls.load(p, **kwargs)
         if p.is_file() and not zipfile.is_zipfile(p):
             return cls.from_csv(p, **kwargs)
