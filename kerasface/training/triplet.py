@@ -56,8 +56,7 @@ import tensorflow as tf
 from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_dataset, pk_batches, pk_plan
 from kerasface.data.identities import IdentityIndex, fold_identities
 from kerasface.data.lfw import open_image_source, parse_pairs
-from kerasface.evaluation.metrics import kfold_accuracy
-from kerasface.evaluation.verification import evaluate_pairs, write_report
+from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
 from kerasface.experiments import TripletExperiment, bundled_sample_dir
 from kerasface.io import atomic_path, jsonable, write_json
 from kerasface.layers import L2Normalize
@@ -341,30 +340,6 @@ def collapse_message(mean_distance: float, floor: float, epoch: int, n_probe: in
             "below 2 (4 with squared distances); --collapse-floor 0 disables this check.")
 
 
-def _heldout_accuracy(ps) -> dict:
-    """Accuracy with thresholds never tuned on the pairs they classify.
-
-    With several folds (``pairs.txt`` folds held out together) the folds
-    themselves are used; a single fold is split into ten sub-folds (every
-    tenth matched and mismatched pair) and each is classified with the
-    threshold best on the other nine tenths.
-    """
-    folds = np.asarray(ps.folds)
-    how = "the held-out folds (threshold chosen on the other folds)"
-    if len(np.unique(folds)) < 2:
-        sub = np.empty(len(folds), dtype=np.int64)
-        for cls in (True, False):
-            idx = np.flatnonzero(ps.labels == cls)
-            sub[idx] = np.arange(len(idx)) % _SUBFOLDS
-        folds = sub
-        how = f"{_SUBFOLDS} sub-folds of the evaluation pairs (threshold chosen on the other nine tenths)"
-    kf = kfold_accuracy(ps.labels, ps.scores, folds)
-    if kf is None:
-        return {}
-    return {"heldout_accuracy_mean": kf.mean, "heldout_accuracy_std": kf.std, "heldout_accuracy_folds": len(kf.folds),
-            "heldout_accuracy_protocol": how}
-
-
 # --------------------------------------------------------------------------- plots
 def plot_triplet_history(history: dict, path, title: str = "", floor: float = 0.0) -> None:
     """curves.png: loss, probe distances (with the collapse floor), active triplets, verification."""
@@ -543,7 +518,7 @@ def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -
 
     def evaluate_now():
         res = evaluate_pairs(embedder, source, td.eval_pairs, **score_kw)
-        res.metrics.update(_heldout_accuracy(res.scores))
+        res.metrics.update(heldout_accuracy(res.scores, _SUBFOLDS))
         return res
 
     last_eval = None
