@@ -108,6 +108,8 @@ def test_cli_ablation_switch_turns_a_term_on(tmp_path):
            "--verify-every", "0", "--run-dir", str(run), "--quiet"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "held-out classification accuracy" in p.stdout and "verification on 60 pairs" in p.stdout
+    assert "held-out thresholds" in p.stdout
     h = json.loads((run / "history.json").read_text())
     assert {"loss_ce", "loss_center", "loss_prelogit_norm"} <= set(h) and "loss_triplet" not in h
     conf = json.loads((run / "config.json").read_text())
