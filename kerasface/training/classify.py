@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -73,7 +72,7 @@ from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import MarginHead, Report002Model, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
-from kerasface.training.distribute import Runtime, settings_for_resume, worker_run_dir
+from kerasface.training.distribute import Runtime, settings_for_resume, worker_run
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
 from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
 from kerasface.training.triplet import resolve_triplet_data, write_pairs_list
@@ -351,13 +350,8 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
     ``batch_size`` is the global batch (split between the replicas).
     """
     runtime = runtime or Runtime()
-    runtime.make_strategy()  # a multiworker strategy must exist before TensorFlow runs anything
-    run_dir, scratch = worker_run_dir(runtime, run_dir)  # non-chief workers: a temporary folder
-    try:
+    with worker_run(runtime, run_dir) as run_dir:  # non-chief workers: a temporary folder
         return _train_classifier(cfg, run_dir, verbose, runtime)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 __all__ = ["Runtime", "STRATEGIES", "PRECISIONS", "add_runtime_args", "runtime_from_args", "cpu_supports_bf16",
-           "read_tf_config", "settings_for_resume", "worker_run_dir"]
+           "read_tf_config", "settings_for_resume", "worker_run", "worker_run_dir"]
 
 logger = logging.getLogger("kerasface.training")
 
@@ -383,3 +383,19 @@ def worker_run_dir(runtime: Runtime, run_dir):
 
     tmp = Path(tempfile.mkdtemp(prefix=f"kerasface-worker{runtime.worker_index}-"))
     return tmp / "run", tmp
+
+
+@contextlib.contextmanager
+def worker_run(runtime: Runtime, run_dir):
+    """Start a training run on ``runtime``: create its strategy (a multiworker one must exist before
+    TensorFlow runs anything) and yield the folder this process writes (:func:`worker_run_dir`); a
+    non-chief worker's temporary folder is deleted afterwards."""
+    import shutil
+
+    runtime.make_strategy()
+    run_dir, scratch = worker_run_dir(runtime, run_dir)
+    try:
+        yield run_dir
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

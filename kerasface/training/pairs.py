@@ -23,7 +23,6 @@ only the chief of a multiworker run writes the run folder.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import keras
@@ -34,7 +33,7 @@ from kerasface.experiments import PairExperiment, bundled_sample_dir
 from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
-from kerasface.training.distribute import Runtime, settings_for_resume, worker_run_dir
+from kerasface.training.distribute import Runtime, settings_for_resume, worker_run
 from kerasface.training.run_folder import RunFolderWriter as _RunFolderWriter
 from kerasface.training.run_folder import RunResult, resume_point
 from kerasface.training.run_folder import new_run_dir as _new_run_dir
@@ -125,13 +124,8 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
     ``runtime``: strategy, mixed precision, XLA (default: one device, float32).
     """
     runtime = runtime or Runtime()
-    runtime.make_strategy()  # a multiworker strategy must exist before TensorFlow runs anything
-    run_dir, scratch = worker_run_dir(runtime, run_dir)  # non-chief workers: a temporary folder
-    try:
+    with worker_run(runtime, run_dir) as run_dir:  # non-chief workers: a temporary folder
         return _train_pairs(cfg, run_dir, verbose, runtime)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:

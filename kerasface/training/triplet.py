@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,7 +63,7 @@ from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_l
 from kerasface.models import TripletModel, build_backbone, facenet_nn2
 from kerasface.training.case_study import hardest_pairs, plot_case_study
 from kerasface.training.callbacks import RunBackup
-from kerasface.training.distribute import Runtime, settings_for_resume, worker_run_dir
+from kerasface.training.distribute import Runtime, settings_for_resume, worker_run
 from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
 
 logger = logging.getLogger("kerasface.training")
@@ -419,13 +418,8 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
     precision, XLA (default: one device, float32).
     """
     runtime = runtime or Runtime()
-    runtime.make_strategy()  # a multiworker strategy must exist before TensorFlow runs anything
-    run_dir, scratch = worker_run_dir(runtime, run_dir)  # non-chief workers: a temporary folder
-    try:
+    with worker_run(runtime, run_dir) as run_dir:  # non-chief workers: a temporary folder
         return _train_triplet(cfg, run_dir, verbose, runtime)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -> TripletRunResult:
