@@ -87,24 +87,19 @@ def add_train_classify_args(p: argparse.ArgumentParser) -> None:
     add_runtime_args(p)  # --strategy, --mixed-precision, --jit-compile
 
 
-_FIELDS = ("data", "pairs", "holdout_folds", "train_folds", "eval_pairs", "min_images", "val_fraction",
-           "val_min_images", "image_size", "center_crop", "augment", "max_per_identity", "cache_mb", "on_error",
-           "backbone", "objective", "head", "scale", "margin", "easy_margin", "m_images", "init_from", "optimizer",
-           "learning_rate", "weight_decay", "schedule", "cycle_epochs", "min_lr", "freeze_first", "unfreeze_every",
-           "epochs", "batch_size", "seed", "verify_every", "out", "teacher", "ce_weight", "center_weight",
-           "center_alpha", "prelogit_norm_weight", "triplet_weight", "triplet_margin", "hard_mining_fraction",
-           "embedding_l2_weight", "soft_ce_weight", "hard_ce_weight", "temperature")
-
-
 def cmd_train_classify(args) -> int:
-    from kerasface.experiments import get_classify_preset
+    import dataclasses
+
+    from kerasface.experiments import ClassifyExperiment, get_classify_preset
     from kerasface.training.classify import train_classifier
     from kerasface.training.distribute import runtime_from_args
 
     runtime = runtime_from_args(args)
     runtime.make_strategy()  # multiworker: before TensorFlow runs anything
 
-    cfg = get_classify_preset(args.preset).override(**{f: getattr(args, f) for f in _FIELDS})
+    # every preset field that has a flag of the same name (flags left out are None: the preset's value stays)
+    fields = [f.name for f in dataclasses.fields(ClassifyExperiment) if f.name not in ("name", "description")]
+    cfg = get_classify_preset(args.preset).override(**{f: getattr(args, f) for f in fields if hasattr(args, f)})
     print(f"kerasface: preset {cfg.name}: {cfg.description}", flush=True)
     result = train_classifier(cfg, run_dir=args.run_dir, verbose=2 if args.quiet else "auto", runtime=runtime)
     m = result.metrics

@@ -23,6 +23,7 @@ __all__ = [
     "get_classify_preset",
     "find_preset",
     "bundled_sample_dir",
+    "data_location",
 ]
 
 
@@ -527,6 +528,14 @@ def find_preset(name: str) -> tuple[str, _Preset]:
             return kind, table[name]
     known = sorted([*PAIR_PRESETS, *TRIPLET_PRESETS, *CLASSIFY_PRESETS])
     raise ValueError(f"unknown preset {name!r}; known: {', '.join(known)}")
+
+
+def data_location(data: str | None) -> Path:
+    """A preset's ``data``: the given path (which must exist), or the bundled sample when ``None``."""
+    path = Path(data) if data else bundled_sample_dir()
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path}: no such file or folder")
+    return path
 
 
 def bundled_sample_dir() -> Path:

@@ -67,7 +67,7 @@ from kerasface.data.lfw import open_image_source
 from kerasface.data.sampling import capped_epoch_rows
 from kerasface.evaluation.plots import plot_history
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
-from kerasface.experiments import ClassifyExperiment, bundled_sample_dir
+from kerasface.experiments import ClassifyExperiment, data_location
 from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import MarginHead, Report002Model, build_backbone
@@ -128,7 +128,7 @@ class ImageStore:
         need_mb = len(rows) * self.size * self.size * 3 / 2**20
         self.in_memory = need_mb <= cache_mb
         self.bad_rows = np.zeros(0, np.int64)
-        self._pos = None
+        self._rows = rows  # sorted: a row's position in memory is np.searchsorted(self._rows, row)
         if self.in_memory:
             from kerasface.data.images import TextProgress
 
@@ -141,7 +141,6 @@ class ImageStore:
                 self._images[b:b + step] = imgs
                 ok[b:b + step] = good
                 bar.update(min(b + step, len(rows)))
-            self._pos = {int(r): i for i, r in enumerate(rows.tolist())}
             self.bad_rows = rows[~ok]
         logger.info("%d faces at %dx%d (%.0f MB): %s", len(rows), self.size, self.size, need_mb,
                     "decoded into memory" if self.in_memory else f"read on demand (over cache_mb={cache_mb:g})")
@@ -149,7 +148,7 @@ class ImageStore:
     def get(self, rows) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
         if self.in_memory:
-            return self._images[[self._pos[int(r)] for r in rows.tolist()]]
+            return self._images[np.searchsorted(self._rows, rows)]
         return self.decoder.decode(rows)[0]
 
     @property
@@ -355,9 +354,7 @@ def train_classifier(cfg: ClassifyExperiment, run_dir: Path | None = None, verbo
 
 
 def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:
-    data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
-    if not data_path.exists():
-        raise FileNotFoundError(f"--data {data_path}: no such file or folder")
+    data_path = data_location(cfg.data)
     init_model = None
     if cfg.init_from:
         init_model = load_init_model(cfg.init_from)
@@ -387,9 +384,8 @@ def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtim
     store = ImageStore(index, np.concatenate([train_rows, val_rows]), cfg.image_size, cfg.center_crop,
                        cfg.cache_mb, cfg.on_error, progress=verbose != 0)
     if len(store.bad_rows):
-        bad = set(store.bad_rows.tolist())
-        train_rows = np.asarray([r for r in train_rows.tolist() if r not in bad], np.int64)
-        val_rows = np.asarray([r for r in val_rows.tolist() if r not in bad], np.int64)
+        train_rows = train_rows[~np.isin(train_rows, store.bad_rows)]
+        val_rows = val_rows[~np.isin(val_rows, store.bad_rows)]
     labels = np.asarray(index.labels[train_rows], np.int32)
     num_classes = index.num_identities
     # The held-out images (line i: label = line number of its identity in train_identities.txt, path).

@@ -29,7 +29,7 @@ import keras
 
 from kerasface.data import PairData, open_image_source, parse_pairs
 from kerasface.evaluation.verification import evaluate_pairs, write_report
-from kerasface.experiments import PairExperiment, bundled_sample_dir
+from kerasface.experiments import PairExperiment, data_location
 from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
@@ -129,9 +129,7 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
 
 
 def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:
-    data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
-    if not data_path.exists():
-        raise FileNotFoundError(f"--data {data_path}: no such file or folder")
+    data_path = data_location(cfg.data)
     train_list, val_list = resolve_pair_lists(data_path, cfg.train_pairs, cfg.val_pairs)
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
                                 "val_pairs": str(val_list)}

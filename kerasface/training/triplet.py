@@ -56,7 +56,7 @@ from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_
 from kerasface.data.identities import IdentityIndex, fold_identities
 from kerasface.data.lfw import open_image_source, parse_pairs
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
-from kerasface.experiments import TripletExperiment, bundled_sample_dir
+from kerasface.experiments import TripletExperiment, data_location
 from kerasface.io import atomic_path, jsonable, write_json
 from kerasface.layers import L2Normalize
 from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_loss, select_triplets
@@ -423,9 +423,7 @@ def train_triplet(cfg: TripletExperiment, run_dir: Path | None = None, verbose="
 
 
 def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -> TripletRunResult:
-    data_path = Path(cfg.data) if cfg.data else bundled_sample_dir()
-    if not data_path.exists():
-        raise FileNotFoundError(f"--data {data_path}: no such file or folder")
+    data_path = data_location(cfg.data)
     td = resolve_triplet_data(cfg, data_path)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, cfg.name)
     resolved = cfg.to_dict() | {"data": str(data_path), "eval_pairs_source": td.eval_source,
