@@ -12,8 +12,10 @@ the mean of ``--steps`` timed steps is reported.
 
 FLOPs/image = 2 x the MACs of :func:`kerasface.models.profile_model` (convolutions and dense layers; the
 forward pass); a training step is counted as 3x the forward FLOPs (forward + two backward products).
-Achieved GFLOP/s = FLOPs/image x images/s; "% peak" is against this CPU's float32 peak: 2 cores x 3.65 GHz
-x 32 FLOP/cycle (AVX-512, two 256-bit FMA pipes per Zen 4 core) = 234 GFLOP/s (``--peak`` to change).
+Achieved GFLOP/s = FLOPs/image x images/s; "% peak" is against this CPU's float32 peak,
+``cpu_peak.theoretical_peak()``: cores x FLOP/cycle of its family x 3.75 GHz (on the 2-core AMD Zen 5 of
+2026-11-26: 2 x 64 x 3.75 = 480 GFLOP/s, which a 4096^2 TensorFlow matmul reaches; ``--peak`` to change,
+``benchmarks/cpu_peak.py`` to measure).
 The load average is printed with the table; at a load above 1 the CPU was shared and the numbers are noisy.
 """
 
@@ -35,7 +37,9 @@ from kerasface.experiments import bundled_sample_dir  # noqa: E402
 from kerasface.models import build_backbone, list_backbones, profile_model  # noqa: E402
 from kerasface.training.distribute import Runtime  # noqa: E402
 
-PEAK_GFLOPS = 2 * 3.65 * 32
+from cpu_peak import theoretical_peak  # noqa: E402  (benchmarks/ is the script's folder)
+
+PEAK_GFLOPS = theoretical_peak()
 
 
 def faces(h: int, w: int, n: int) -> np.ndarray:

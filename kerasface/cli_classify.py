@@ -41,6 +41,9 @@ def add_train_classify_args(p: argparse.ArgumentParser) -> None:
                    help="an undecodable image: skip it (counted) or stop")
     g = p.add_argument_group("model and objective")
     g.add_argument("--backbone", help="backbone name (see `kerasface summary --list`)")
+    g.add_argument("--bn-momentum", type=float,
+                   help="BatchNormalization momentum of the backbone (default: the builder's; 0.99 or lower "
+                        "for runs of a few hundred steps)")
     g.add_argument("--objective", choices=CLASSIFY_OBJECTIVES)
     g.add_argument("--head", choices=CLASSIFY_HEADS, help="margin head kind")
     g.add_argument("--scale", type=float, help="margin head scale s")

@@ -255,7 +255,8 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     freezing / unfreezing a backbone layer acts on both.
     """
     if backbone is None:
-        backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3))
+        extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+        backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
     side = backbone.inputs[0].shape[1]
     if side is not None and side != cfg.image_size:
         raise ValueError(f"the backbone takes {side}x{side} images but image_size is {cfg.image_size}")
@@ -369,7 +370,8 @@ def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtim
 
     resolved = cfg.to_dict() | {"data": str(data_path)}
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, cfg.name)
-    done_epochs = resume_point(run_dir, settings_for_resume(run_dir, resolved))
+    done_epochs = runtime.agree("the epochs already done in the run folder",
+                                resume_point(run_dir, settings_for_resume(run_dir, resolved)))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # "runtime": how this run executes (not compared when resuming: the hardware may change)

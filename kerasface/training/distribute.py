@@ -245,6 +245,29 @@ class Runtime:
             return task["type"] == "chief"
         return task["type"] == "worker" and task["index"] == 0
 
+    def agree(self, what: str, value: int) -> int:
+        """``value`` when every worker of a multiworker run holds the same one; otherwise a ``ValueError`` on
+        every worker, naming each worker's value (instead of a hang when the workers would run different step
+        counts). Other strategies: ``value``. Costs one all-reduce."""
+        if self.strategy != "multiworker":
+            return value
+        import numpy as np
+        import tensorflow as tf
+
+        strategy = self.make_strategy()
+        n, me = self.num_workers, self.worker_index
+        local = max(strategy.num_replicas_in_sync // n, 1)
+        slot = np.zeros(n, np.float32)
+        slot[me] = value
+        per_replica = strategy.run(lambda: tf.constant(slot))
+        values = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy() / local
+        if not np.all(values == values[0]):
+            seen = ", ".join(f"worker {i}: {int(round(v))}" for i, v in enumerate(values))
+            raise ValueError(f"the workers disagree on {what} ({seen}). A multiworker run resumes only from a run "
+                             f"folder every worker sees (--run-dir on a shared file system, the same path on each "
+                             f"machine); give every worker the same --run-dir, or start a new one")
+        return value
+
     def shard(self, dataset, source: str = "auto"):
         """Set the dataset's auto-shard policy for a multiworker run (other strategies: unchanged).
 
@@ -375,13 +398,21 @@ def settings_for_resume(run_dir, resolved: dict) -> dict:
 
 def worker_run_dir(runtime: Runtime, run_dir):
     """Where this process writes its run folder: ``run_dir`` on the chief, a temporary folder on the other
-    workers of a multiworker run (they train in lockstep and would write the same files; the caller deletes it)."""
+    workers of a multiworker run (they train in lockstep and would write the same files; the caller deletes it).
+
+    Resuming: when ``run_dir`` already holds a run (the chief's, seen through a shared file system), a
+    non-chief worker starts from a copy of it, so it restores the same backup and history as the chief
+    (the trainers then check with :meth:`Runtime.agree` that every worker resumes at the same epoch)."""
     if runtime.is_chief:
         return run_dir, None
+    import shutil
     import tempfile
     from pathlib import Path
 
     tmp = Path(tempfile.mkdtemp(prefix=f"kerasface-worker{runtime.worker_index}-"))
+    if run_dir is not None and (Path(run_dir) / "config.json").is_file():
+        shutil.copytree(run_dir, tmp / "run")
+        logger.info("worker %d: resuming from a copy of %s", runtime.worker_index, run_dir)
     return tmp / "run", tmp
 
 

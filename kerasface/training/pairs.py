@@ -134,7 +134,8 @@ def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> Run
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
                                 "val_pairs": str(val_list)}
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
-    done_epochs = resume_point(run_dir, settings_for_resume(run_dir, resolved))
+    done_epochs = runtime.agree("the epochs already done in the run folder",
+                                resume_point(run_dir, settings_for_resume(run_dir, resolved)))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # "runtime": how this run executes (not compared when resuming: the hardware may change)

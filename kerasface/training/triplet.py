@@ -429,7 +429,8 @@ def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -
     resolved = cfg.to_dict() | {"data": str(data_path), "eval_pairs_source": td.eval_source,
                                 "folds_file": str(td.folds_file) if td.folds_file else None}
     # same run folder, same settings: resume after the backup (the recorded runtime may differ)
-    done_epochs = resume_point(run_dir, settings_for_resume(run_dir, resolved))
+    done_epochs = runtime.agree("the epochs already done in the run folder",
+                                resume_point(run_dir, settings_for_resume(run_dir, resolved)))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", resolved | {"runtime": runtime.describe()})
     with atomic_path(run_dir / "train_identities.txt") as tmp:

@@ -281,3 +281,106 @@ def test_only_the_chief_writes_the_run_folder(monkeypatch, tmp_path):
         assert tmp_path not in where.parents and "worker1" in scratch.name
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- a real trainer under MultiWorkerMirroredStrategy: killed, resumed, refused ----------------
+
+_TRIPLET_WORKER = """
+import sys
+import keras
+from kerasface.models import registry
+
+def micro(input_shape=(32, 32, 3), embedding_dim=16, **_):  # quick to trace; Keras built-ins only
+    x = keras.Input(input_shape, name="image")
+    y = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(embedding_dim)(y), name="micro")
+
+registry.BACKBONES["micro"] = micro
+from kerasface.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+MW_EPOCHS = 12
+
+
+def _launch_workers(script, tmp_path, tag, run_dirs):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs, logs = [], []
+    for i, run_dir in enumerate(run_dirs):
+        env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        cmd = [sys.executable, str(script), "train-triplet", "--backbone", "micro", "--image-size", "32",
+               "--embedding-dim", "16", "--mining", "semi_hard", "--batch-size", "32", "--epochs", str(MW_EPOCHS),
+               "--center-crop", "0.6", "--verify-every", "0", "--seed", "0", "--run-dir", str(run_dir),
+               "--strategy", "multiworker", "--quiet"]
+        log = tmp_path / f"{tag}-worker{i}.log"
+        logs.append(log)
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT))
+    return procs, logs
+
+
+def _finish(procs, timeout=300):
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs]
+
+
+def test_multiworker_train_triplet_is_killed_and_resumes_on_every_worker(tmp_path):
+    """Two local workers train ``train-triplet`` (a micro backbone) and are SIGKILLed after the chief's first
+    backup. A worker pointed at another (empty) run folder is then refused by both workers (instead of a
+    hang); the same command on both resumes (worker 1 from a copy of the chief's folder) and ends with
+    every epoch once in the history."""
+    import glob
+    import signal
+    import tempfile
+    import time
+
+    from kerasface.training.callbacks import RunBackup
+
+    try:
+        _free_ports(2)
+    except OSError as e:
+        pytest.skip(f"the sandbox forbids binding local ports on 127.0.0.1: {e}")
+    script = tmp_path / "worker.py"
+    script.write_text(_TRIPLET_WORKER)
+    run_dir = tmp_path / "run"
+    procs, logs = _launch_workers(script, tmp_path, "first", [run_dir, run_dir])
+    state = run_dir / "backup" / RunBackup.STATE
+    deadline = time.monotonic() + 300
+    while not state.exists() and all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    _finish(procs)
+    assert state.exists(), "no epoch finished: " + logs[0].read_text()[-3000:] + logs[1].read_text()[-3000:]
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < MW_EPOCHS
+    assert json.loads((run_dir / "metrics.json").read_text())["complete"] is False
+
+    # worker 1 sees another run folder (as without a shared file system): both refuse, naming each one's epoch
+    procs, logs = _launch_workers(script, tmp_path, "mismatch", [run_dir, tmp_path / "elsewhere"])
+    codes = _finish(procs)
+    for code, log in zip(codes, logs):
+        text = log.read_text()
+        assert code != 0 and "the workers disagree on the epochs already done" in text, text[-3000:]
+        assert f"worker 0: {killed_at}, worker 1: 0" in text
+
+    scratch = set(glob.glob(str(Path(tempfile.gettempdir()) / "kerasface-worker1-*")))
+    procs, logs = _launch_workers(script, tmp_path, "resume", [run_dir, run_dir])
+    codes = _finish(procs)
+    out = [log.read_text() for log in logs]
+    assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
+    assert f"resuming {run_dir} after {killed_at} finished epoch(s)" in out[0]
+    assert f"after {killed_at} finished epoch(s)" in out[1] and "resuming from a copy of" in out[1]
+    history = json.loads((run_dir / "history.json").read_text())
+    assert all(len(col) == MW_EPOCHS for col in history.values()), {k: len(v) for k, v in history.items()}
+    assert json.loads((run_dir / "metrics.json").read_text())["complete"] is True
+    assert json.loads((run_dir / "config.json").read_text())["runtime"]["strategy"] == "multiworker"
+    assert set(glob.glob(str(Path(tempfile.gettempdir()) / "kerasface-worker1-*"))) <= scratch  # cleaned up

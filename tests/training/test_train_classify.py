@@ -84,6 +84,23 @@ def test_presets_cover_the_reports():
         get_classify_preset("resnet34-arcface").override(augment="nope")
 
 
+@pytest.mark.parametrize("preset, backbone, default", [("sqnxt23v5-1.0", "sqnxt23v5_w1", 0.997),
+                                                       ("resnet34-arcface", "resnet18", 0.9)])
+def test_bn_momentum_reaches_every_batch_norm_of_the_backbone(preset, backbone, default):
+    from kerasface.training.classify import build_training_model
+
+    def momenta(cfg):
+        _, bb, _ = build_training_model(cfg, num_classes=3)
+        return {round(float(l.momentum), 6) for l in bb.layers if isinstance(l, keras.layers.BatchNormalization)}
+
+    cfg = get_classify_preset(preset).override(backbone=backbone, image_size=64)
+    assert momenta(cfg) == {default}  # None: the builder's own default
+    assert momenta(cfg.override(bn_momentum=0.75)) == {0.75}
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="bn_momentum"):
+            cfg.override(bn_momentum=bad)
+
+
 def test_stage_blocks_group_the_backbone_by_stage():
     from kerasface.models import thin_resnet34
 
