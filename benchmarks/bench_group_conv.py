@@ -7,6 +7,10 @@ Each row: forward + backward (gradients w.r.t. input and kernel) of
 on random activations (the cost does not depend on image content). The shapes
 are VarGFaceNet's (8 input channels per group). Results go to stdout as a
 Markdown table; copy them into docs/performance.md with the date and machine.
+
+``--torch`` adds the same convolution written directly in PyTorch (``nn.Conv2d(groups=G)``,
+channels-last, forward + backward of the same loss), when PyTorch is installed: the
+"half the PyTorch figure" target for grouped backbones is read from the last two columns.
 """
 
 from __future__ import annotations
@@ -49,16 +53,37 @@ def step_time(layer, x, repeats):
     return (time.perf_counter() - t0) / repeats * 1000
 
 
+def torch_step_time(hw, cin, cout, g, s, k, pad, batch, repeats):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    conv = torch.nn.Conv2d(cin, cout, k, stride=s, padding=k // 2 if pad == "same" else 0, groups=g, bias=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, cin, hw, hw).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+    def step():
+        y = conv(x)
+        (y * y).sum().backward()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--native-repeats", type=int, default=2, help="the slow path is timed fewer times")
+    ap.add_argument("--torch", action="store_true", help="add a PyTorch nn.Conv2d(groups) column")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"batch {args.batch}, ms per training step (forward + backward)\n")
-    print("| conv | Conv2D(groups) | native | split | depthwise | auto picks |")
-    print("|---|---:|---:|---:|---:|---|")
+    extra = " PyTorch Conv2d(groups) | best kerasface / PyTorch |" if args.torch else ""
+    print("| conv | Conv2D(groups) | native | split | depthwise | auto picks |" + extra)
+    print("|---|---:|---:|---:|---:|---|" + ("---:|---:|" if args.torch else ""))
     for name, hw, cin, cout, g, s in CASES:
         x = tf.constant(rng.normal(size=(args.batch, hw, hw, cin)).astype("float32"))
         k = 7 if "valid" in name else 3
@@ -73,8 +98,12 @@ def main():
             np.testing.assert_allclose(layer(x).numpy(), ref(x).numpy(), rtol=1e-3, atol=1e-3)
             reps = args.native_repeats if impl == "native" else args.repeats
             row.append(f"{step_time(layer, x, reps):.1f}")
-        print(f"| {name} | " + " | ".join(row) + f" | {resolve_group_conv_implementation('auto', g)} |",
-              flush=True)
+        line = f"| {name} | " + " | ".join(row) + f" | {resolve_group_conv_implementation('auto', g)} |"
+        if args.torch:
+            t = torch_step_time(hw, cin, cout, g, s, k, pad, args.batch, args.repeats)
+            best = min(float(row[2]), float(row[3]))
+            line += f" {t:.1f} | {best / t:.2f}x |"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
