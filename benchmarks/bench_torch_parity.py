@@ -95,26 +95,23 @@ def run_torch(batch: int, steps: int, warmup: int, size: int) -> dict:
         opt.step()
         return float(loss)
 
+    def timed(fn, key):
+        """First call (not timed in the rate), ``warmup`` more, then images/s over ``steps`` calls."""
+        t0 = time.perf_counter()
+        fn()
+        row[f"{key}_first_s"] = round(time.perf_counter() - t0, 1)
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = fn()
+        row[f"{key}_img_s"] = round(batch * steps / (time.perf_counter() - t0), 2)
+        return out
+
     backbone.eval()
-    t0 = time.perf_counter()
-    infer()
-    row["infer_first_s"] = round(time.perf_counter() - t0, 1)
-    for _ in range(warmup):
-        infer()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        infer()
-    row["infer_img_s"] = round(batch * steps / (time.perf_counter() - t0), 2)
+    timed(infer, "infer")
     model.train()
-    t0 = time.perf_counter()
-    train()
-    row["train_first_s"] = round(time.perf_counter() - t0, 1)
-    for _ in range(warmup):
-        train()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = train()
-    row["train_img_s"] = round(batch * steps / (time.perf_counter() - t0), 2)
+    loss = timed(train, "train")
     row["loss_finite"] = bool(np.isfinite(loss))
     return row
 
