@@ -72,9 +72,9 @@ from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import MarginHead, Report002Model, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
-from kerasface.training.distribute import Runtime, settings_for_resume, worker_run
+from kerasface.training.distribute import Runtime, resume_epochs, worker_run
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
-from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
+from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir
 from kerasface.training.triplet import resolve_triplet_data, write_pairs_list
 
 logger = logging.getLogger("kerasface.training")
@@ -370,8 +370,7 @@ def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtim
 
     resolved = cfg.to_dict() | {"data": str(data_path)}
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, cfg.name)
-    done_epochs = runtime.agree("the epochs already done in the run folder",
-                                resume_point(run_dir, settings_for_resume(run_dir, resolved)))
+    done_epochs = resume_epochs(runtime, run_dir, resolved)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # "runtime": how this run executes (not compared when resuming: the hardware may change)

@@ -396,6 +396,15 @@ def settings_for_resume(run_dir, resolved: dict) -> dict:
     return dict(resolved)
 
 
+def resume_epochs(runtime: Runtime, run_dir, resolved: dict) -> int:
+    """Epochs already done in ``run_dir`` by a run of the same settings (0 for a new folder; clear errors for
+    other settings or a complete run), checked to be the same on every worker of a multiworker run."""
+    from kerasface.training.run_folder import resume_point
+
+    done = resume_point(run_dir, settings_for_resume(run_dir, resolved))
+    return runtime.agree("the epochs already done in the run folder", done)
+
+
 def worker_run_dir(runtime: Runtime, run_dir):
     """Where this process writes its run folder: ``run_dir`` on the chief, a temporary folder on the other
     workers of a multiworker run (they train in lockstep and would write the same files; the caller deletes it).

@@ -33,9 +33,9 @@ from kerasface.experiments import PairExperiment, data_location
 from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
-from kerasface.training.distribute import Runtime, settings_for_resume, worker_run
+from kerasface.training.distribute import Runtime, resume_epochs, worker_run
 from kerasface.training.run_folder import RunFolderWriter as _RunFolderWriter
-from kerasface.training.run_folder import RunResult, resume_point
+from kerasface.training.run_folder import RunResult
 from kerasface.training.run_folder import new_run_dir as _new_run_dir
 
 logger = logging.getLogger("kerasface.training")
@@ -134,8 +134,7 @@ def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> Run
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
                                 "val_pairs": str(val_list)}
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
-    done_epochs = runtime.agree("the epochs already done in the run folder",
-                                resume_point(run_dir, settings_for_resume(run_dir, resolved)))
+    done_epochs = resume_epochs(runtime, run_dir, resolved)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # "runtime": how this run executes (not compared when resuming: the hardware may change)

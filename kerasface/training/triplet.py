@@ -63,8 +63,8 @@ from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_l
 from kerasface.models import TripletModel, build_backbone, facenet_nn2
 from kerasface.training.case_study import hardest_pairs, plot_case_study
 from kerasface.training.callbacks import RunBackup
-from kerasface.training.distribute import Runtime, settings_for_resume, worker_run
-from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, resume_point
+from kerasface.training.distribute import Runtime, resume_epochs, worker_run
+from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir
 
 logger = logging.getLogger("kerasface.training")
 
@@ -429,8 +429,7 @@ def _train_triplet(cfg: TripletExperiment, run_dir, verbose, runtime: Runtime) -
     resolved = cfg.to_dict() | {"data": str(data_path), "eval_pairs_source": td.eval_source,
                                 "folds_file": str(td.folds_file) if td.folds_file else None}
     # same run folder, same settings: resume after the backup (the recorded runtime may differ)
-    done_epochs = runtime.agree("the epochs already done in the run folder",
-                                resume_point(run_dir, settings_for_resume(run_dir, resolved)))
+    done_epochs = resume_epochs(runtime, run_dir, resolved)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", resolved | {"runtime": runtime.describe()})
     with atomic_path(run_dir / "train_identities.txt") as tmp:

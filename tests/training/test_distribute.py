@@ -255,15 +255,18 @@ def test_multiworker_two_local_processes_agree(default_run):
 
 def test_recorded_runtime_is_ignored_on_resume_but_settings_are_not(tmp_path):
     from kerasface.io import write_json
-    from kerasface.training.distribute import settings_for_resume
+    from kerasface.training.distribute import resume_epochs, settings_for_resume
     from kerasface.training.run_folder import resume_point
 
     resolved = {"name": "vargface", "epochs": 3, "batch_size": 32}
     write_json(tmp_path / "config.json", resolved | {"runtime": Runtime("mirrored", "bfloat16").describe()})
     # resumed on other hardware (default strategy, float32): accepted
     assert resume_point(tmp_path, settings_for_resume(tmp_path, resolved)) == 0
+    assert resume_epochs(Runtime(), tmp_path, resolved) == 0  # what the trainers call
     with pytest.raises(ValueError, match="batch_size: 32 -> 64"):
         resume_point(tmp_path, settings_for_resume(tmp_path, resolved | {"batch_size": 64}))
+    with pytest.raises(ValueError, match="batch_size: 32 -> 64"):
+        resume_epochs(Runtime(), tmp_path, resolved | {"batch_size": 64})
     assert settings_for_resume(tmp_path / "new", resolved) == resolved  # a new folder: nothing recorded
 
 
