@@ -38,7 +38,7 @@ from kerasface.experiments import bundled_sample_dir  # noqa: E402
 from kerasface.models import build_backbone, list_backbones, profile_model  # noqa: E402
 from kerasface.training.distribute import Runtime  # noqa: E402
 
-from cpu_peak import theoretical_peak  # noqa: E402  (benchmarks/ is the script's folder)
+from cpu_peak import load_summary, theoretical_peak  # noqa: E402  (benchmarks/ is the script's folder)
 
 PEAK_GFLOPS = theoretical_peak()
 
@@ -53,10 +53,12 @@ def faces(h: int, w: int, n: int) -> np.ndarray:
     return (images[:, y0:y0 + h, x0:x0 + w].astype(np.float32) - 127.5) / 128.0
 
 
-def bench_one(name: str, precision: str, jit: bool, batch: int, steps: int, warmup: int, train: bool) -> dict:
+def bench_one(name: str, precision: str, jit: bool, batch: int, steps: int, warmup: int, train: bool,
+              input_shape: tuple | None = None) -> dict:
+    """One row of the table; ``input_shape`` overrides the backbone's default input size."""
     rt = Runtime(mixed_precision=precision, jit_compile=jit)
     with rt.precision() as policy:
-        backbone = build_backbone(name)
+        backbone = build_backbone(name, **({"input_shape": input_shape} if input_shape else {}))
         h, w = backbone.input_shape[1:3]
         size = h if h == w else f"{h}x{w}"
         x = tf.constant(faces(h, w, batch))
@@ -184,9 +186,7 @@ def main():
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(r) + "\n")
-    load = os.getloadavg()
-    print(f"load average (1, 5, 15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-          + ("  -- the CPU was shared: noisy numbers" if load[0] > (os.cpu_count() or 1) + 0.5 else ""))
+    print(load_summary())
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
+from cpu_peak import load_summary  # noqa: E402  (benchmarks/ is the script's folder)
 from kerasface.data.augment import augment_dataset, make_augment  # noqa: E402
 from kerasface.data.identities import IdentityIndex  # noqa: E402
 from kerasface.data.tfrecord import pack, read_shards  # noqa: E402
@@ -92,8 +93,7 @@ def main():
                 rows.append({"source": kind, "size": size, "batch": args.batch, "images_per_s": round(rate, 1)})
                 print(f"{kind:<9} {size:>4}px  batch {args.batch}: {rate:8.1f} images/s", flush=True)
     load = os.getloadavg()
-    print(f"load average (1, 5, 15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-          + ("  -- the CPU was shared: noisy numbers" if load[0] > (os.cpu_count() or 1) + 0.5 else ""))
+    print(load_summary())
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "loadavg": load, "cpus": os.cpu_count()}, f, indent=2)

@@ -69,7 +69,6 @@ def run_torch(batch: int, steps: int, warmup: int, size: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(HERE))
     from bench_backbones import faces
 
     torch.set_num_threads(os.cpu_count())
@@ -117,14 +116,11 @@ def run_torch(batch: int, steps: int, warmup: int, size: int) -> dict:
 
 
 def run_keras(batch: int, steps: int, warmup: int, size: int) -> dict:
-    sys.path.insert(0, str(HERE))
     import bench_backbones
     import keras
     import tensorflow as tf
 
-    real_build = bench_backbones.build_backbone
-    bench_backbones.build_backbone = lambda name: real_build(name, input_shape=(size, size, 3))
-    r = bench_backbones.bench_one("resnet34", "off", False, batch, steps, warmup, True)
+    r = bench_backbones.bench_one("resnet34", "off", False, batch, steps, warmup, True, input_shape=(size, size, 3))
     r["framework"] = f"keras {keras.__version__} / tf {tf.__version__}"
     return r
 

@@ -62,6 +62,15 @@ def theoretical_peak(ghz: float = DEFAULT_GHZ) -> float:
     return info["cores"] * flop_per_cycle(info) * ghz
 
 
+def load_summary() -> str:
+    """The load averages, flagged as noisy when they exceed the core count (a benchmark itself keeps every
+    core busy, so only a load above that means another job shared the CPU)."""
+    load = os.getloadavg()
+    shared = load[0] > (os.cpu_count() or 1) + 0.5
+    return (f"load average (1, 5, 15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            + ("  -- the CPU was shared: noisy numbers" if shared else ""))
+
+
 def best_gflops(fn, n: int, repeats: int) -> float:
     fn()  # warm up (thread pools, allocation)
     best = float("inf")
