@@ -420,7 +420,8 @@ def worker_run_dir(runtime: Runtime, run_dir):
 
     tmp = Path(tempfile.mkdtemp(prefix=f"kerasface-worker{runtime.worker_index}-"))
     if run_dir is not None and (Path(run_dir) / "config.json").is_file():
-        shutil.copytree(run_dir, tmp / "run")
+        # what resuming reads (config, history, metrics, backup weights), not the saved models and plots
+        shutil.copytree(run_dir, tmp / "run", ignore=shutil.ignore_patterns("*.keras", "*.png"))
         logger.info("worker %d: resuming from a copy of %s", runtime.worker_index, run_dir)
     return tmp / "run", tmp
 
