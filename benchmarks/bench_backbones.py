@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kerasface.data import load_images, open_image_source  # noqa: E402
-from kerasface.experiments import bundled_sample_dir  # noqa: E402
+from kerasface.data.locations import bundled_sample_dir  # noqa: E402
 from kerasface.models import build_backbone, list_backbones, profile_model  # noqa: E402
 from kerasface.training.distribute import Runtime  # noqa: E402
 

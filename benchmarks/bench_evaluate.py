@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from kerasface.data import parse_pairs  # noqa: E402
 from kerasface.evaluation.metrics import verification_metrics  # noqa: E402
 from kerasface.evaluation.verification import default_pairs_file, score_pairs  # noqa: E402
-from kerasface.experiments import bundled_sample_dir  # noqa: E402
+from kerasface.data.locations import bundled_sample_dir  # noqa: E402
 from kerasface.models import build_backbone  # noqa: E402
 
 

@@ -31,7 +31,7 @@ from cpu_peak import load_summary  # noqa: E402  (benchmarks/ is the script's fo
 from kerasface.data.augment import augment_dataset, make_augment  # noqa: E402
 from kerasface.data.identities import IdentityIndex  # noqa: E402
 from kerasface.data.tfrecord import pack, read_shards  # noqa: E402
-from kerasface.experiments import bundled_sample_dir  # noqa: E402
+from kerasface.data.locations import bundled_sample_dir  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kerasface.data import load_images  # noqa: E402
-from kerasface.experiments import bundled_sample_dir  # noqa: E402
+from kerasface.data.locations import bundled_sample_dir  # noqa: E402
 from kerasface.models import inception_resnet_v1, sqnxt23v5  # noqa: E402
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, REPORT_TEACHER_CLASSES  # noqa: E402
 

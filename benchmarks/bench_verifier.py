@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from kerasface.data import PairData, parse_pairs  # noqa: E402
-from kerasface.experiments import bundled_sample_dir, get_pair_preset  # noqa: E402
+from kerasface.data.locations import bundled_sample_dir  # noqa: E402
+from kerasface.presets import get_pair_preset  # noqa: E402
 from kerasface.training import build_verifier  # noqa: E402
 
 

@@ -130,10 +130,10 @@ def _cmd_train(args) -> int:
 
     runtime = runtime_from_args(args)
     runtime.make_strategy()  # multiworker: before TensorFlow runs anything
-    from kerasface.experiments import get_pair_preset
+    from kerasface.presets import get_pair_preset
     from kerasface.training import train_pairs
 
-    from kerasface.experiments import find_preset
+    from kerasface.presets import find_preset
 
     find_preset(args.preset)  # an unknown name: the error lists every preset of every trainer
     cfg = get_pair_preset(args.preset)
@@ -172,7 +172,7 @@ def _cmd_train_classify(args) -> int:
 
 
 def _cmd_presets(args) -> int:
-    from kerasface.experiments import CLASSIFY_PRESETS, PAIR_PRESETS, TRIPLET_PRESETS
+    from kerasface.presets import CLASSIFY_PRESETS, PAIR_PRESETS, TRIPLET_PRESETS
 
     for script, presets in (("train_pairs.py", PAIR_PRESETS), ("train_triplet.py", TRIPLET_PRESETS),
                             ("train_classify.py", CLASSIFY_PRESETS)):
@@ -201,7 +201,7 @@ def _cmd_lowlight_grid(args) -> int:
     import numpy as np
 
     from kerasface.data import load_images, open_image_source, save_lowlight_grid
-    from kerasface.experiments import bundled_sample_dir
+    from kerasface.data.locations import bundled_sample_dir
 
     source = open_image_source(args.data or bundled_sample_dir())
     names = sorted(source.list_images())
@@ -216,7 +216,7 @@ def _cmd_lowlight_grid(args) -> int:
 def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from kerasface.experiments import bundled_sample_dir
+    from kerasface.data.locations import bundled_sample_dir
 
     data = Path(args.data) if args.data else bundled_sample_dir()
     if not data.exists():
@@ -331,7 +331,7 @@ def _route_train(argv: list[str]) -> list[str]:
             name = a.split("=", 1)[1]
     if name is None:
         return argv
-    from kerasface.experiments import CLASSIFY_PRESETS, TRIPLET_PRESETS
+    from kerasface.presets import CLASSIFY_PRESETS, TRIPLET_PRESETS
 
     if name in CLASSIFY_PRESETS:
         return ["train-classify", *argv[1:]]

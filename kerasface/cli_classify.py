@@ -15,7 +15,7 @@ __all__ = ["add_train_classify_args", "cmd_train_classify"]
 def add_train_classify_args(p: argparse.ArgumentParser) -> None:
     from kerasface.cli_triplet import parse_folds
     from kerasface.data.augment import AUGMENTATIONS
-    from kerasface.experiments import CLASSIFY_HEADS, CLASSIFY_OBJECTIVES
+    from kerasface.config import CLASSIFY_HEADS, CLASSIFY_OBJECTIVES
 
     p.add_argument("--preset", default="thinresnet34-amsoftmax",
                    help="classification preset (see `kerasface presets`); default: thinresnet34-amsoftmax")
@@ -93,7 +93,9 @@ def add_train_classify_args(p: argparse.ArgumentParser) -> None:
 def cmd_train_classify(args) -> int:
     import dataclasses
 
-    from kerasface.experiments import ClassifyExperiment, get_classify_preset
+    from kerasface.config import ClassifyExperiment
+
+    from kerasface.presets import get_classify_preset
     from kerasface.training.classify import train_classifier
     from kerasface.training.distribute import runtime_from_args
 

@@ -35,7 +35,7 @@ def parse_folds(text: str) -> tuple[int, ...]:
 
 
 def add_train_triplet_args(p: argparse.ArgumentParser) -> None:
-    from kerasface.experiments import TRIPLET_MINING, TRIPLET_STACK_LOSSES
+    from kerasface.config import TRIPLET_MINING, TRIPLET_STACK_LOSSES
 
     p.add_argument("--preset", default="facenet-nn2",
                    help="triplet preset (see `kerasface presets`); default: facenet-nn2")
@@ -111,7 +111,7 @@ def triplet_overrides(args) -> dict:
 
 
 def cmd_train_triplet(args) -> int:
-    from kerasface.experiments import get_triplet_preset
+    from kerasface.presets import get_triplet_preset
     from kerasface.training.distribute import runtime_from_args
 
     runtime = runtime_from_args(args)

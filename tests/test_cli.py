@@ -39,7 +39,7 @@ def test_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.splitlines() if line.strip()]
-    from kerasface.experiments import CLASSIFY_PRESETS, TRIPLET_PRESETS
+    from kerasface.presets import CLASSIFY_PRESETS, TRIPLET_PRESETS
 
     assert sorted(listed) == sorted(PRESETS + tuple(TRIPLET_PRESETS) + tuple(CLASSIFY_PRESETS))
     assert "facenet-nn2" in TRIPLET_PRESETS and "resnet34-arcface" in CLASSIFY_PRESETS

@@ -8,7 +8,7 @@ identity with at least ``val_min_images`` images, ``val_fraction`` of its
 images are held out: the classification accuracy (report 003's validation) is
 measured on them.
 
-Objectives (:class:`~kerasface.experiments.ClassifyExperiment`):
+Objectives (:class:`~kerasface.config.ClassifyExperiment`):
 
 * ``"margin"``: backbone -> :class:`~kerasface.models.MarginHead` (plain
   softmax, AM-softmax / CosFace, ArcFace) over the training identities,
@@ -67,7 +67,8 @@ from kerasface.data.lfw import open_image_source
 from kerasface.data.sampling import capped_epoch_rows
 from kerasface.evaluation.plots import plot_history
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
-from kerasface.experiments import ClassifyExperiment, data_location
+from kerasface.config import ClassifyExperiment
+from kerasface.data.locations import data_location
 from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import MarginHead, Report002Model, build_backbone

@@ -29,7 +29,8 @@ import keras
 
 from kerasface.data import PairData, open_image_source, parse_pairs
 from kerasface.evaluation.verification import evaluate_pairs, write_report
-from kerasface.experiments import PairExperiment, data_location
+from kerasface.config import PairExperiment
+from kerasface.data.locations import data_location
 from kerasface.io import jsonable, write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback

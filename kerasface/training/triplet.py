@@ -56,7 +56,8 @@ from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_
 from kerasface.data.identities import IdentityIndex, fold_identities
 from kerasface.data.lfw import open_image_source, parse_pairs
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
-from kerasface.experiments import TripletExperiment, data_location
+from kerasface.config import TripletExperiment
+from kerasface.data.locations import data_location
 from kerasface.io import atomic_path, jsonable, write_json
 from kerasface.layers import L2Normalize
 from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_loss, select_triplets

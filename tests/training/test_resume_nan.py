@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import kerasface.training.pairs as pairs_mod
-from kerasface.experiments import get_pair_preset
+from kerasface.presets import get_pair_preset
 from kerasface.models import SiameseVerifier
 from kerasface.training import train_pairs
 from kerasface.training.callbacks import RunBackup, StopOnNaN
@@ -281,7 +281,7 @@ def _micro_embedder(input_shape=(32, 32, 3), embedding_dim=16, **_):
 @pytest.mark.parametrize("nan_after, epochs_kept", [(7 + 2, 1), (2, 0)])
 def test_triplet_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypatch, nan_after, epochs_kept):
     """7 P x K batches an epoch on the sample: NaN learning rate from step 9 (epoch 2) or step 2 (epoch 1)."""
-    from kerasface.experiments import get_triplet_preset
+    from kerasface.presets import get_triplet_preset
     from kerasface.models import registry
     from kerasface.training.triplet import train_triplet
 
@@ -317,7 +317,7 @@ class _TripletCrash(Exception):
 
 def test_triplet_run_interrupted_then_resumed(tmp_path, monkeypatch):
     """train-triplet killed after epoch 2's files but before its backup; the same call resumes at epoch 2."""
-    from kerasface.experiments import get_triplet_preset
+    from kerasface.presets import get_triplet_preset
     from kerasface.models import registry
     from kerasface.training.triplet import train_triplet
 

@@ -21,7 +21,7 @@ import pytest
 
 from kerasface.data.images import read_face
 from kerasface.data.lfw import open_image_source
-from kerasface.experiments import CLASSIFY_PRESETS, get_classify_preset
+from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
 from kerasface.training.classify import split_heldout, stage_blocks, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]

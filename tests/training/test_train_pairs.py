@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from kerasface.data import PairData, parse_pairs
-from kerasface.experiments import PAIR_PRESETS, get_pair_preset
+from kerasface.presets import PAIR_PRESETS, get_pair_preset
 from kerasface.training import train_pairs
 from kerasface.training.pairs import resolve_pair_lists
 

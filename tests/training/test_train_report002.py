@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasface.experiments import CLASSIFY_PRESETS, get_classify_preset
+from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
 from kerasface.training.classify import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
