@@ -21,6 +21,7 @@ __all__ = [
     "TRIPLET_STACK_LOSSES",
     "CLASSIFY_OBJECTIVES",
     "CLASSIFY_HEADS",
+    "upgrade_settings",
 ]
 
 
@@ -336,3 +337,13 @@ class ClassifyExperiment(_Preset):
     def identity_batches(self) -> bool:
         """Whether batches are N identities x M images (else capped random batches)."""
         return self.objective == "angproto" or (self.objective == "report002" and self.triplet_weight > 0)
+
+
+def upgrade_settings(settings: dict) -> dict:
+    """A run folder's stored ``config.json`` settings in today's spelling.
+
+    Settings renamed since a run folder was written are mapped to their current
+    names and values here, so that an older run folder still resumes with the same
+    command. Unknown keys are left as they are.
+    """
+    return dict(settings)
