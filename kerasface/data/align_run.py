@@ -42,7 +42,7 @@ from ..io import atomic_path, write_json
 from .align import (ALIGNED, ALIGNED_MULTI, CORRUPT, ERROR, FALLBACK, NO_FACE, STATUSES, AlignOptions, AlignResult,
                     Detector, align_detected, decode_for_alignment, detect_for_alignment)
 from .images import CorruptImageError, TextProgress
-from .lfw import FolderSource, ImageSource, open_image_source
+from .sources import FolderSource, ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 

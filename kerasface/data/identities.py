@@ -17,8 +17,9 @@ written to a folder of ``.npy`` files and memory-mapped back
 (:meth:`IdentityIndex.save` / :meth:`IdentityIndex.load`), so a training
 process touches only the pages of the paths it actually reads.
 
-Sources: an LFW-style folder tree ``<root>/<identity>/<image>``, the LFW zip
-(anything :func:`~kerasface.data.lfw.open_image_source` opens), or a text file
+Sources: an LFW-style folder tree ``<root>/<identity>/<image>``, the LFW zip,
+a ``kerasface pack`` folder of TFRecord shards (anything
+:func:`~kerasface.data.sources.open_image_source` opens), or a text file
 list with one ``path,label`` line per image (``path`` alone: the label is the
 parent folder's name).
 
@@ -39,7 +40,8 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .lfw import IMAGE_EXTENSIONS, ImageSource, Pair, ZipSource, open_image_source, parse_pairs
+from .lfw import Pair, parse_pairs
+from .sources import IMAGE_EXTENSIONS, ImageSource, open_image_source
 
 __all__ = ["IdentityIndex", "fold_identities"]
 
@@ -133,13 +135,16 @@ class IdentityIndex:
 
     ``root`` and ``kind`` tell how a path is read: ``kind="folder"`` reads the
     file ``root / path`` (an absolute ``path`` ignores ``root``);
-    ``kind="zip"`` reads member ``path`` of the zip ``root`` through
-    :class:`~kerasface.data.lfw.ZipSource`.
+    ``kind="zip"`` reads member ``path`` of the zip ``root`` and
+    ``kind="shards"`` image ``path`` of the pack folder ``root``, through the
+    :mod:`~kerasface.data.sources` source :func:`open_image_source` opens there.
     """
 
+    KINDS = ("folder", "zip", "shards")
+
     def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray, names: Sequence[str], root: Optional[PathLike] = None, kind: str = "folder"):
-        if kind not in ("folder", "zip"):
-            raise ValueError(f"kind must be 'folder' or 'zip', got {kind!r}")
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
         self.blob = blob
         self.offsets = offsets
         self.labels = labels
@@ -171,19 +176,21 @@ class IdentityIndex:
 
     @classmethod
     def from_source(cls, source: Union[PathLike, ImageSource]) -> "IdentityIndex":
-        """Index every image of an LFW-style collection: identity = first folder of the relpath.
+        """Index every image of an image collection, by the identity its source names.
 
-        ``source`` is anything :func:`~kerasface.data.lfw.open_image_source`
+        ``source`` is anything :func:`~kerasface.data.sources.open_image_source`
         accepts.  A folder tree is walked with ``os.scandir`` (no list of all
-        paths is built); a zip's member list comes from :class:`ZipSource`.
+        paths is built; identity = first folder of the relpath); a zip's or a
+        pack's images come from its source's :meth:`~ImageSource.list_images`
+        and :meth:`~ImageSource.identity` (the first folder in a zip, the
+        recorded identity in a pack).
         """
         src = open_image_source(source)
         b = _ListBuilder()
-        if isinstance(src, ZipSource):
+        if src.kind != "folder":
             for rel in src.list_images():
-                name = rel.split("/", 1)[0]
-                b.add(rel.encode("utf-8"), b.label_of(name))
-            index = b.build(os.path.abspath(src.path), "zip")
+                b.add(rel.encode("utf-8"), b.label_of(src.identity(rel)))
+            index = b.build(os.path.abspath(src.path), src.kind)
             index._source = src
             return index
         root = Path(src.path)
@@ -327,9 +334,9 @@ class IdentityIndex:
 
     def reader(self) -> Callable[[str], bytes]:
         """A thread-safe callable ``path -> bytes`` reading from this index's root."""
-        if self.kind == "zip":
+        if self.kind != "folder":
             if self._source is None:
-                self._source = ZipSource(self.root)
+                self._source = open_image_source(self.root)
             return self._source.read_bytes
         root = Path(self.root) if self.root is not None else None
 
@@ -341,7 +348,7 @@ class IdentityIndex:
         return read
 
     def close(self) -> None:
-        """Close an open zip (reopened on the next :meth:`reader`)."""
+        """Close an open zip or pack (reopened on the next :meth:`reader`)."""
         if self._source is not None:
             self._source.close()
             self._source = None

@@ -28,7 +28,8 @@ from typing import Union
 
 import numpy as np
 
-from .lfw import ImageSource, Pair, lfw_relpath
+from .lfw import Pair, lfw_relpath
+from .sources import ImageSource
 
 __all__ = ["UnsafePickleError", "RestrictedUnpickler", "load_bin_bytes", "load_bin", "BinSource", "bin_pairs"]
 

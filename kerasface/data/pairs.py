@@ -5,8 +5,9 @@ uint8 cache and keeps, per pair, two indices into it.  :meth:`PairData.dataset`
 gathers from that cache inside ``map`` (images are never duplicated per pair)
 and yields ``((img1, img2), label)``:
 
-* ``img1``, ``img2``: float32 ``[B, s, s, 3]`` RGB, normalised as
-  ``(x - 127.5) / 128`` from uint8 ``x``, i.e. values in [-0.996, 0.996] (within [-1, 1));
+* ``img1``, ``img2``: float32 ``[B, s, s, 3]`` RGB, normalised by
+  :func:`kerasface.ops.normalize_faces` (``(x - 127.5) / 128`` from uint8 ``x``,
+  i.e. values in [-0.996, 0.996], within [-1, 1));
 * ``label``: int32 ``[B]``, 1 for the same person, 0 otherwise.
 """
 
@@ -19,8 +20,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from ..ops import normalize_faces
 from .images import load_images
-from .lfw import Pair, open_image_source, resolve_pairs
+from .lfw import Pair, resolve_pairs
+from .sources import open_image_source
 from .lowlight import low_light as _low_light
 
 logger = logging.getLogger("kerasface.data")
@@ -30,9 +33,8 @@ __all__ = ["PairData", "normalize_images"]
 _N_NAMES = 5  # names listed in reports and log lines
 
 
-def normalize_images(x_uint8_or_float) -> tf.Tensor:
-    """Map pixel values in [0, 255] to float32 ``(x - 127.5) / 128``."""
-    return (tf.cast(x_uint8_or_float, tf.float32) - 127.5) / 128.0
+#: The same function as :func:`kerasface.ops.normalize_faces` (its older name here).
+normalize_images = normalize_faces
 
 
 def stable_image_id(relpath: str) -> int:
@@ -146,7 +148,7 @@ class PairData:
                 if augment:
                     flip = tf.random.stateless_uniform(tf.shape(rows), seed=tf.stack([r, tf.constant(k, tf.int64)])) < 0.5
                     x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-                out.append(normalize_images(x * 255.0))
+                out.append(normalize_faces(x * 255.0))
             return (out[0], out[1]), lab
 
         par = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -23,6 +23,12 @@ others (a killed run's partial shard, a deleted shard); ``pack_config.json``
 holds the settings, and a rerun with different ones is refused with the
 differences listed. ``index.json`` is written last (identity names, per
 identity counts, shard list with sizes, format version).
+
+A finished pack is also an image source: :func:`~kerasface.data.sources.open_image_source`
+opens the folder as a :class:`~kerasface.data.sources.ShardSource` (images by the relative
+paths recorded here), so every trainer and ``kerasface evaluate`` take it as ``--data``. The
+folder's format (names, ``index.json``, a TensorFlow-free record reader) is
+:mod:`kerasface.data.records`.
 """
 
 from __future__ import annotations
@@ -41,21 +47,15 @@ import numpy as np
 
 from ..io import atomic_path, write_json
 from .identities import IdentityIndex
-from .images import CorruptImageError, TextProgress, _crop_resize, decode_image
+from ..ops import normalize_faces
+from .images import CorruptImageError, TextProgress, crop_resize, decode_image
+from .records import CONFIG_NAME, FORMAT_VERSION, INDEX_NAME, read_index, shard_name
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["FORMAT_VERSION", "INDEX_NAME", "CONFIG_NAME", "PackSummary", "pack", "read_index", "read_shards",
-           "shard_name", "parse_example"]
+__all__ = ["PackSummary", "pack", "read_shards", "parse_example"]
 
-FORMAT_VERSION = 1
-INDEX_NAME = "index.json"
-CONFIG_NAME = "pack_config.json"
 _SKIPPED_EXAMPLES = 20
-
-
-def shard_name(i: int, n: int) -> str:
-    return f"shard-{i:05d}-of-{n:05d}.tfrecord"
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _encoder(image_size: Optional[int], center_crop: float, fmt: str, jpeg_quali
         img = decode_image(data, name)  # raises CorruptImageError
         if image_size is None:
             return data
-        crop = _crop_resize(img, image_size, center_crop)
+        crop = crop_resize(img, image_size, center_crop)
         bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
         if fmt == "png":
             ok, buf = cv2.imencode(".png", bgr)
@@ -284,18 +284,6 @@ def pack(src, out, shards: int = 8, image_size: Optional[int] = None, center_cro
 
 
 # --------------------------------------------------------------------------- reading
-def read_index(out) -> dict:
-    """``index.json`` of a finished pack (``FileNotFoundError`` / ``ValueError`` with a plain message)."""
-    f = Path(out) / INDEX_NAME
-    if not f.is_file():
-        raise FileNotFoundError(f"{out}: no {INDEX_NAME} (not a kerasface pack, or the pack did not finish; "
-                                "rerun `kerasface pack` with the same settings)")
-    idx = json.loads(f.read_text())
-    if idx.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{f}: format version {idx.get('format_version')!r}, this kerasface reads {FORMAT_VERSION}")
-    return idx
-
-
 _FEATURES = None
 
 
@@ -380,8 +368,7 @@ def read_shards(out, image_size: Optional[int] = None, batch_size: Optional[int]
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if normalize:
-        ds = ds.map(lambda x, y: ((tf.cast(x, tf.float32) - 127.5) / 128.0, y), num_parallel_calls=AUTOTUNE,
-                    deterministic=deterministic)
+        ds = ds.map(lambda x, y: (normalize_faces(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if batch_size:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
                       deterministic=deterministic)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import zipfile
@@ -14,8 +13,8 @@ import numpy as np
 import pytest
 
 from kerasface.data import (ChunkedLoader, CorruptImageError, IdentityIndex, decode_image, fold_identities,
-                            offline_triplet_dataset, parse_pairs, pk_batches, pk_plan, select_triplets)
-from kerasface.data.images import _crop_resize
+                            offline_triplet_dataset, parse_pairs, pk_batches, pk_plan, apply_triplet_selector)
+from kerasface.data.images import crop_resize
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # as in tests/conftest.py
 SHARED_LFW = SHARED / "lfw"
@@ -28,7 +27,7 @@ def _tree_counts(root: Path) -> dict[str, int]:
 
 
 def _decode(path: Path, size: int = SIZE) -> np.ndarray:
-    return _crop_resize(decode_image(path.read_bytes(), str(path)), size, 1.0)
+    return crop_resize(decode_image(path.read_bytes(), str(path)), size, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -414,9 +413,9 @@ def test_offline_triplet_dataset(sample_index):
     assert np.array_equal(triplets, _first_pass_selector(emb, lab))
     # a broken selector is caught
     with pytest.raises(ValueError, match="negative"):
-        select_triplets(emb, lab, lambda e, l: np.array([[0, int(np.flatnonzero(l == l[0])[1]), 0]]))
+        apply_triplet_selector(emb, lab, lambda e, l: np.array([[0, int(np.flatnonzero(l == l[0])[1]), 0]]))
     with pytest.raises(ValueError, match="shape"):
-        select_triplets(emb, lab, lambda e, l: np.array([0, 1, 2]))
+        apply_triplet_selector(emb, lab, lambda e, l: np.array([0, 1, 2]))
 
 
 # --------------------------------------------------------------------------- fold hold-out

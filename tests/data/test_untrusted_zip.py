@@ -9,7 +9,7 @@ import pytest
 
 from kerasface.data import ZipSource, open_image_source
 from kerasface.data.align_run import align_tree
-from kerasface.data.lfw import ImageSource
+from kerasface.data.sources import ImageSource
 
 SAMPLE_LFW = Path(__file__).resolve().parents[2] / "data" / "lfw_sample" / "lfw"
 
