@@ -13,7 +13,9 @@ into ``OUT/shard-00000-of-0000N.tfrecord`` ... plus ``OUT/index.json``:
 * images are spread over the shards in a seeded random order, so every shard
   holds many identities and a reader needs no huge shuffle buffer;
 * undecodable or missing images are skipped and counted (``index.json``
-  ``"skipped"``), never written.
+  ``"skipped"``), never written;
+* the ``pairs*.txt`` lists next to ``SRC`` (in it, for a folder) are copied
+  into ``OUT``, so ``--data OUT`` finds them as ``--data SRC`` did.
 
 Resumable and atomic like the aligner (:mod:`kerasface.data.align_run`): each
 shard is written to a temporary file and renamed into place, then a small
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +49,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..io import atomic_path, write_json
-from .identities import IdentityIndex
 from ..ops import normalize_faces
+from .identities import IdentityIndex
 from .images import CorruptImageError, TextProgress, crop_resize, decode_image
 from .records import CONFIG_NAME, FORMAT_VERSION, INDEX_NAME, read_index, shard_name
 
@@ -69,6 +72,7 @@ class PackSummary:
     missing: int = 0
     seconds: float = 0.0
     skipped_examples: list = field(default_factory=list)
+    pairs_lists: list = field(default_factory=list)  # pairs*.txt copied next to the shards
 
     def format(self) -> str:
         rate = self.packed / self.seconds if self.seconds > 0 else 0.0
@@ -77,6 +81,8 @@ class PackSummary:
         if self.corrupt or self.missing:
             lines.append(f"skipped: {self.corrupt} undecodable, {self.missing} missing image(s) "
                          f"(index.json lists the first {len(self.skipped_examples)})")
+        if self.pairs_lists:
+            lines.append(f"copied the pairs list(s) {', '.join(self.pairs_lists)} next to the shards")
         return "\n".join(lines)
 
 
@@ -135,6 +141,19 @@ def _shard_done(out: Path, name: str) -> Optional[dict]:
     except (OSError, json.JSONDecodeError):
         return None
     return info if info.get("bytes") == f.stat().st_size else None
+
+
+def _copy_pairs_lists(src: Path, out: Path) -> list[str]:
+    """Copy the ``pairs*.txt`` lists next to ``src`` (in it, for a folder) into ``out``, so that the pack
+    folder finds its pairs lists as the source folder did (``--data OUT`` without ``--pairs``)."""
+    folder = src if src.is_dir() else src.parent
+    copied = []
+    for f in sorted(folder.glob("pairs*.txt")):
+        if f.is_file():
+            with atomic_path(out / f.name) as tmp:
+                shutil.copyfile(f, tmp)
+            copied.append(f.name)
+    return copied
 
 
 def _remove_stale(out: Path) -> int:
@@ -279,6 +298,8 @@ def pack(src, out, shards: int = 8, image_size: Optional[int] = None, center_cro
         "encoding": settings["encoding"],
         "skipped": {"corrupt": summary.corrupt, "missing": summary.missing, "examples": summary.skipped_examples},
     })
+    if not isinstance(src, IdentityIndex):
+        summary.pairs_lists = _copy_pairs_lists(Path(src), out)
     summary.seconds = time.perf_counter() - t0
     return summary
 

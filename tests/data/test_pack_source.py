@@ -91,7 +91,9 @@ def test_identity_index_and_loaders_read_a_pack_like_the_folder(packed_raw, samp
 
 
 def test_the_sample_pairs_list_resolves_against_the_pack(packed_raw, sample_dir, folder):
-    pairs = parse_pairs(sample_dir / "pairsVal.txt")
+    for name in ("pairsTrain.txt", "pairsVal.txt"):  # pack copies the lists next to its source
+        assert (packed_raw / name).read_text() == (sample_dir / name).read_text()
+    pairs = parse_pairs(packed_raw / "pairsVal.txt")
     kept, missing = resolve_pairs(pairs, packed_raw)
     assert missing == [] and kept == resolve_pairs(pairs, folder)[0] and len(kept) == len(pairs)
     a = PairData.from_pairs(pairs, packed_raw, size=SIZE, progress=False)
