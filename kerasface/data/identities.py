@@ -142,7 +142,8 @@ class IdentityIndex:
 
     KINDS = ("folder", "zip", "shards")
 
-    def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray, names: Sequence[str], root: Optional[PathLike] = None, kind: str = "folder"):
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray, names: Sequence[str],
+                 root: Optional[PathLike] = None, kind: str = "folder"):
         if kind not in self.KINDS:
             raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
         self.blob = blob
@@ -207,7 +208,8 @@ class IdentityIndex:
         return b.build(os.path.abspath(root), "folder")
 
     @classmethod
-    def from_csv(cls, path: PathLike, root: Optional[PathLike] = None, sep: str = ",", header: Optional[bool] = None) -> "IdentityIndex":
+    def from_csv(cls, path: PathLike, root: Optional[PathLike] = None, sep: str = ",",
+                 header: Optional[bool] = None) -> "IdentityIndex":
         """Index a text file list, one image a line: ``path<sep>label`` or just ``path``.
 
         The label is the text after the *last* ``sep`` (so paths may contain
@@ -235,13 +237,17 @@ class IdentityIndex:
                     rel = line
                     parts = line.replace(b"\\", b"/").rstrip(b"/").split(b"/")
                     if len(parts) < 2:
-                        raise ValueError(f"{p}, line {lineno}: no label and no parent folder in {line.decode('utf-8', 'replace')!r}")
+                        raise ValueError(f"{p}, line {lineno}: no label and no parent folder in "
+                                         f"{line.decode('utf-8', 'replace')!r}")
                     lab = parts[-2]
                 else:
                     rel, lab = rel.strip(), lab.strip()
                 if first:
                     first = False
-                    is_header = (rel.decode("utf-8", "replace").lower() in _HEADER_PATH and lab.decode("utf-8", "replace").lower() in _HEADER_LABEL) if header is None else header
+                    is_header = header
+                    if header is None:
+                        is_header = (rel.decode("utf-8", "replace").lower() in _HEADER_PATH
+                                     and lab.decode("utf-8", "replace").lower() in _HEADER_LABEL)
                     if is_header:
                         continue
                 if not rel or not lab:
@@ -356,7 +362,8 @@ class IdentityIndex:
     def __repr__(self) -> str:
         c = self.counts
         return (f"IdentityIndex(images={len(self)}, identities={self.num_identities}, "
-                f"per_identity=[{c.min() if len(c) else 0}..{c.max() if len(c) else 0}], kind={self.kind!r}, root={self.root!r})")
+                f"per_identity=[{c.min() if len(c) else 0}..{c.max() if len(c) else 0}], kind={self.kind!r}, "
+                f"root={self.root!r})")
 
     # ------------------------------------------------------------------ subsets
     def take(self, labels: Iterable[int]) -> "IdentityIndex":
@@ -369,7 +376,8 @@ class IdentityIndex:
             out._source = self._source
             return out
         counts = self.counts[keep]
-        rows = np.concatenate([np.arange(self.starts[k], self.starts[k + 1], dtype=np.int64) for k in keep]) if len(keep) else np.zeros(0, np.int64)
+        rows = (np.concatenate([np.arange(self.starts[k], self.starts[k + 1], dtype=np.int64) for k in keep])
+                if len(keep) else np.zeros(0, np.int64))
         blob, offsets = _gather_strings(self.blob, self.offsets, rows)
         new_labels = np.repeat(np.arange(len(keep), dtype=np.int32), counts)
         out = IdentityIndex(blob, offsets, new_labels, [self.names[k] for k in keep], root=self.root, kind=self.kind)
@@ -403,7 +411,8 @@ class IdentityIndex:
         return self.take(k for k, n in enumerate(self.names) if n not in drop)
 
 
-def fold_identities(pairs: Union[PathLike, Sequence[Pair], Iterable[str]], folds: Optional[Iterable[int]] = None, exclude_folds: Iterable[int] = ()) -> list[str]:
+def fold_identities(pairs: Union[PathLike, Sequence[Pair], Iterable[str]], folds: Optional[Iterable[int]] = None,
+                    exclude_folds: Iterable[int] = ()) -> list[str]:
     """Sorted names of the people in ``folds`` of an LFW pairs list, minus anyone in ``exclude_folds``.
 
     ``pairs`` is a pairs file (or its lines) read with

@@ -33,7 +33,8 @@ from .sources import ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["CorruptImageError", "ImageDecoder", "crop_resize", "decode_image", "image_dimensions", "load_images", "read_face"]
+__all__ = ["CorruptImageError", "ImageDecoder", "crop_resize", "decode_image", "image_dimensions", "load_images",
+           "read_face"]
 
 # Show the progress bar only for at least this many distinct images.
 PROGRESS_MIN_IMAGES = 500
@@ -285,7 +286,8 @@ class TextProgress:
     """Text progress bar with items/s and ETA on stderr: redrawn in place on a terminal,
     one line per 10 % otherwise (logs, pipes). No tqdm."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, unit: str = "images", stream=None):
+    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, unit: str = "images",
+                 stream=None):
         self.total, self.label, self.width, self.unit = total, label, width, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled and total > 0
@@ -317,7 +319,8 @@ class TextProgress:
         self.stream.flush()
 
 
-def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: float = 1.0, on_error: str = "raise", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: float = 1.0, on_error: str = "raise",
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Decode, crop and resize images into a uint8 array.
 
     Each distinct relpath is read and decoded once (duplicates share the

@@ -107,20 +107,24 @@ def parse_pairs(path_or_lines: Union[str, os.PathLike, Iterable[str]]) -> list[P
         elif len(f) == 4:
             pairs.append(Pair(f[0], _int(f[1], where), f[2], _int(f[3], where), False, fold))
         else:
-            raise ValueError(f"{where}: expected 3 fields (matched) or 4 fields (mismatched), got {len(f)}: {' '.join(f)!r}")
+            raise ValueError(f"{where}: expected 3 fields (matched) or 4 fields (mismatched), "
+                             f"got {len(f)}: {' '.join(f)!r}")
 
     expected = n_folds * fold_size
     if len(pairs) != expected:
-        raise ValueError(f"{src}: header promises {n_folds} fold(s) x ({per} matched + {per} mismatched) = {expected} pairs, found {len(pairs)}")
+        raise ValueError(f"{src}: header promises {n_folds} fold(s) x ({per} matched + {per} mismatched) = "
+                         f"{expected} pairs, found {len(pairs)}")
     for fold in range(n_folds):
         chunk = pairs[fold * fold_size:(fold + 1) * fold_size]
         n_same = sum(p.same for p in chunk)
         if n_same != per:
-            raise ValueError(f"{src}: fold {fold} has {n_same} matched and {fold_size - n_same} mismatched pairs, header promises {per} + {per}")
+            raise ValueError(f"{src}: fold {fold} has {n_same} matched and {fold_size - n_same} mismatched pairs, "
+                             f"header promises {per} + {per}")
     return pairs
 
 
-def resolve_pairs(pairs: Sequence[Pair], source: Union[ImageSource, str, os.PathLike], on_missing: str = "skip") -> tuple[list[Pair], list[tuple[Pair, str]]]:
+def resolve_pairs(pairs: Sequence[Pair], source: Union[ImageSource, str, os.PathLike],
+                  on_missing: str = "skip") -> tuple[list[Pair], list[tuple[Pair, str]]]:
     """Check that both images of every pair exist in ``source``.
 
     Returns ``(kept_pairs, missing)`` where ``missing`` holds one
@@ -150,7 +154,8 @@ def resolve_pairs(pairs: Sequence[Pair], source: Union[ImageSource, str, os.Path
     if missing:
         names = list(dict.fromkeys(rel for _, rel in missing))
         n_dropped = len(pairs) - len(kept)
-        msg = f"{n_dropped} of {len(pairs)} pairs reference {len(names)} image(s) missing from {source!r}; first: {', '.join(names[:5])}"
+        msg = (f"{n_dropped} of {len(pairs)} pairs reference {len(names)} image(s) missing from {source!r}; "
+               f"first: {', '.join(names[:5])}")
         if on_missing == "error":
             raise FileNotFoundError(msg)
         logger.warning("%s -- these pairs are skipped", msg)

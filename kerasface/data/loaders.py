@@ -114,19 +114,22 @@ class ChunkedLoader:
     index rows without decoding anything.
     """
 
-    def __init__(self, index, chunk_size: int = 1000, images_per_identity: int = 40, identities_per_chunk: Optional[int] = None,
-                 mode: str = "cover", image_size: int = 112, center_crop: float = 1.0, seed: int = 0,
-                 num_workers: Optional[int] = None, prefetch: int = 1, on_error: str = "skip"):
+    def __init__(self, index, chunk_size: int = 1000, images_per_identity: int = 40,
+                 identities_per_chunk: Optional[int] = None, mode: str = "cover", image_size: int = 112,
+                 center_crop: float = 1.0, seed: int = 0, num_workers: Optional[int] = None, prefetch: int = 1,
+                 on_error: str = "skip"):
         if not isinstance(index, IdentityIndex):
             index = IdentityIndex.open(index)
         if mode not in ("cover", "balanced"):
             raise ValueError(f"mode must be 'cover' or 'balanced', got {mode!r}")
         if images_per_identity < 1 or chunk_size < images_per_identity:
-            raise ValueError(f"need 1 <= images_per_identity <= chunk_size, got M={images_per_identity}, chunk_size={chunk_size}")
+            raise ValueError(f"need 1 <= images_per_identity <= chunk_size, got M={images_per_identity}, "
+                             f"chunk_size={chunk_size}")
         if mode == "balanced":
             identities_per_chunk = identities_per_chunk or chunk_size // images_per_identity
             if identities_per_chunk * images_per_identity > chunk_size:
-                raise ValueError(f"identities_per_chunk x images_per_identity = {identities_per_chunk} x {images_per_identity} exceeds chunk_size {chunk_size}")
+                raise ValueError(f"identities_per_chunk x images_per_identity = {identities_per_chunk} x "
+                                 f"{images_per_identity} exceeds chunk_size {chunk_size}")
         if identities_per_chunk is not None and identities_per_chunk < 1:
             raise ValueError(f"identities_per_chunk must be positive, got {identities_per_chunk}")
         if prefetch < 0:

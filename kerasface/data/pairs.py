@@ -54,7 +54,8 @@ class PairData:
     pairs, ``corrupt_images``) with the first few names of missing/corrupt images.
     """
 
-    def __init__(self, images: np.ndarray, relpaths: Sequence[str], index: np.ndarray, labels: np.ndarray, pairs: Sequence[Pair], report: dict):
+    def __init__(self, images: np.ndarray, relpaths: Sequence[str], index: np.ndarray, labels: np.ndarray,
+                 pairs: Sequence[Pair], report: dict):
         self.images = images
         self.relpaths = list(relpaths)
         self.image_ids = np.array([stable_image_id(r) for r in self.relpaths], dtype=np.int64)
@@ -64,7 +65,8 @@ class PairData:
         self.report = report
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[Pair], source, size: int = 112, center_crop: float = 1.0, on_missing: str = "skip", on_error: str = "skip", progress: bool = True) -> "PairData":
+    def from_pairs(cls, pairs: Sequence[Pair], source, size: int = 112, center_crop: float = 1.0,
+                   on_missing: str = "skip", on_error: str = "skip", progress: bool = True) -> "PairData":
         """Resolve ``pairs`` against ``source`` (an ImageSource or path), decode each distinct image once.
 
         Pairs with a missing image are handled by ``on_missing`` (see
@@ -77,13 +79,15 @@ class PairData:
         kept, missing = resolve_pairs(pairs, source, on_missing=on_missing)
         n_resolved = len(kept)
         unique = list(dict.fromkeys(r for p in kept for r in (p.path1, p.path2)))
-        images, ok = load_images(source, unique, size=size, center_crop=center_crop, on_error=on_error, progress=progress)
+        images, ok = load_images(source, unique, size=size, center_crop=center_crop, on_error=on_error,
+                                 progress=progress)
         corrupt = [r for r, g in zip(unique, ok) if not g]
         if corrupt:
             bad = set(corrupt)
             before = len(kept)
             kept = [p for p in kept if p.path1 not in bad and p.path2 not in bad]
-            logger.warning("dropped %d of %d pairs touching %d corrupt image(s); first: %s", before - len(kept), before, len(corrupt), ", ".join(corrupt[:_N_NAMES]))
+            logger.warning("dropped %d of %d pairs touching %d corrupt image(s); first: %s", before - len(kept), before,
+                           len(corrupt), ", ".join(corrupt[:_N_NAMES]))
         # Cache only the images that kept pairs use.
         used = list(dict.fromkeys(r for p in kept for r in (p.path1, p.path2)))
         row_of_unique = {r: i for i, r in enumerate(unique)}
@@ -115,9 +119,12 @@ class PairData:
 
     def __repr__(self) -> str:
         r = self.report
-        return f"PairData(pairs={len(self)}, images={len(self.images)}, size={self.images.shape[1:3]}, same={r.get('same')}, missing={r.get('missing')}, corrupt={r.get('corrupt')})"
+        return (f"PairData(pairs={len(self)}, images={len(self.images)}, size={self.images.shape[1:3]}, "
+                f"same={r.get('same')}, missing={r.get('missing')}, corrupt={r.get('corrupt')})")
 
-    def dataset(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, augment: bool = False, low_light: bool = False, low_light_seed: int = 1234, drop_remainder: bool = False, repeat: bool = False) -> tf.data.Dataset:
+    def dataset(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, augment: bool = False,
+                low_light: bool = False, low_light_seed: int = 1234, drop_remainder: bool = False,
+                repeat: bool = False) -> tf.data.Dataset:
         """``tf.data.Dataset`` of ``((img1, img2), label)`` batches (see the module docstring).
 
         ``shuffle``: pair order reshuffled every epoch from ``seed``.
@@ -146,7 +153,8 @@ class PairData:
                 if low_light:
                     x = _low_light(x, low_light_seed, tf.gather(ids, rows))
                 if augment:
-                    flip = tf.random.stateless_uniform(tf.shape(rows), seed=tf.stack([r, tf.constant(k, tf.int64)])) < 0.5
+                    flip = tf.random.stateless_uniform(tf.shape(rows),
+                                                       seed=tf.stack([r, tf.constant(k, tf.int64)])) < 0.5
                     x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
                 out.append(normalize_faces(x * 255.0))
             return (out[0], out[1]), lab

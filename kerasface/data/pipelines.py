@@ -181,8 +181,9 @@ def apply_triplet_selector(embeddings: np.ndarray, labels: np.ndarray, selector:
     return t
 
 
-def triplet_dataset(images: np.ndarray, triplets: np.ndarray, batch_size: int = 32, *, shuffle: bool = True, seed: int = 0,
-                    dtype: str = "float32", dummy_shape: Sequence[int] = (2, 1), drop_remainder: bool = False):
+def triplet_dataset(images: np.ndarray, triplets: np.ndarray, batch_size: int = 32, *, shuffle: bool = True,
+                    seed: int = 0, dtype: str = "float32", dummy_shape: Sequence[int] = (2, 1),
+                    drop_remainder: bool = False):
     """``tf.data.Dataset`` of ``((anchor, positive, negative), dummy_y)`` batches from rows of ``images``.
 
     ``triplets``: int ``[T, 3]`` rows of ``images`` (uint8 ``[n, s, s, 3]``).
@@ -230,7 +231,8 @@ def triplet_dataset(images: np.ndarray, triplets: np.ndarray, batch_size: int = 
 
 def offline_triplet_dataset(chunk, embed_fn: Callable, selector: Callable, batch_size: int = 32, *,
                             embed_batch_size: int = 128, shuffle: bool = True, seed: int = 0, dtype: str = "float32",
-                            dummy_shape: Sequence[int] = (2, 1), drop_remainder: bool = False, return_triplets: bool = False):
+                            dummy_shape: Sequence[int] = (2, 1), drop_remainder: bool = False,
+                            return_triplets: bool = False):
     """FaceNet's offline triplet selection within one chunk, as a ready ``tf.data.Dataset``.
 
     1. embed every image of ``chunk`` (a :class:`Chunk` or ``(images, labels)``)

@@ -98,7 +98,8 @@ def _tf_example(image: bytes, label: int, path: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _encoder(image_size: Optional[int], center_crop: float, fmt: str, jpeg_quality: int) -> Callable[[bytes, str], bytes]:
+def _encoder(image_size: Optional[int], center_crop: float, fmt: str,
+             jpeg_quality: int) -> Callable[[bytes, str], bytes]:
     """``(file bytes, name) -> record bytes``; raises CorruptImageError for an undecodable image."""
     import cv2
 
