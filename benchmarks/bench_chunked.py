@@ -87,7 +87,7 @@ def write_list(path: Path, n: int) -> None:
 
 
 def child(args) -> dict:
-    from kerasface.data.chunked import ChunkedLoader
+    from kerasface.data.loaders import ChunkedLoader
     from kerasface.data.identities import IdentityIndex
 
     out = {"size": args.n, "image_size": args.image_size, "index": args.mode}

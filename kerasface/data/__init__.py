@@ -1,7 +1,16 @@
-"""Data layer: LFW image sources and pairs lists, image cache, low-light set, tf.data pairs pipeline.
+"""Data layer, one module per role.
 
-Names are re-exported lazily so that ``kerasface.data.lfw`` (stdlib only) can be
-imported without loading OpenCV or TensorFlow.
+- ``sources``: image sources (folder, zip, ``kerasface pack`` shards) and ``open_image_source``;
+  ``records``: the pack folder's format, read without TensorFlow; ``lfw``: the LFW pairs lists;
+- ``identities``: compact file lists grouped by identity; ``images``: decoding (``ImageDecoder``,
+  the one decoder every reader uses), ``load_images``;
+- ``sampling``: epoch, chunk and P x K plans; ``loaders``: chunked loading; ``pipelines``: the
+  ``tf.data`` pipelines over chunks (P x K batches, offline triplets); ``pairs``: verification pairs;
+- ``augment``, ``lowlight``, ``align`` / ``align_run``, ``tfrecord`` (pack / read shards),
+  ``insightface_bin``, ``locations``.
+
+Names are re-exported lazily so that ``kerasface.data.sources`` and ``kerasface.data.lfw``
+(stdlib only) can be imported without loading OpenCV or TensorFlow.
 """
 
 from __future__ import annotations
@@ -9,17 +18,21 @@ from __future__ import annotations
 from kerasface._lazy import lazy_exports
 
 _EXPORTS = {
-    # lfw.py (stdlib only)
-    "ImageSource": "lfw",
-    "FolderSource": "lfw",
-    "ZipSource": "lfw",
-    "open_image_source": "lfw",
+    # sources.py (stdlib only): folder, zip and pack-shard image sources
+    "ImageSource": "sources",
+    "FolderSource": "sources",
+    "ZipSource": "sources",
+    "ShardSource": "sources",
+    "open_image_source": "sources",
+    # lfw.py (stdlib only): the LFW pairs lists
     "lfw_relpath": "lfw",
     "Pair": "lfw",
     "parse_pairs": "lfw",
     "resolve_pairs": "lfw",
-    # images.py (numpy, cv2)
+    # images.py (numpy, cv2): decoding
     "CorruptImageError": "images",
+    "ImageDecoder": "images",
+    "crop_resize": "images",
     "decode_image": "images",
     "load_images": "images",
     # lowlight.py (tensorflow, matplotlib)
@@ -28,23 +41,24 @@ _EXPORTS = {
     # identities.py (numpy): compact file lists grouped by identity
     "IdentityIndex": "identities",
     "fold_identities": "identities",
-    # chunked.py (numpy, cv2; tensorflow only for the datasets)
-    "Chunk": "chunked",
-    "ChunkedLoader": "chunked",
-    "pk_plan": "chunked",
-    "pk_batches": "chunked",
-    "embed_images": "chunked",
-    "select_triplets": "chunked",
-    "triplet_dataset": "chunked",
-    "offline_triplet_dataset": "chunked",
+    # loaders.py (numpy, cv2): chunked loading
+    "Chunk": "loaders",
+    "ChunkedLoader": "loaders",
+    # pipelines.py (numpy; tensorflow only for the datasets)
+    "pk_batches": "pipelines",
+    "embed_images": "pipelines",
+    "apply_triplet_selector": "pipelines",
+    "triplet_dataset": "pipelines",
+    "offline_triplet_dataset": "pipelines",
     # augment.py (tensorflow): seeded augmentations of reports 001 / 003
     "make_augment": "augment",
     "augment_dataset": "augment",
     "save_augment_grid": "augment",
     "Report001Augment": "augment",
     "Report003Augment": "augment",
-    # sampling.py (numpy): at most K images per identity per epoch
+    # sampling.py (numpy): epoch, chunk and P x K plans
     "capped_epoch_rows": "sampling",
+    "pk_plan": "sampling",
     # pairs.py (tensorflow)
     "PairData": "pairs",
     "normalize_images": "pairs",
@@ -72,8 +86,9 @@ _EXPORTS = {
     # tfrecord.py (numpy, cv2, tensorflow): TFRecord shards (kerasface pack) and their tf.data reader
     "PackSummary": "tfrecord",
     "pack": "tfrecord",
-    "read_index": "tfrecord",
     "read_shards": "tfrecord",
+    # records.py (stdlib only): the pack folder's format
+    "read_index": "records",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

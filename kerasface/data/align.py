@@ -331,8 +331,9 @@ class MTCNNDetector:
     def __init__(self, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.8),
                  scale_factor: float = 0.709, device: str = "CPU:0"):
         if not 12 <= min_face_size <= MTCNN_MIN_FACE:
-            raise ValueError(f"MTCNNDetector min_face_size must be 12..{MTCNN_MIN_FACE} (mtcnn 1.0 finds no face above 20; "
-                             f"shrink the images instead, e.g. AlignOptions(min_face_size=...)), got {min_face_size}")
+            raise ValueError(f"MTCNNDetector min_face_size must be 12..{MTCNN_MIN_FACE} (mtcnn 1.0 finds no face "
+                             f"above 20; shrink the images instead, e.g. AlignOptions(min_face_size=...)), "
+                             f"got {min_face_size}")
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scale_factor = float(scale_factor)
@@ -506,7 +507,8 @@ def choose_face(faces: Sequence[Face], image_shape, opts: AlignOptions) -> tuple
     big = [f for f in keep if f.size >= opts.min_face_size]
     if not big:
         largest = max(f.size for f in keep)
-        return None, 0, f"{len(keep)} face(s) detected, none at least {opts.min_face_size:g} px (largest {largest:.0f} px)"
+        return None, 0, (f"{len(keep)} face(s) detected, none at least {opts.min_face_size:g} px "
+                         f"(largest {largest:.0f} px)")
     if opts.pick == "largest":
         chosen = max(big, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
     else:
@@ -517,7 +519,8 @@ def choose_face(faces: Sequence[Face], image_shape, opts: AlignOptions) -> tuple
     return chosen, len(big), reason
 
 
-def align_detected(image: np.ndarray, faces: Sequence[Face], opts: AlignOptions, notes: Sequence[str] = ()) -> AlignResult:
+def align_detected(image: np.ndarray, faces: Sequence[Face], opts: AlignOptions,
+                   notes: Sequence[str] = ()) -> AlignResult:
     """Choose among ``faces`` (found in ``image``), warp, or take the no-face path: the step after detection."""
     chosen, n_ok, why = choose_face(faces, image.shape, opts)
     extra = "; ".join(["input " + ", ".join(notes)] if notes else [])

@@ -42,7 +42,7 @@ from ..io import atomic_path, write_json
 from .align import (ALIGNED, ALIGNED_MULTI, CORRUPT, ERROR, FALLBACK, NO_FACE, STATUSES, AlignOptions, AlignResult,
                     Detector, align_detected, decode_for_alignment, detect_for_alignment)
 from .images import CorruptImageError, TextProgress
-from .lfw import FolderSource, ImageSource, open_image_source
+from .sources import FolderSource, ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
@@ -173,7 +173,8 @@ def _check_dst(dst: Path, source: ImageSource) -> None:
 
 
 def _output_names(relpaths: Sequence[str], fmt: str) -> dict[str, str]:
-    """relpath -> output relpath with the ``fmt`` extension; ``a.png`` + ``a.jpg`` become ``a.png.jpg`` / ``a.jpg.jpg``."""
+    """relpath -> output relpath with the ``fmt`` extension; ``a.png`` + ``a.jpg`` become ``a.png.jpg`` /
+    ``a.jpg.jpg``."""
     plain = {rel: str(Path(rel).with_suffix("." + fmt)).replace("\\", "/") for rel in relpaths}
     seen: dict[str, int] = {}
     for out in plain.values():
@@ -271,7 +272,8 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
     for rel, out in outputs.items():  # defence in depth: sources already refuse '..' and absolute names
         target = (dst / out).resolve()
         if out.startswith("/") or not target.is_relative_to(root):
-            raise ValueError(f"refusing to align {rel!r} from {source!r}: its output {out!r} would be written outside DST {str(dst)!r}")
+            raise ValueError(f"refusing to align {rel!r} from {source!r}: its output {out!r} would be written "
+                             f"outside DST {str(dst)!r}")
 
     report = dst / REPORT_NAME
     prior: dict[str, dict] = {}
@@ -335,7 +337,8 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
                         try:
                             results.append(align_detected(img, f, opts, note))
                         except Exception as e:   # e.g. degenerate landmarks from a custom detector
-                            results.append(AlignResult(ERROR, n_detected=len(f), reason=f"alignment failed: {type(e).__name__}: {e}"))
+                            results.append(AlignResult(ERROR, n_detected=len(f),
+                                                       reason=f"alignment failed: {type(e).__name__}: {e}"))
                 t_warp += time.monotonic() - t2
             for rel, r in zip(names, results):
                 out = ""

@@ -101,7 +101,8 @@ def _clip(x: tf.Tensor) -> tf.Tensor:
 
 
 # --------------------------------------------------------------------------- ops
-def random_resized_crop(x, seed, scale: Range = (0.8, 1.0), size: Optional[Union[int, Sequence[int]]] = None) -> tf.Tensor:
+def random_resized_crop(x, seed, scale: Range = (0.8, 1.0),
+                        size: Optional[Union[int, Sequence[int]]] = None) -> tf.Tensor:
     """Crop a random region of area fraction ``s ~ U(scale)`` and resize it to ``size`` (default ``H x W``).
 
     The crop keeps the image's aspect ratio: ``h = round(H sqrt(s))``,
@@ -201,7 +202,8 @@ def to_grayscale3(x, seed=None) -> tf.Tensor:
 
 
 def brightness_jitter(x, seed, amount: float = 0.5) -> tf.Tensor:
-    """Brightness factor uniform in ``[max(0, 1 - amount), 1 + amount]`` per image (torchvision ``ColorJitter(brightness=amount)``)."""
+    """Brightness factor uniform in ``[max(0, 1 - amount), 1 + amount]`` per image (torchvision
+    ``ColorJitter(brightness=amount)``)."""
     x, single = _batch(x)
     f = _uniform(seed, tf.shape(x)[0], max(0.0, 1.0 - amount), 1.0 + amount)
     return _out(adjust_brightness(x, f), single)
@@ -300,12 +302,14 @@ class Report001Augment:
     ``sub_seed(seed, 2)``.
     """
 
-    def __init__(self, crop: bool = True, jitter: bool = True, scale: Range = (0.8, 1.0), brightness: Optional[Range] = (0.3, 1.7),
-                 contrast: Optional[Range] = (0.3, 1.7), saturation: Optional[Range] = (0.3, 1.7)):
+    def __init__(self, crop: bool = True, jitter: bool = True, scale: Range = (0.8, 1.0),
+                 brightness: Optional[Range] = (0.3, 1.7), contrast: Optional[Range] = (0.3, 1.7),
+                 saturation: Optional[Range] = (0.3, 1.7)):
         self.crop, self.jitter = bool(crop), bool(jitter)
         self.scale = tuple(scale)
         self.jitter_ranges = dict(brightness=brightness, contrast=contrast, saturation=saturation)
-        self.name = "report001-" + {(False, False): "none", (True, False): "crop", (False, True): "jitter", (True, True): "both"}[(self.crop, self.jitter)]
+        self.name = "report001-" + {(False, False): "none", (True, False): "crop", (False, True): "jitter",
+                                    (True, True): "both"}[(self.crop, self.jitter)]
 
     def _crop(self, x, seed):
         return random_resized_crop(x, seed, self.scale)

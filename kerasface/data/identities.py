@@ -17,8 +17,9 @@ written to a folder of ``.npy`` files and memory-mapped back
 (:meth:`IdentityIndex.save` / :meth:`IdentityIndex.load`), so a training
 process touches only the pages of the paths it actually reads.
 
-Sources: an LFW-style folder tree ``<root>/<identity>/<image>``, the LFW zip
-(anything :func:`~kerasface.data.lfw.open_image_source` opens), or a text file
+Sources: an LFW-style folder tree ``<root>/<identity>/<image>``, the LFW zip,
+a ``kerasface pack`` folder of TFRecord shards (anything
+:func:`~kerasface.data.sources.open_image_source` opens), or a text file
 list with one ``path,label`` line per image (``path`` alone: the label is the
 parent folder's name).
 
@@ -39,7 +40,8 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .lfw import IMAGE_EXTENSIONS, ImageSource, Pair, ZipSource, open_image_source, parse_pairs
+from .lfw import Pair, parse_pairs
+from .sources import IMAGE_EXTENSIONS, ImageSource, open_image_source
 
 __all__ = ["IdentityIndex", "fold_identities"]
 
@@ -133,13 +135,17 @@ class IdentityIndex:
 
     ``root`` and ``kind`` tell how a path is read: ``kind="folder"`` reads the
     file ``root / path`` (an absolute ``path`` ignores ``root``);
-    ``kind="zip"`` reads member ``path`` of the zip ``root`` through
-    :class:`~kerasface.data.lfw.ZipSource`.
+    ``kind="zip"`` reads member ``path`` of the zip ``root`` and
+    ``kind="shards"`` image ``path`` of the pack folder ``root``, through the
+    :mod:`~kerasface.data.sources` source :func:`open_image_source` opens there.
     """
 
-    def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray, names: Sequence[str], root: Optional[PathLike] = None, kind: str = "folder"):
-        if kind not in ("folder", "zip"):
-            raise ValueError(f"kind must be 'folder' or 'zip', got {kind!r}")
+    KINDS = ("folder", "zip", "shards")
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray, names: Sequence[str],
+                 root: Optional[PathLike] = None, kind: str = "folder"):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
         self.blob = blob
         self.offsets = offsets
         self.labels = labels
@@ -171,19 +177,21 @@ class IdentityIndex:
 
     @classmethod
     def from_source(cls, source: Union[PathLike, ImageSource]) -> "IdentityIndex":
-        """Index every image of an LFW-style collection: identity = first folder of the relpath.
+        """Index every image of an image collection, by the identity its source names.
 
-        ``source`` is anything :func:`~kerasface.data.lfw.open_image_source`
+        ``source`` is anything :func:`~kerasface.data.sources.open_image_source`
         accepts.  A folder tree is walked with ``os.scandir`` (no list of all
-        paths is built); a zip's member list comes from :class:`ZipSource`.
+        paths is built; identity = first folder of the relpath); a zip's or a
+        pack's images come from its source's :meth:`~ImageSource.list_images`
+        and :meth:`~ImageSource.identity` (the first folder in a zip, the
+        recorded identity in a pack).
         """
         src = open_image_source(source)
         b = _ListBuilder()
-        if isinstance(src, ZipSource):
+        if src.kind != "folder":
             for rel in src.list_images():
-                name = rel.split("/", 1)[0]
-                b.add(rel.encode("utf-8"), b.label_of(name))
-            index = b.build(os.path.abspath(src.path), "zip")
+                b.add(rel.encode("utf-8"), b.label_of(src.identity(rel)))
+            index = b.build(os.path.abspath(src.path), src.kind)
             index._source = src
             return index
         root = Path(src.path)
@@ -200,7 +208,8 @@ class IdentityIndex:
         return b.build(os.path.abspath(root), "folder")
 
     @classmethod
-    def from_csv(cls, path: PathLike, root: Optional[PathLike] = None, sep: str = ",", header: Optional[bool] = None) -> "IdentityIndex":
+    def from_csv(cls, path: PathLike, root: Optional[PathLike] = None, sep: str = ",",
+                 header: Optional[bool] = None) -> "IdentityIndex":
         """Index a text file list, one image a line: ``path<sep>label`` or just ``path``.
 
         The label is the text after the *last* ``sep`` (so paths may contain
@@ -228,13 +237,17 @@ class IdentityIndex:
                     rel = line
                     parts = line.replace(b"\\", b"/").rstrip(b"/").split(b"/")
                     if len(parts) < 2:
-                        raise ValueError(f"{p}, line {lineno}: no label and no parent folder in {line.decode('utf-8', 'replace')!r}")
+                        raise ValueError(f"{p}, line {lineno}: no label and no parent folder in "
+                                         f"{line.decode('utf-8', 'replace')!r}")
                     lab = parts[-2]
                 else:
                     rel, lab = rel.strip(), lab.strip()
                 if first:
                     first = False
-                    is_header = (rel.decode("utf-8", "replace").lower() in _HEADER_PATH and lab.decode("utf-8", "replace").lower() in _HEADER_LABEL) if header is None else header
+                    is_header = header
+                    if header is None:
+                        is_header = (rel.decode("utf-8", "replace").lower() in _HEADER_PATH
+                                     and lab.decode("utf-8", "replace").lower() in _HEADER_LABEL)
                     if is_header:
                         continue
                 if not rel or not lab:
@@ -327,9 +340,9 @@ class IdentityIndex:
 
     def reader(self) -> Callable[[str], bytes]:
         """A thread-safe callable ``path -> bytes`` reading from this index's root."""
-        if self.kind == "zip":
+        if self.kind != "folder":
             if self._source is None:
-                self._source = ZipSource(self.root)
+                self._source = open_image_source(self.root)
             return self._source.read_bytes
         root = Path(self.root) if self.root is not None else None
 
@@ -341,7 +354,7 @@ class IdentityIndex:
         return read
 
     def close(self) -> None:
-        """Close an open zip (reopened on the next :meth:`reader`)."""
+        """Close an open zip or pack (reopened on the next :meth:`reader`)."""
         if self._source is not None:
             self._source.close()
             self._source = None
@@ -349,7 +362,8 @@ class IdentityIndex:
     def __repr__(self) -> str:
         c = self.counts
         return (f"IdentityIndex(images={len(self)}, identities={self.num_identities}, "
-                f"per_identity=[{c.min() if len(c) else 0}..{c.max() if len(c) else 0}], kind={self.kind!r}, root={self.root!r})")
+                f"per_identity=[{c.min() if len(c) else 0}..{c.max() if len(c) else 0}], kind={self.kind!r}, "
+                f"root={self.root!r})")
 
     # ------------------------------------------------------------------ subsets
     def take(self, labels: Iterable[int]) -> "IdentityIndex":
@@ -362,7 +376,8 @@ class IdentityIndex:
             out._source = self._source
             return out
         counts = self.counts[keep]
-        rows = np.concatenate([np.arange(self.starts[k], self.starts[k + 1], dtype=np.int64) for k in keep]) if len(keep) else np.zeros(0, np.int64)
+        rows = (np.concatenate([np.arange(self.starts[k], self.starts[k + 1], dtype=np.int64) for k in keep])
+                if len(keep) else np.zeros(0, np.int64))
         blob, offsets = _gather_strings(self.blob, self.offsets, rows)
         new_labels = np.repeat(np.arange(len(keep), dtype=np.int32), counts)
         out = IdentityIndex(blob, offsets, new_labels, [self.names[k] for k in keep], root=self.root, kind=self.kind)
@@ -396,7 +411,8 @@ class IdentityIndex:
         return self.take(k for k, n in enumerate(self.names) if n not in drop)
 
 
-def fold_identities(pairs: Union[PathLike, Sequence[Pair], Iterable[str]], folds: Optional[Iterable[int]] = None, exclude_folds: Iterable[int] = ()) -> list[str]:
+def fold_identities(pairs: Union[PathLike, Sequence[Pair], Iterable[str]], folds: Optional[Iterable[int]] = None,
+                    exclude_folds: Iterable[int] = ()) -> list[str]:
     """Sorted names of the people in ``folds`` of an LFW pairs list, minus anyone in ``exclude_folds``.
 
     ``pairs`` is a pairs file (or its lines) read with

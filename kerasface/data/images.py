@@ -1,29 +1,45 @@
-"""Decoding and caching of face images as uint8 arrays.
+"""Decoding face images into uint8 arrays: one image, a list, or rows of an identity index.
 
-Pair experiments keep every distinct image of a pairs list decoded once in an
-in-memory uint8 cache ``[N, size, size, 3]`` (LFW's lists use at most 9,056
-distinct images, about 340 MB at 112x112); the tf.data pipeline then gathers
-from that cache.
+* :func:`decode_image`: encoded bytes -> uint8 RGB ``[H, W, 3]`` (OpenCV), refusing
+  decompression bombs; :func:`crop_resize`: the central square of ``center_crop`` x
+  the shorter side, resized; :func:`read_face`: both, for one image of a source.
+* :class:`ImageDecoder`: the decoder every reader uses (chunk loaders, P x K
+  batches, the classification image store, :func:`load_images`): reads and decodes
+  many images with a thread pool into one preallocated uint8 array
+  ``[n, size, size, 3]``, skipping (or raising on) unreadable and corrupt images and
+  counting them.
+* :func:`load_images`: every distinct image of a list decoded once (pair
+  experiments keep the images of a pairs list in an in-memory cache
+  ``[N, size, size, 3]``: LFW's lists use at most 9,056 distinct images, about
+  340 MB at 112x112; the tf.data pipeline then gathers from that cache).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .lfw import ImageSource, open_image_source
+from .identities import IdentityIndex
+from .sources import ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["CorruptImageError", "decode_image", "image_dimensions", "load_images"]
+__all__ = ["CorruptImageError", "ImageDecoder", "crop_resize", "decode_image", "image_dimensions", "load_images",
+           "read_face"]
 
 # Show the progress bar only for at least this many distinct images.
 PROGRESS_MIN_IMAGES = 500
+# load_images decodes (and updates its progress bar) this many images at a time.
+LOAD_BLOCK = 256
 
 
 class CorruptImageError(ValueError):
@@ -93,7 +109,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _crop_resize(img: np.ndarray, size: int, center_crop: float) -> np.ndarray:
+def crop_resize(img: np.ndarray, size: int, center_crop: float) -> np.ndarray:
     """Central square crop of ``center_crop`` x the shorter side, resized to ``size``."""
     h, w = img.shape[:2]
     side = max(1, int(round(min(h, w) * center_crop)))
@@ -106,6 +122,152 @@ def _crop_resize(img: np.ndarray, size: int, center_crop: float) -> np.ndarray:
     return img
 
 
+_N_NAMES = 5  # example names kept in stats / log lines
+
+
+@dataclass
+class DecodeStats:
+    """What an :class:`ImageDecoder` did so far (thread-safe counters)."""
+
+    chunks: int = 0
+    images: int = 0
+    corrupt: int = 0
+    missing: int = 0
+    decode_seconds: float = 0.0
+    bad_names: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_chunk(self) -> None:
+        """One more chunk loaded (chunk loaders call this)."""
+        with self.lock:
+            self.chunks += 1
+
+    def as_dict(self) -> dict:
+        with self.lock:
+            return {"chunks": self.chunks, "images": self.images, "corrupt": self.corrupt, "missing": self.missing,
+                    "skipped": self.corrupt + self.missing, "bad_names": list(self.bad_names),
+                    "decode_seconds": round(self.decode_seconds, 3),
+                    "images_per_s": round(self.images / self.decode_seconds, 1) if self.decode_seconds > 0 else None}
+
+
+def default_workers() -> int:
+    """Decoding threads by default: the CPU count, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class ImageDecoder:
+    """Reads and decodes images with a thread pool into one preallocated uint8 array ``[n, s, s, 3]``.
+
+    Args:
+        images: an :class:`~kerasface.data.identities.IdentityIndex` (decode its
+            rows with :meth:`decode`) or an image source / path
+            (:func:`~kerasface.data.sources.open_image_source`; decode relpaths
+            with :meth:`decode_paths`; an index decodes its paths too).
+        image_size, center_crop: every image becomes the central square of
+            ``center_crop`` x its shorter side, resized to ``image_size``
+            (:func:`crop_resize`).
+        num_workers: decoding threads (default :func:`default_workers`).
+        on_error: an undecodable image is ``"skip"``-ped (left black, ``ok``
+            False, counted in :attr:`stats`, logged) or ``"raise"``-s
+            :class:`CorruptImageError`.
+        on_missing: the same for an image that cannot be read (missing file or
+            member); default ``on_error``.
+
+    OpenCV releases the GIL while decoding, so the threads decode in parallel.
+    :meth:`close` stops them (a context manager does it on exit).
+    """
+
+    def __init__(self, images, image_size: int = 112, center_crop: float = 1.0, num_workers: Optional[int] = None,
+                 on_error: str = "skip", on_missing: Optional[str] = None):
+        on_missing = on_error if on_missing is None else on_missing
+        for name, value in (("on_error", on_error), ("on_missing", on_missing)):
+            if value not in ("skip", "raise"):
+                raise ValueError(f"{name} must be 'skip' or 'raise', got {value!r}")
+        if not 0.0 < center_crop <= 1.0:
+            raise ValueError(f"center_crop must be in (0, 1], got {center_crop}")
+        if isinstance(images, IdentityIndex):
+            self.index: Optional[IdentityIndex] = images
+            self._read = images.reader()
+        else:
+            self.index = None
+            self._read = open_image_source(images).read_bytes
+        self.size = int(image_size)
+        self.center_crop = float(center_crop)
+        self.on_error = on_error
+        self.on_missing = on_missing
+        self.num_workers = int(num_workers or default_workers())
+        self.stats = DecodeStats()
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="kerasface-decode")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the decoding threads (a later decode starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def decode(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, ok)`` of the index rows ``rows``: uint8 ``[n, s, s, 3]`` and bool ``[n]``; failed
+        rows are black and ``ok`` False (or raise, see ``on_error`` / ``on_missing``)."""
+        if self.index is None:
+            raise TypeError("decode(rows) needs an ImageDecoder over an IdentityIndex; use decode_paths")
+        return self.decode_paths(self.index.paths(np.asarray(rows, dtype=np.int64)))
+
+    def decode_paths(self, paths: Sequence[str], out: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, ok)`` of the relpaths ``paths`` (as :meth:`decode`); ``out``: a uint8
+        ``[n, s, s, 3]`` array to decode into (default: a new one)."""
+        n, s = len(paths), self.size
+        if out is None:
+            out = np.empty((n, s, s, 3), dtype=np.uint8)
+        t0 = time.perf_counter()
+
+        def work(i: int):
+            p = paths[i]
+            try:
+                data = self._read(p)
+            except (OSError, KeyError) as e:
+                if self.on_missing == "raise":
+                    raise
+                out[i] = 0
+                return ("missing", p, e)
+            try:
+                out[i] = crop_resize(decode_image(data, p), s, self.center_crop)
+            except CorruptImageError as e:
+                if self.on_error == "raise":
+                    raise
+                out[i] = 0
+                return ("corrupt", p, e)
+            return None
+
+        results = list(self._threads().map(work, range(n))) if n > 1 else [work(i) for i in range(n)]
+        ok = np.fromiter((r is None for r in results), dtype=bool, count=n)
+        bad = [r for r in results if r is not None]
+        with self.stats.lock:
+            self.stats.decode_seconds += time.perf_counter() - t0
+            self.stats.images += int(ok.sum())
+            for kind, p, _ in bad:
+                if kind == "corrupt":
+                    self.stats.corrupt += 1
+                else:
+                    self.stats.missing += 1
+                if len(self.stats.bad_names) < _N_NAMES:
+                    self.stats.bad_names.append(p)
+        if bad:
+            logger.warning("skipped %d unreadable/corrupt image(s) of %d; first: %s", len(bad), n,
+                           "; ".join(f"{p} ({kind}: {e})" for kind, p, e in bad[:_N_NAMES]))
+        return out, ok
+
+
 def read_face(source, relpath: str, size: int, center_crop: float = 1.0, black_if_bad: bool = False) -> np.ndarray:
     """One image of ``source`` decoded, centre-cropped and resized to uint8 ``[size, size, 3]``.
 
@@ -113,7 +275,7 @@ def read_face(source, relpath: str, size: int, center_crop: float = 1.0, black_i
     raising (for pictures of cases, where one bad face must not stop the plot).
     """
     try:
-        return _crop_resize(decode_image(source.read_bytes(relpath), relpath), size, center_crop)
+        return crop_resize(decode_image(source.read_bytes(relpath), relpath), size, center_crop)
     except (CorruptImageError, FileNotFoundError, KeyError):
         if not black_if_bad:
             raise
@@ -124,7 +286,8 @@ class TextProgress:
     """Text progress bar with items/s and ETA on stderr: redrawn in place on a terminal,
     one line per 10 % otherwise (logs, pipes). No tqdm."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, unit: str = "images", stream=None):
+    def __init__(self, total: int, label: str, enabled: bool = True, width: int = 28, unit: str = "images",
+                 stream=None):
         self.total, self.label, self.width, self.unit = total, label, width, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled and total > 0
@@ -156,7 +319,8 @@ class TextProgress:
         self.stream.flush()
 
 
-def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: float = 1.0, on_error: str = "raise", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: float = 1.0, on_error: str = "raise",
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Decode, crop and resize images into a uint8 array.
 
     Each distinct relpath is read and decoded once (duplicates share the
@@ -168,7 +332,8 @@ def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: f
     :class:`CorruptImageError` with ``on_error="raise"``; with ``"skip"`` it is
     logged as a WARNING (logger ``kerasface.data``), its row is left black and
     ``ok`` is False.  A missing file always raises ``FileNotFoundError`` (use
-    :func:`~kerasface.data.lfw.resolve_pairs` first).  A text progress bar is
+    :func:`~kerasface.data.lfw.resolve_pairs` first).  Decoding runs on an
+    :class:`ImageDecoder` (threads).  A text progress bar is
     written to stderr when ``progress`` and there are at least
     ``PROGRESS_MIN_IMAGES`` distinct images.
     """
@@ -183,20 +348,14 @@ def load_images(source, relpaths: Sequence[str], size: int = 112, center_crop: f
     cache = np.zeros((len(unique), size, size, 3), dtype=np.uint8)
     good = np.ones(len(unique), dtype=bool)
     bar = TextProgress(len(unique), "decoding images", progress and len(unique) >= PROGRESS_MIN_IMAGES)
-    bad: list[str] = []
-    for i, rel in enumerate(unique):
-        data = source.read_bytes(rel)
-        try:
-            cache[i] = _crop_resize(decode_image(data, rel), size, center_crop)
-        except CorruptImageError as e:
-            if on_error == "raise":
-                raise
-            good[i] = False
-            bad.append(rel)
-            logger.warning("skipping %s", e)
-        bar.update(i + 1)
+    with ImageDecoder(source, size, center_crop, on_error=on_error, on_missing="raise") as decoder:
+        for b in range(0, len(unique), LOAD_BLOCK):
+            _, good[b:b + LOAD_BLOCK] = decoder.decode_paths(unique[b:b + LOAD_BLOCK], out=cache[b:b + LOAD_BLOCK])
+            bar.update(min(b + LOAD_BLOCK, len(unique)))
+    bad = [rel for rel, g in zip(unique, good) if not g]
     if bad:
-        logger.warning("%d of %d images are corrupt and were skipped; first: %s", len(bad), len(unique), ", ".join(bad[:5]))
+        logger.warning("%d of %d images are corrupt and were skipped; first: %s", len(bad), len(unique),
+                       ", ".join(bad[:5]))
     idx = np.fromiter((row[r] for r in relpaths), dtype=np.int64, count=len(relpaths))
     if len(unique) == len(relpaths):  # no duplicates: avoid a copy
         return cache, good

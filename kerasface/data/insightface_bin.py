@@ -28,7 +28,8 @@ from typing import Union
 
 import numpy as np
 
-from .lfw import ImageSource, Pair, lfw_relpath
+from .lfw import Pair, lfw_relpath
+from .sources import ImageSource
 
 __all__ = ["UnsafePickleError", "RestrictedUnpickler", "load_bin_bytes", "load_bin", "BinSource", "bin_pairs"]
 
@@ -73,7 +74,8 @@ class _ByteArray:
         # InsightFace writes (n,) or (n, 1) arrays; anything whose elements are exactly the payload bytes is fine.
         if not (isinstance(shape, tuple) and 1 <= len(shape) <= 2 and all(isinstance(d, int) for d in shape)
                 and (len(shape) == 1 or shape[1] == 1) and shape[0] == len(raw)):
-            raise UnsafePickleError(f"restricted unpickler: only (n,) or (n, 1) byte arrays are accepted, got shape {shape!r}")
+            raise UnsafePickleError(f"restricted unpickler: only (n,) or (n, 1) byte arrays are accepted, "
+                                    f"got shape {shape!r}")
         self.data = bytes(raw)
 
 

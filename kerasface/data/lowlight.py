@@ -44,7 +44,8 @@ def _darken_one(x: tf.Tensor, key: tf.Tensor, gamma: Range, brightness: Range, n
     return tf.clip_by_value(b * tf.pow(x, g) + sigma * n, 0.0, 1.0)
 
 
-def low_light(images, seed, image_ids, gamma: Range = (2.0, 3.0), brightness: Range = (0.35, 0.6), noise_std: Range = (0.01, 0.03)) -> tf.Tensor:
+def low_light(images, seed, image_ids, gamma: Range = (2.0, 3.0), brightness: Range = (0.35, 0.6),
+              noise_std: Range = (0.01, 0.03)) -> tf.Tensor:
     """Apply the deterministic low-light transform (formula in the module docstring).
 
     ``images``: float ``[B, H, W, 3]`` in [0, 1] with ``image_ids`` int ``[B]``, or
@@ -66,7 +67,8 @@ def low_light(images, seed, image_ids, gamma: Range = (2.0, 3.0), brightness: Ra
     return tf.map_fn(lambda a: _darken_one(a[0], a[1], *ranges), (x, keys), fn_output_signature=tf.float32)
 
 
-def save_lowlight_grid(images_uint8, path: Union[str, os.PathLike], seed: int = 0, ids: Optional[Sequence[int]] = None, title: Optional[str] = None) -> str:
+def save_lowlight_grid(images_uint8, path: Union[str, os.PathLike], seed: int = 0, ids: Optional[Sequence[int]] = None,
+                       title: Optional[str] = None) -> str:
     """Write a PNG grid: the original uint8 images on the top row, their low-light versions below.
 
     ``ids`` (default ``0..B-1``) are the image ids used as low-light keys.  Uses

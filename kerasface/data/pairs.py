@@ -5,8 +5,9 @@ uint8 cache and keeps, per pair, two indices into it.  :meth:`PairData.dataset`
 gathers from that cache inside ``map`` (images are never duplicated per pair)
 and yields ``((img1, img2), label)``:
 
-* ``img1``, ``img2``: float32 ``[B, s, s, 3]`` RGB, normalised as
-  ``(x - 127.5) / 128`` from uint8 ``x``, i.e. values in [-0.996, 0.996] (within [-1, 1));
+* ``img1``, ``img2``: float32 ``[B, s, s, 3]`` RGB, normalised by
+  :func:`kerasface.ops.normalize_faces` (``(x - 127.5) / 128`` from uint8 ``x``,
+  i.e. values in [-0.996, 0.996], within [-1, 1));
 * ``label``: int32 ``[B]``, 1 for the same person, 0 otherwise.
 """
 
@@ -19,8 +20,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from ..ops import normalize_faces
 from .images import load_images
-from .lfw import Pair, open_image_source, resolve_pairs
+from .lfw import Pair, resolve_pairs
+from .sources import open_image_source
 from .lowlight import low_light as _low_light
 
 logger = logging.getLogger("kerasface.data")
@@ -30,9 +33,8 @@ __all__ = ["PairData", "normalize_images"]
 _N_NAMES = 5  # names listed in reports and log lines
 
 
-def normalize_images(x_uint8_or_float) -> tf.Tensor:
-    """Map pixel values in [0, 255] to float32 ``(x - 127.5) / 128``."""
-    return (tf.cast(x_uint8_or_float, tf.float32) - 127.5) / 128.0
+#: The same function as :func:`kerasface.ops.normalize_faces` (its older name here).
+normalize_images = normalize_faces
 
 
 def stable_image_id(relpath: str) -> int:
@@ -52,7 +54,8 @@ class PairData:
     pairs, ``corrupt_images``) with the first few names of missing/corrupt images.
     """
 
-    def __init__(self, images: np.ndarray, relpaths: Sequence[str], index: np.ndarray, labels: np.ndarray, pairs: Sequence[Pair], report: dict):
+    def __init__(self, images: np.ndarray, relpaths: Sequence[str], index: np.ndarray, labels: np.ndarray,
+                 pairs: Sequence[Pair], report: dict):
         self.images = images
         self.relpaths = list(relpaths)
         self.image_ids = np.array([stable_image_id(r) for r in self.relpaths], dtype=np.int64)
@@ -62,7 +65,8 @@ class PairData:
         self.report = report
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[Pair], source, size: int = 112, center_crop: float = 1.0, on_missing: str = "skip", on_error: str = "skip", progress: bool = True) -> "PairData":
+    def from_pairs(cls, pairs: Sequence[Pair], source, size: int = 112, center_crop: float = 1.0,
+                   on_missing: str = "skip", on_error: str = "skip", progress: bool = True) -> "PairData":
         """Resolve ``pairs`` against ``source`` (an ImageSource or path), decode each distinct image once.
 
         Pairs with a missing image are handled by ``on_missing`` (see
@@ -75,13 +79,15 @@ class PairData:
         kept, missing = resolve_pairs(pairs, source, on_missing=on_missing)
         n_resolved = len(kept)
         unique = list(dict.fromkeys(r for p in kept for r in (p.path1, p.path2)))
-        images, ok = load_images(source, unique, size=size, center_crop=center_crop, on_error=on_error, progress=progress)
+        images, ok = load_images(source, unique, size=size, center_crop=center_crop, on_error=on_error,
+                                 progress=progress)
         corrupt = [r for r, g in zip(unique, ok) if not g]
         if corrupt:
             bad = set(corrupt)
             before = len(kept)
             kept = [p for p in kept if p.path1 not in bad and p.path2 not in bad]
-            logger.warning("dropped %d of %d pairs touching %d corrupt image(s); first: %s", before - len(kept), before, len(corrupt), ", ".join(corrupt[:_N_NAMES]))
+            logger.warning("dropped %d of %d pairs touching %d corrupt image(s); first: %s", before - len(kept), before,
+                           len(corrupt), ", ".join(corrupt[:_N_NAMES]))
         # Cache only the images that kept pairs use.
         used = list(dict.fromkeys(r for p in kept for r in (p.path1, p.path2)))
         row_of_unique = {r: i for i, r in enumerate(unique)}
@@ -113,9 +119,12 @@ class PairData:
 
     def __repr__(self) -> str:
         r = self.report
-        return f"PairData(pairs={len(self)}, images={len(self.images)}, size={self.images.shape[1:3]}, same={r.get('same')}, missing={r.get('missing')}, corrupt={r.get('corrupt')})"
+        return (f"PairData(pairs={len(self)}, images={len(self.images)}, size={self.images.shape[1:3]}, "
+                f"same={r.get('same')}, missing={r.get('missing')}, corrupt={r.get('corrupt')})")
 
-    def dataset(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, augment: bool = False, low_light: bool = False, low_light_seed: int = 1234, drop_remainder: bool = False, repeat: bool = False) -> tf.data.Dataset:
+    def dataset(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, augment: bool = False,
+                low_light: bool = False, low_light_seed: int = 1234, drop_remainder: bool = False,
+                repeat: bool = False) -> tf.data.Dataset:
         """``tf.data.Dataset`` of ``((img1, img2), label)`` batches (see the module docstring).
 
         ``shuffle``: pair order reshuffled every epoch from ``seed``.
@@ -144,9 +153,10 @@ class PairData:
                 if low_light:
                     x = _low_light(x, low_light_seed, tf.gather(ids, rows))
                 if augment:
-                    flip = tf.random.stateless_uniform(tf.shape(rows), seed=tf.stack([r, tf.constant(k, tf.int64)])) < 0.5
+                    flip = tf.random.stateless_uniform(tf.shape(rows),
+                                                       seed=tf.stack([r, tf.constant(k, tf.int64)])) < 0.5
                     x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-                out.append(normalize_images(x * 255.0))
+                out.append(normalize_faces(x * 255.0))
             return (out[0], out[1]), lab
 
         par = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

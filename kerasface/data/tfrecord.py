@@ -13,7 +13,9 @@ into ``OUT/shard-00000-of-0000N.tfrecord`` ... plus ``OUT/index.json``:
 * images are spread over the shards in a seeded random order, so every shard
   holds many identities and a reader needs no huge shuffle buffer;
 * undecodable or missing images are skipped and counted (``index.json``
-  ``"skipped"``), never written.
+  ``"skipped"``), never written;
+* the ``pairs*.txt`` lists next to ``SRC`` (in it, for a folder) are copied
+  into ``OUT``, so ``--data OUT`` finds them as ``--data SRC`` did.
 
 Resumable and atomic like the aligner (:mod:`kerasface.data.align_run`): each
 shard is written to a temporary file and renamed into place, then a small
@@ -23,6 +25,12 @@ others (a killed run's partial shard, a deleted shard); ``pack_config.json``
 holds the settings, and a rerun with different ones is refused with the
 differences listed. ``index.json`` is written last (identity names, per
 identity counts, shard list with sizes, format version).
+
+A finished pack is also an image source: :func:`~kerasface.data.sources.open_image_source`
+opens the folder as a :class:`~kerasface.data.sources.ShardSource` (images by the relative
+paths recorded here), so every trainer and ``kerasface evaluate`` take it as ``--data``. The
+folder's format (names, ``index.json``, a TensorFlow-free record reader) is
+:mod:`kerasface.data.records`.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -40,22 +49,16 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..io import atomic_path, write_json
+from ..ops import normalize_faces
 from .identities import IdentityIndex
-from .images import CorruptImageError, TextProgress, _crop_resize, decode_image
+from .images import CorruptImageError, TextProgress, crop_resize, decode_image
+from .records import CONFIG_NAME, FORMAT_VERSION, INDEX_NAME, read_index, shard_name
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["FORMAT_VERSION", "INDEX_NAME", "CONFIG_NAME", "PackSummary", "pack", "read_index", "read_shards",
-           "shard_name", "parse_example"]
+__all__ = ["PackSummary", "pack", "read_shards", "parse_example"]
 
-FORMAT_VERSION = 1
-INDEX_NAME = "index.json"
-CONFIG_NAME = "pack_config.json"
 _SKIPPED_EXAMPLES = 20
-
-
-def shard_name(i: int, n: int) -> str:
-    return f"shard-{i:05d}-of-{n:05d}.tfrecord"
 
 
 @dataclass
@@ -69,6 +72,7 @@ class PackSummary:
     missing: int = 0
     seconds: float = 0.0
     skipped_examples: list = field(default_factory=list)
+    pairs_lists: list = field(default_factory=list)  # pairs*.txt copied next to the shards
 
     def format(self) -> str:
         rate = self.packed / self.seconds if self.seconds > 0 else 0.0
@@ -77,6 +81,8 @@ class PackSummary:
         if self.corrupt or self.missing:
             lines.append(f"skipped: {self.corrupt} undecodable, {self.missing} missing image(s) "
                          f"(index.json lists the first {len(self.skipped_examples)})")
+        if self.pairs_lists:
+            lines.append(f"copied the pairs list(s) {', '.join(self.pairs_lists)} next to the shards")
         return "\n".join(lines)
 
 
@@ -92,7 +98,8 @@ def _tf_example(image: bytes, label: int, path: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _encoder(image_size: Optional[int], center_crop: float, fmt: str, jpeg_quality: int) -> Callable[[bytes, str], bytes]:
+def _encoder(image_size: Optional[int], center_crop: float, fmt: str,
+             jpeg_quality: int) -> Callable[[bytes, str], bytes]:
     """``(file bytes, name) -> record bytes``; raises CorruptImageError for an undecodable image."""
     import cv2
 
@@ -100,7 +107,7 @@ def _encoder(image_size: Optional[int], center_crop: float, fmt: str, jpeg_quali
         img = decode_image(data, name)  # raises CorruptImageError
         if image_size is None:
             return data
-        crop = _crop_resize(img, image_size, center_crop)
+        crop = crop_resize(img, image_size, center_crop)
         bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
         if fmt == "png":
             ok, buf = cv2.imencode(".png", bgr)
@@ -135,6 +142,19 @@ def _shard_done(out: Path, name: str) -> Optional[dict]:
     except (OSError, json.JSONDecodeError):
         return None
     return info if info.get("bytes") == f.stat().st_size else None
+
+
+def _copy_pairs_lists(src: Path, out: Path) -> list[str]:
+    """Copy the ``pairs*.txt`` lists next to ``src`` (in it, for a folder) into ``out``, so that the pack
+    folder finds its pairs lists as the source folder did (``--data OUT`` without ``--pairs``)."""
+    folder = src if src.is_dir() else src.parent
+    copied = []
+    for f in sorted(folder.glob("pairs*.txt")):
+        if f.is_file():
+            with atomic_path(out / f.name) as tmp:
+                shutil.copyfile(f, tmp)
+            copied.append(f.name)
+    return copied
 
 
 def _remove_stale(out: Path) -> int:
@@ -279,23 +299,13 @@ def pack(src, out, shards: int = 8, image_size: Optional[int] = None, center_cro
         "encoding": settings["encoding"],
         "skipped": {"corrupt": summary.corrupt, "missing": summary.missing, "examples": summary.skipped_examples},
     })
+    if not isinstance(src, IdentityIndex):
+        summary.pairs_lists = _copy_pairs_lists(Path(src), out)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 # --------------------------------------------------------------------------- reading
-def read_index(out) -> dict:
-    """``index.json`` of a finished pack (``FileNotFoundError`` / ``ValueError`` with a plain message)."""
-    f = Path(out) / INDEX_NAME
-    if not f.is_file():
-        raise FileNotFoundError(f"{out}: no {INDEX_NAME} (not a kerasface pack, or the pack did not finish; "
-                                "rerun `kerasface pack` with the same settings)")
-    idx = json.loads(f.read_text())
-    if idx.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{f}: format version {idx.get('format_version')!r}, this kerasface reads {FORMAT_VERSION}")
-    return idx
-
-
 _FEATURES = None
 
 
@@ -380,8 +390,7 @@ def read_shards(out, image_size: Optional[int] = None, batch_size: Optional[int]
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if normalize:
-        ds = ds.map(lambda x, y: ((tf.cast(x, tf.float32) - 127.5) / 128.0, y), num_parallel_calls=AUTOTUNE,
-                    deterministic=deterministic)
+        ds = ds.map(lambda x, y: (normalize_faces(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if batch_size:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
                       deterministic=deterministic)

@@ -24,7 +24,7 @@ Objectives (:class:`~kerasface.config.ClassifyExperiment`):
   ``teacher`` (a report-002 run folder, frozen) embedding L2 and soft cross
   entropy; each term is logged as ``loss_<term>``.
 * ``"angproto"``: batches of ``N = batch_size // m_images`` identities x
-  ``M = m_images`` images (:func:`~kerasface.data.chunked.pk_plan`), the
+  ``M = m_images`` images (:func:`~kerasface.data.sampling.pk_plan`), the
   angular prototypical loss with its learnable scale and bias
   (:class:`~kerasface.losses.AngularPrototypicalLogits`). ``accuracy`` is the
   fraction of queries closest to their own prototype. An epoch is as many
@@ -62,7 +62,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.data.augment import make_augment
-from kerasface.data.chunked import _Decoder, _normalize, pk_plan
+from kerasface.data.images import ImageDecoder
+from kerasface.data.sampling import pk_plan
 from kerasface.data.lfw import open_image_source
 from kerasface.data.sampling import capped_epoch_rows
 from kerasface.evaluation.plots import plot_history
@@ -72,6 +73,7 @@ from kerasface.data.locations import data_location
 from kerasface.io import jsonable, write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import MarginHead, Report002Model, build_backbone
+from kerasface.ops import normalize_faces
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
 from kerasface.training.distribute import Runtime, resume_epochs, worker_run
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
@@ -123,7 +125,7 @@ class ImageStore:
 
     def __init__(self, index, rows: np.ndarray, image_size: int, center_crop: float, cache_mb: float,
                  on_error: str = "skip", progress: bool = True):
-        self.decoder = _Decoder(index, image_size, center_crop, None, "raise" if on_error == "error" else "skip")
+        self.decoder = ImageDecoder(index, image_size, center_crop, None, "raise" if on_error == "error" else "skip")
         self.size = int(image_size)
         rows = np.unique(np.asarray(rows, np.int64))
         need_mb = len(rows) * self.size * self.size * 3 / 2**20
@@ -196,15 +198,15 @@ def _train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray,
 
         def fmt(pair, r):
             x, _ = pair
-            return _normalize(policy(x, r)), target
+            return normalize_faces(policy(x, r)), target
     elif cfg.objective == "report002":
         def fmt(pair, r):
             x, y = pair
-            return {"image": _normalize(policy(x, r)), "label": y}, y
+            return {"image": normalize_faces(policy(x, r)), "label": y}, y
     else:
         def fmt(pair, r):
             x, y = pair
-            return (_normalize(policy(x, r)), y), y
+            return (normalize_faces(policy(x, r)), y), y
 
     ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2)
@@ -322,7 +324,7 @@ class HeldOutAccuracy(keras.callbacks.Callback):
     def evaluate(self) -> dict:
         emb = []
         for b in range(0, len(self.images), self.batch_size):
-            x = _normalize(self.images[b:b + self.batch_size])
+            x = normalize_faces(self.images[b:b + self.batch_size])
             emb.append(keras.ops.convert_to_numpy(self.backbone(x, training=False)))
         e = np.concatenate(emb)
         plain = keras.ops.convert_to_numpy(self.head(e))

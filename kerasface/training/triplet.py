@@ -3,14 +3,14 @@
 Data: an :class:`~kerasface.data.identities.IdentityIndex` of the training
 identities (everyone except the people of the evaluation pairs, see
 :func:`resolve_triplet_data`), read in chunks (the monograph's "trunks") by
-:class:`~kerasface.data.chunked.ChunkedLoader`. Per chunk:
+:class:`~kerasface.data.loaders.ChunkedLoader`. Per chunk:
 
 * ``mining="offline"`` (the monograph): embed the chunk with the current
   model, select semi-hard triplets (:func:`kerasface.losses.select_triplets`),
   and fit the three-input :func:`~kerasface.models.TripletModel` on them with
   the stack loss (``hinge_squared`` by default);
 * ``mining="batch_hard" | "semi_hard" | "batch_all"``: P x K batches of the
-  chunk (:func:`~kerasface.data.chunked.pk_batches`) into the embedding model
+  chunk (:func:`~kerasface.data.pipelines.pk_batches`) into the embedding model
   compiled with that online mining loss.
 
 After every epoch a fixed probe set of training faces is embedded: the mean
@@ -52,7 +52,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.data.chunked import ChunkedLoader, embed_images, offline_triplet_dataset, pk_batches, pk_plan
+from kerasface.data.loaders import ChunkedLoader
+from kerasface.data.pipelines import embed_images, offline_triplet_dataset, pk_batches
+from kerasface.data.sampling import pk_plan
 from kerasface.data.identities import IdentityIndex, fold_identities
 from kerasface.data.lfw import open_image_source, parse_pairs
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report

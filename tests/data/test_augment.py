@@ -81,7 +81,8 @@ def test_greyscale_itu601(faces):
     ref = np_grey(faces)
     for c in range(3):
         np.testing.assert_allclose(g[..., c], ref, atol=1e-3)
-    np.testing.assert_allclose(A.to_grayscale3(np.full((1, 2, 2, 3), [255, 0, 0], np.uint8)).numpy(), 0.299 * 255, rtol=1e-6)
+    np.testing.assert_allclose(A.to_grayscale3(np.full((1, 2, 2, 3), [255, 0, 0], np.uint8)).numpy(), 0.299 * 255,
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("factor", [0.3, 0.8, 1.7])
@@ -90,9 +91,11 @@ def test_brightness_contrast_saturation_formulas(faces, factor):
     f = np.full(N_FACES, factor, np.float32)
     np.testing.assert_allclose(A.adjust_brightness(faces, f).numpy(), np.clip(factor * x, 0, 255), atol=1e-3)
     mean = np_grey(x).mean(axis=(1, 2))[:, None, None, None]
-    np.testing.assert_allclose(A.adjust_contrast(faces, f).numpy(), np.clip(factor * x + (1 - factor) * mean, 0, 255), atol=2e-3)
+    np.testing.assert_allclose(A.adjust_contrast(faces, f).numpy(), np.clip(factor * x + (1 - factor) * mean, 0, 255),
+                               atol=2e-3)
     grey = np_grey(x)[..., None]
-    np.testing.assert_allclose(A.adjust_saturation(faces, f).numpy(), np.clip(factor * x + (1 - factor) * grey, 0, 255), atol=2e-3)
+    np.testing.assert_allclose(A.adjust_saturation(faces, f).numpy(), np.clip(factor * x + (1 - factor) * grey, 0, 255),
+                               atol=2e-3)
 
 
 def test_color_jitter_is_brightness_contrast_saturation_in_order(faces):
@@ -212,6 +215,7 @@ def test_capped_epoch_rows():
         np.testing.assert_array_equal(rows, capped_epoch_rows(labels, 4, seed=1, epoch=epoch))
     # identity 1 (10 images): 12 draws over 3 epochs cover all 10; identity 3 (7): 12 draws cover 7
     assert len(set(seen[1])) == 10 and len(set(seen[3])) == 7
-    assert not np.array_equal(capped_epoch_rows(labels, 4, seed=1, epoch=0), capped_epoch_rows(labels, 4, seed=1, epoch=1))
+    assert not np.array_equal(capped_epoch_rows(labels, 4, seed=1, epoch=0),
+                              capped_epoch_rows(labels, 4, seed=1, epoch=1))
     grouped = capped_epoch_rows(labels, 4, seed=1, shuffle=False)
     assert (np.diff(labels[grouped]) >= 0).all()

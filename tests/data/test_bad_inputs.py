@@ -27,7 +27,8 @@ def _png(arr) -> bytes:
 
 
 def _png_header_only(w: int, h: int) -> bytes:
-    """A PNG signature and IHDR declaring ``w x h`` RGB pixels, then a tiny (bogus) IDAT: a decompression bomb's shape."""
+    """A PNG signature and IHDR declaring ``w x h`` RGB pixels, then a tiny (bogus) IDAT: a decompression
+    bomb's shape."""
     ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
     chunk = lambda t, d: len(d).to_bytes(4, "big") + t + d + zlib.crc32(t + d).to_bytes(4, "big")  # noqa: E731
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")

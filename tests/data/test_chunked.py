@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import zipfile
@@ -14,8 +13,8 @@ import numpy as np
 import pytest
 
 from kerasface.data import (ChunkedLoader, CorruptImageError, IdentityIndex, decode_image, fold_identities,
-                            offline_triplet_dataset, parse_pairs, pk_batches, pk_plan, select_triplets)
-from kerasface.data.images import _crop_resize
+                            offline_triplet_dataset, parse_pairs, pk_batches, pk_plan, apply_triplet_selector)
+from kerasface.data.images import crop_resize
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # as in tests/conftest.py
 SHARED_LFW = SHARED / "lfw"
@@ -28,7 +27,7 @@ def _tree_counts(root: Path) -> dict[str, int]:
 
 
 def _decode(path: Path, size: int = SIZE) -> np.ndarray:
-    return _crop_resize(decode_image(path.read_bytes(), str(path)), size, 1.0)
+    return crop_resize(decode_image(path.read_bytes(), str(path)), size, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,8 @@ def test_index_from_folder_matches_tree(sample_dir, sample_index):
     for i in (0, 207, 409):
         assert read(idx.path(i)) == (root / idx.path(i)).read_bytes()
     # compact: the paths' bytes, an int64 offset (N + 1) and an int32 label per image, int64 identity starts
-    assert idx.nbytes <= sum(len(p.encode()) for p in idx.paths(range(len(idx)))) + 8 * (len(idx) + 1) + 4 * len(idx) + 8 * (idx.num_identities + 1)
+    path_bytes = sum(len(p.encode()) for p in idx.paths(range(len(idx))))
+    assert idx.nbytes <= path_bytes + 8 * (len(idx) + 1) + 4 * len(idx) + 8 * (idx.num_identities + 1)
 
 
 def test_index_from_zip_equals_folder(sample_dir, sample_index, tmp_path):
@@ -294,14 +294,17 @@ def test_corrupt_images_are_skipped_and_counted(broken_tree, caplog):
     assert all(len(c.images) == len(c.rows) == len(c.labels) for c in chunks)
     st = loader.stats
     assert (st["corrupt"], st["missing"], st["skipped"], st["images"]) == (3, 0, 3, len(idx) - 3)
-    assert {Path(n).name for n in st["bad_names"]} == {"Broken_Person_0001.jpg", "Broken_Person_0002.jpg", "AJ_Cook_0099.jpg"}
+    assert {Path(n).name for n in st["bad_names"]} == {"Broken_Person_0001.jpg", "Broken_Person_0002.jpg",
+                                                        "AJ_Cook_0099.jpg"}
     assert "Broken_Person" in caplog.text
     # a missing file in a list is counted as missing
     (broken_tree / "list.csv").write_text("Abdullah_Gul/Abdullah_Gul_0013.jpg,A\nGone/Gone_0001.jpg,G\n")
-    lst = ChunkedLoader(IdentityIndex.from_csv(broken_tree / "list.csv"), chunk_size=4, images_per_identity=2, image_size=SIZE)
+    lst = ChunkedLoader(IdentityIndex.from_csv(broken_tree / "list.csv"), chunk_size=4, images_per_identity=2,
+                        image_size=SIZE)
     (only,) = list(lst.epoch(0))
     assert len(only) == 1 and lst.stats["missing"] == 1
-    strict = ChunkedLoader(idx.select(["Broken_Person"]), chunk_size=4, images_per_identity=2, on_error="raise", prefetch=0)
+    strict = ChunkedLoader(idx.select(["Broken_Person"]), chunk_size=4, images_per_identity=2, on_error="raise",
+                           prefetch=0)
     with pytest.raises(CorruptImageError, match="Broken_Person"):
         list(strict.epoch(0))
 
@@ -383,8 +386,8 @@ def test_offline_triplet_dataset(sample_index):
     chunk = next(iter(loader))
     assert 50 <= len(chunk) <= 60
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(8)])
-    ds, triplets = offline_triplet_dataset(chunk, lambda x: model(x, training=False), _first_pass_selector, batch_size=16,
-                                           embed_batch_size=7, return_triplets=True, seed=1)
+    ds, triplets = offline_triplet_dataset(chunk, lambda x: model(x, training=False), _first_pass_selector,
+                                           batch_size=16, embed_batch_size=7, return_triplets=True, seed=1)
     lab = chunk.labels
     norm = (chunk.images.astype(np.float32) - 127.5) / 128.0
     embeddings_before = model(norm, training=False).numpy()
@@ -404,7 +407,8 @@ def test_offline_triplet_dataset(sample_index):
     # ready for a three-input triplet model whose output stacks (d_pos, d_neg) as (None, 2, 1)
     ins = [keras.Input((32, 32, 3)) for _ in range(3)]
     ea, ep, en = (model(x) for x in ins)
-    dist = [keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(keras.ops.square(ea - e), -1, keepdims=True), 1e-12)) for e in (ep, en)]
+    dist = [keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(keras.ops.square(ea - e), -1, keepdims=True), 1e-12))
+            for e in (ep, en)]
     triplet_model = keras.Model(ins, keras.ops.stack(dist, axis=1))
     triplet_model.compile("sgd", loss=lambda y, d: keras.ops.mean(keras.ops.maximum(d[:, 0] - d[:, 1] + 0.2, 0.0)))
     history = triplet_model.fit(ds, epochs=1, verbose=0, shuffle=False)
@@ -414,9 +418,9 @@ def test_offline_triplet_dataset(sample_index):
     assert np.array_equal(triplets, _first_pass_selector(emb, lab))
     # a broken selector is caught
     with pytest.raises(ValueError, match="negative"):
-        select_triplets(emb, lab, lambda e, l: np.array([[0, int(np.flatnonzero(l == l[0])[1]), 0]]))
+        apply_triplet_selector(emb, lab, lambda e, l: np.array([[0, int(np.flatnonzero(l == l[0])[1]), 0]]))
     with pytest.raises(ValueError, match="shape"):
-        select_triplets(emb, lab, lambda e, l: np.array([0, 1, 2]))
+        apply_triplet_selector(emb, lab, lambda e, l: np.array([0, 1, 2]))
 
 
 # --------------------------------------------------------------------------- fold hold-out

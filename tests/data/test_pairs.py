@@ -96,7 +96,8 @@ def test_corrupt_skip_mode_counts_and_logs(corrupt_copy, caplog):
         data = PairData.from_pairs(pairs, src, size=SIZE, on_error="skip", progress=False)
     dropped = [p for p in pairs if {p.path1, p.path2} & set(broken)]
     r = data.report
-    assert (r["requested"], r["corrupt"], r["corrupt_images"], r["kept"]) == (len(pairs), len(dropped), 2, len(pairs) - len(dropped))
+    assert (r["requested"], r["corrupt"], r["corrupt_images"],
+            r["kept"]) == (len(pairs), len(dropped), 2, len(pairs) - len(dropped))
     assert set(r["corrupt_names"]) == set(broken) and r["missing"] == 0
     assert len(data) == len(data.pairs) == len(data.index) == r["kept"]
     assert not set(broken) & set(data.relpaths)
@@ -128,7 +129,8 @@ def test_dataset_shapes_dtypes_range_balance(train_data):
     assert len(labels) == len(train_data) and n_batches == -(-len(train_data) // 32)
     assert labels.sum() == len(labels) // 2  # one epoch = every pair exactly once, balanced
     (a, _), _ = next(iter(train_data.dataset(batch_size=4, shuffle=False)))
-    np.testing.assert_allclose(a.numpy(), (train_data.images[train_data.index[:4, 0]].astype(np.float32) - 127.5) / 128.0)
+    np.testing.assert_allclose(a.numpy(),
+                               (train_data.images[train_data.index[:4, 0]].astype(np.float32) - 127.5) / 128.0)
     full = train_data.dataset(batch_size=32, drop_remainder=True)
     assert all(y.shape[0] == 32 for _, y in full)
 

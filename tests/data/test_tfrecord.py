@@ -11,7 +11,8 @@ import pytest
 
 from kerasface.data import IdentityIndex, open_image_source
 from kerasface.data.images import decode_image, read_face
-from kerasface.data.tfrecord import CONFIG_NAME, INDEX_NAME, pack, read_index, read_shards, shard_name
+from kerasface.data.records import CONFIG_NAME, INDEX_NAME, read_index, shard_name
+from kerasface.data.tfrecord import pack, read_shards
 
 SIZE = 48
 

@@ -9,7 +9,7 @@ import pytest
 
 from kerasface.data import ZipSource, open_image_source
 from kerasface.data.align_run import align_tree
-from kerasface.data.lfw import ImageSource
+from kerasface.data.sources import ImageSource
 
 SAMPLE_LFW = Path(__file__).resolve().parents[2] / "data" / "lfw_sample" / "lfw"
 
@@ -79,7 +79,8 @@ def test_declared_sizes_checked_against_configurable_limits(tmp_path):
         z.writestr("A/A_0001.jpg", face)
         z.writestr("B/B_0001.jpg", face)
     assert len(ZipSource(zpath).list_images()) == 2
-    with pytest.raises(ValueError, match=r"A_0001.jpg' declares [\d,]+ bytes uncompressed, over the per-image limit of 100"):
+    with pytest.raises(ValueError,
+                       match=r"A_0001.jpg' declares [\d,]+ bytes uncompressed, over the per-image limit of 100"):
         ZipSource(zpath, max_member_bytes=100)
     with pytest.raises(ValueError, match=r"declare [\d,]+ bytes uncompressed, over the limit of 1,000"):
         ZipSource(zpath, max_total_bytes=1000)
