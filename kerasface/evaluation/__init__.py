@@ -1,6 +1,8 @@
 """Evaluation: verification metrics (10-fold accuracy, ROC, AUC, EER, TAR@FAR), embeddings, plots.
 
-``metrics`` is plain NumPy; ``embeddings`` and ``verification`` load TensorFlow.
+Modules, from the bottom up: ``settings`` (:class:`EvalSettings`, plain Python), ``metrics``
+and ``cases`` (NumPy), ``kinds`` (which kind of model, keras), ``embeddings`` (TensorFlow),
+``plots`` (matplotlib; every picture), ``verification`` (score pairs, metrics, report).
 Names are re-exported lazily so ``kerasface.evaluation.metrics`` stays light.
 """
 
@@ -12,6 +14,17 @@ _EXPORTS = {
     "plot_history": "plots",
     "plot_roc": "plots",
     "plot_case_pairs": "plots",
+    "plot_case_study": "plots",
+    "CasePair": "cases",
+    "hardest_cases": "cases",
+    "hardest_pairs": "cases",
+    "pairwise_l2": "cases",
+    "EvalSettings": "settings",
+    "METRICS": "settings",
+    "NORMALIZATIONS": "settings",
+    "MODEL_KINDS": "kinds",
+    "model_kind": "kinds",
+    "verifier_head": "kinds",
     "roc_curve": "metrics",
     "roc_auc": "metrics",
     "equal_error_rate": "metrics",
@@ -21,10 +34,13 @@ _EXPORTS = {
     "verification_metrics": "metrics",
     "Embeddings": "embeddings",
     "extract_embeddings": "embeddings",
-    "embedding_submodel": "embeddings",
+    "embedding_submodel": "kinds",
     "PairScores": "verification",
     "VerificationResult": "verification",
     "score_pairs": "verification",
+    "score_embedding_pairs": "verification",
+    "score_verifier_pairs": "verification",
+    "heldout_accuracy": "verification",
     "evaluate_pairs": "verification",
     "evaluate_to_dir": "verification",
     "write_report": "verification",

@@ -1,15 +1,26 @@
-"""Plots: training curves (as the reports draw them), ROC with EER and TAR@FAR, hardest-pair case studies."""
+"""Every picture of kerasface: training curves (as the reports draw them), ROC with EER and TAR@FAR,
+the hardest evaluation pairs, and the monograph's case study of a set of faces.
+
+The maths behind the pictures is in :mod:`kerasface.evaluation.metrics` and
+:mod:`kerasface.evaluation.cases` (NumPy); this module only draws.
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kerasface.data.images import read_face  # noqa: E402
+from kerasface.evaluation.cases import CasePair, hardest_cases  # noqa: E402
+from kerasface.evaluation.metrics import roc_curve  # noqa: E402
 from kerasface.io import save_figure  # noqa: E402
 
-__all__ = ["plot_history", "plot_roc", "plot_case_pairs"]
+__all__ = ["plot_history", "plot_roc", "plot_case_pairs", "plot_case_study"]
 
 
 def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "loss")) -> None:
@@ -47,10 +58,6 @@ def plot_roc(labels, scores, path, metrics: dict | None = None, title: str = "")
     ``metrics`` (from :func:`~kerasface.evaluation.verification.evaluate_pairs`)
     adds the EER point, AUC and the TAR@FAR targets to the legend.
     """
-    import numpy as np
-
-    from kerasface.evaluation.metrics import roc_curve
-
     fpr, tpr, _ = roc_curve(labels, scores)
     m = metrics or {}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -95,14 +102,10 @@ def plot_roc(labels, scores, path, metrics: dict | None = None, title: str = "")
     _save(fig, path)
 
 
-def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, size: int = 112, center_crop: float = 1.0) -> None:
+def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, size: int = 112,
+                    center_crop: float = 1.0) -> None:
     """The ``n`` hardest mismatched pairs (false accepts when over the threshold) and matched pairs
     (false rejects when under it), each face pair with its names and score."""
-    import numpy as np
-
-    from kerasface.data.images import read_face
-    from kerasface.evaluation.verification import hardest_cases
-
     fa, fr = hardest_cases(pair_scores, threshold, n)
     rows = [("mismatched pairs with the highest scores", fa, "false accept"),
             ("matched pairs with the lowest scores", fr, "false reject")]
@@ -129,3 +132,49 @@ def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, siz
                         va="center", ha="right", fontsize=8)
     fig.suptitle(f"hardest pairs (threshold {threshold:.4f}; red = error)")
     _save(fig, path)
+
+
+def plot_case_study(face: Callable[[int], np.ndarray], names: Sequence[str], positives: list[CasePair],
+                    negatives: list[CasePair], same_d: np.ndarray, diff_d: np.ndarray, path,
+                    threshold: float | None = None, title: str = "") -> None:
+    """Draw the histogram of distances and the hardest pairs of :func:`~kerasface.evaluation.cases.hardest_pairs`
+    (``face(i)`` returns face ``i`` as uint8 RGB)."""
+    cols = max(len(positives), len(negatives), 1)
+    width = max(2.5 * cols, 8)
+    row = width / cols / 2 + 0.75  # a side-by-side face pair is twice as wide as high, plus its title
+    fig = plt.figure(figsize=(width, 3.2 + 2 * row))
+    grid = fig.add_gridspec(3, cols, height_ratios=[3.2, row, row])
+    ax = fig.add_subplot(grid[0, :])
+    bins = np.linspace(0.0, max(2.0, float(np.max(np.concatenate([same_d, diff_d, [0.0]])))), 61)
+    if len(diff_d):
+        ax.hist(diff_d, bins=bins, density=True, alpha=0.55, color="C3",
+                label=f"different people ({len(diff_d):,} pairs, mean {np.mean(diff_d):.3f})")
+    if len(same_d):
+        ax.hist(same_d, bins=bins, density=True, alpha=0.55, color="C0",
+                label=f"same person ({len(same_d):,} pairs, mean {np.mean(same_d):.3f})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("euclidean distance between L2-normalised embeddings")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    rows = [("hardest positive pairs: same person, largest distance", positives),
+            ("hardest negative pairs: different people, smallest distance", negatives)]
+    for r, (heading, cases) in enumerate(rows, start=1):
+        for c in range(cols):
+            a = fig.add_subplot(grid[r, c])
+            a.axis("off")
+            if c == 0:
+                a.text(-0.06, 0.5, heading.replace(": ", ":\n"), transform=a.transAxes, rotation=90,
+                       va="center", ha="right", fontsize=7.5)
+            if c >= len(cases):
+                continue
+            p = cases[c]
+            a.imshow(np.concatenate([face(p.i), face(p.j)], axis=1))
+            wrong = threshold is not None and ((p.distance > threshold) if p.same else (p.distance <= threshold))
+            who = names[p.i] if p.same else f"{names[p.i]}\n{names[p.j]}"
+            a.set_title(f"{who}\ndistance {p.distance:.3f}", fontsize=7, color="C3" if wrong else "black")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)

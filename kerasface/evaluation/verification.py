@@ -1,14 +1,20 @@
 """Pair verification for every kind of kerasface model: score the pairs, compute the metrics, write the report.
 
-``evaluate_pairs(model, source, pairs)`` works with
+Each kind of model (:mod:`kerasface.evaluation.kinds`) has its own scoring path:
 
-* an **embedding model** (one input): both faces are embedded (optionally with
-  flip TTA) and compared by cosine similarity, L2 distance or squared L2
-  distance of the L2-normalised embeddings;
+* an **embedding model** (one input), :func:`score_embedding_pairs`: both faces
+  are embedded (optionally with flip TTA) and compared by cosine similarity, L2
+  distance or squared L2 distance of the L2-normalised embeddings;
+* a **triplet graph** (three inputs, report 004): its shared embedding model
+  goes through :func:`score_embedding_pairs`;
 * a **Siamese verifier** (two inputs, ``[different, same]`` softmax, report
-  000): the score is its "same" probability (averaged with the mirrored pair
-  under flip TTA);
-* a **triplet graph** (three inputs, report 004): its shared embedding model is used.
+  000), :func:`score_verifier_pairs`: the score is its "same" probability
+  (averaged with the mirrored pair under flip TTA).
+
+:func:`score_pairs` picks the path from ``kind=`` or the model's signature
+(:func:`~kerasface.evaluation.kinds.model_kind`). Settings are one
+:class:`~kerasface.evaluation.settings.EvalSettings` (or its fields as keywords)
+and the image source is opened once, by the public entry point, and passed down.
 
 Pairs whose images are missing from the source are counted and listed and
 left out; pairs touching an undecodable image too. The metrics say over how
@@ -21,42 +27,39 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from kerasface.data.lfw import Pair, open_image_source, parse_pairs, resolve_pairs
-from kerasface.evaluation.embeddings import (
-    NORMALIZATIONS,
-    embedding_submodel,
-    extract_embeddings,
-    model_image_size,
-    model_kind,
-)
-from kerasface.evaluation.metrics import kfold_accuracy, verification_metrics
+from kerasface.data.images import load_images
+from kerasface.data.lfw import ImageSource, Pair, open_image_source, parse_pairs, resolve_pairs
+from kerasface.data.pairs import stable_image_id
+from kerasface.evaluation.embeddings import embed_views, extract_embeddings, prepare_batch
+from kerasface.evaluation.kinds import embedding_submodel, model_image_size, model_kind, verifier_head
+from kerasface.evaluation.metrics import accuracy_at, kfold_accuracy, verification_metrics
+from kerasface.evaluation.plots import plot_case_pairs, plot_roc
+from kerasface.evaluation.settings import METRICS, EvalSettings
+from kerasface.io import write_json
 
 __all__ = [
     "METRICS",
+    "EvalSettings",
     "PairScores",
     "default_pairs_file",
     "VerificationResult",
     "evaluate_pairs",
     "evaluate_to_dir",
     "format_metrics",
-    "hardest_cases",
+    "heldout_accuracy",
+    "score_embedding_pairs",
     "score_pairs",
+    "score_verifier_pairs",
     "write_report",
 ]
 
 logger = logging.getLogger("kerasface.evaluation")
 
-#: Pair comparison for embedding models. Distances are scored as ``-d``.
-METRICS = {
-    "cosine": "cosine similarity of the L2-normalised embeddings (higher = same)",
-    "l2": "euclidean distance between the L2-normalised embeddings (lower = same)",
-    "l2sq": "squared euclidean distance between the L2-normalised embeddings (lower = same)",
-}
 _N_NAMES = 20
 
 
@@ -97,51 +100,84 @@ def _load_pairs(pairs) -> list[Pair]:
     return list(pairs)
 
 
-def score_pairs(model: keras.Model, source, pairs, *, metric: str = "cosine", flip: bool = False, image_size: int | None = None, center_crop: float = 1.0, normalization: str = "kerasface", low_light_seed: int | None = None, batch_size: int = 64, on_missing: str = "skip", verbose="auto") -> PairScores:
-    """Score every pair of ``pairs`` (a list of :class:`Pair` or a pairs file) with ``model``."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+def score_pairs(model: keras.Model, source, pairs, *, kind: str | None = None, settings: EvalSettings | None = None,
+                **setting_kwargs) -> PairScores:
+    """Score every pair of ``pairs`` (a list of :class:`Pair` or a pairs file) with ``model``.
+
+    ``kind``: ``"embedding"``, ``"verifier"`` or ``"triplet"`` (default: from the model's signature,
+    :func:`~kerasface.evaluation.kinds.model_kind`); ``settings``: an
+    :class:`~kerasface.evaluation.settings.EvalSettings`, or its fields as keywords (``metric``,
+    ``flip``, ``image_size``, ``center_crop``, ``normalization``, ``low_light_seed``, ``batch_size``,
+    ``on_missing``, ``verbose``).
+    """
+    settings = EvalSettings.of(settings, **setting_kwargs)
     source = open_image_source(source)
+    kind = model_kind(model, kind)
+    if kind == "verifier":
+        return score_verifier_pairs(model, source, pairs, settings)
+    ps = score_embedding_pairs(embedding_submodel(model), source, pairs, settings)
+    ps.kind = kind
+    return ps
+
+
+def score_embedding_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
+    """Embedding model (one input): the ``settings.metric`` of the two faces' L2-normalised embeddings."""
+    settings = settings or EvalSettings()
+    source = open_image_source(source)
+    requested, kept, missing_names = _resolve(source, pairs, settings)
+    emb = extract_embeddings(model, source, [r for p in kept for r in (p.path1, p.path2)], settings=settings)
+    row = emb.index()
+    i1 = np.array([row[p.path1] for p in kept])
+    i2 = np.array([row[p.path2] for p in kept])
+    a, b = emb.vectors[i1], emb.vectors[i2]
+    if settings.metric == "cosine":
+        scores = np.sum(a * b, axis=1)
+    else:
+        d2 = np.sum((a - b) ** 2, axis=1)
+        scores = -(np.sqrt(d2) if settings.metric == "l2" else d2)
+    report = dict(
+        settings.report(),
+        image_size=model_image_size(model, settings.image_size),
+        embedding_dim=int(emb.vectors.shape[1]),
+        score_description=METRICS[settings.metric],
+        flip_note=("flip TTA: embeddings of the image and of its mirror summed, then L2-normalised"
+                   if settings.flip else "no flip TTA; embeddings L2-normalised"),
+    )
+    return _pair_scores(source, requested, kept, missing_names, scores, emb.ok[i1] & emb.ok[i2],
+                        "embedding", settings.metric, report)
+
+
+def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
+    """Siamese verifier (two inputs -> ``[p(different), p(same)]``): its "same" probability.
+
+    A :func:`~kerasface.models.SiameseVerifier` embeds each distinct image once and runs its head
+    (:func:`~kerasface.evaluation.kinds.verifier_head`) on the pairs; any other two-input model gets
+    both faces of every pair.
+    """
+    settings = settings or EvalSettings()
+    source = open_image_source(source)
+    requested, kept, missing_names = _resolve(source, pairs, settings)
+    head = verifier_head(model)
+    if head is not None:
+        scores, ok = _verifier_head_scores(embedding_submodel(model), head, source, kept, settings)
+    else:
+        scores, ok = _verifier_pairwise_scores(model, source, kept, settings)
+    report = dict(settings.report(), image_size=model_image_size(model, settings.image_size), score_description=(
+        "Siamese verifier 'same' probability" + (", averaged with the mirrored pair" if settings.flip else "")))
+    return _pair_scores(source, requested, kept, missing_names, scores, ok, "verifier", "same_prob", report)
+
+
+def _resolve(source: ImageSource, pairs, settings: EvalSettings) -> tuple[list, list, list]:
+    """``(requested, kept, missing image names)``: the pairs whose two images are in ``source``."""
     requested = _load_pairs(pairs)
-    kept, missing = resolve_pairs(requested, source, on_missing=on_missing)
-    missing_names = list(dict.fromkeys(r for _, r in missing))
+    kept, missing = resolve_pairs(requested, source, on_missing=settings.on_missing)
     if not kept:
         raise ValueError(f"none of the {len(requested)} pairs has both images in {source!r}")
-    kind = model_kind(model)
-    settings = {"center_crop": center_crop, "normalization": normalization, "flip": flip,
-                "low_light_seed": low_light_seed}
+    return requested, kept, list(dict.fromkeys(r for _, r in missing))
 
-    if kind == "verifier":
-        scores, ok = _verifier_scores(model, source, kept, flip, image_size, center_crop, normalization, low_light_seed,
-                                     batch_size, verbose)
-        score_name = "same_prob"
-        settings.update(image_size=model_image_size(model, image_size), score_description=(
-            "Siamese verifier 'same' probability" + (", averaged with the mirrored pair" if flip else "")))
-    else:
-        emb = extract_embeddings(model, source, [r for p in kept for r in (p.path1, p.path2)],
-                                 image_size=image_size, center_crop=center_crop, normalization=normalization,
-                                 flip=flip, low_light_seed=low_light_seed, batch_size=batch_size,
-                                 verbose=verbose)
-        row = emb.index()
-        i1 = np.array([row[p.path1] for p in kept])
-        i2 = np.array([row[p.path2] for p in kept])
-        a, b = emb.vectors[i1], emb.vectors[i2]
-        if metric == "cosine":
-            scores = np.sum(a * b, axis=1)
-        else:
-            d2 = np.sum((a - b) ** 2, axis=1)
-            scores = -(np.sqrt(d2) if metric == "l2" else d2)
-        ok = emb.ok[i1] & emb.ok[i2]
-        score_name = metric
-        settings.update(
-            image_size=model_image_size(embedding_submodel(model), image_size),
-            embedding_dim=int(emb.vectors.shape[1]),
-            score_description=METRICS[metric],
-            flip_note=("flip TTA: embeddings of the image and of its mirror summed, then L2-normalised"
-                       if flip else "no flip TTA; embeddings L2-normalised"),
-        )
+
+def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score_name, report) -> PairScores:
+    """The scores of the pairs whose images decoded, with the accounting of what was left out."""
     corrupt = [p for p, g in zip(kept, ok) if not g]
     if corrupt:
         logger.warning("left out %d pair(s) touching undecodable images", len(corrupt))
@@ -159,41 +195,12 @@ def score_pairs(model: keras.Model, source, pairs, *, metric: str = "cosine", fl
     }
     return PairScores(scores=scores, labels=np.array([p.same for p in good], bool),
                       folds=np.array([p.fold for p in good], int), pairs=good, kind=kind,
-                      score_name=score_name, accounting=accounting, settings=settings)
+                      score_name=score_name, accounting=accounting, settings=report)
 
 
-def verifier_head(model: keras.Model) -> keras.Model | None:
-    """The part of a :func:`~kerasface.models.SiameseVerifier` after its backbone, as a model
-    ``[embedding_a, embedding_b] -> [p(different), p(same)]``; ``None`` for another structure.
-
-    With it a verifier scores N pairs over M distinct images with M backbone
-    passes instead of 2N (LFW ``pairs.txt``: 7,701 instead of 12,000).
-    """
-    names = ("abs_diff", "dropout1", "hidden", "dropout2", "same_prob")
-    layers = {layer.name: layer for layer in model.layers}
-    if not all(n in layers for n in names):
-        return None
-    backbone = embedding_submodel(model)
-    dim = backbone.outputs[0].shape[-1]
-    a = keras.Input((dim,), name="embedding_a")
-    b = keras.Input((dim,), name="embedding_b")
-    x = layers["abs_diff"]([a, b])
-    for n in names[1:]:
-        x = layers[n](x)
-    return keras.Model([a, b], x, name=f"{model.name}_head")
-
-
-def _verifier_scores(model, source, pairs, flip, image_size, center_crop, normalization, low_light_seed, batch_size, verbose):
-    from kerasface.evaluation.embeddings import embed_views
-
-    head = verifier_head(model)
-    if head is None:
-        return _verifier_scores_pairwise(model, source, pairs, flip, image_size, center_crop, normalization,
-                                         low_light_seed, batch_size, verbose)
-    unique, views, ok_img = embed_views(model, source, [r for p in pairs for r in (p.path1, p.path2)],
-                                        mirrored=flip, image_size=image_size, center_crop=center_crop,
-                                        normalization=normalization, low_light_seed=low_light_seed,
-                                        batch_size=batch_size, verbose=verbose)
+def _verifier_head_scores(backbone, head, source: ImageSource, pairs, settings: EvalSettings):
+    """Each distinct image through the backbone once, then the head on the pairs of embeddings."""
+    unique, views, ok_img = embed_views(backbone, source, [r for p in pairs for r in (p.path1, p.path2)], settings)
     row = {r: i for i, r in enumerate(unique)}
     i1 = np.array([row[p.path1] for p in pairs])
     i2 = np.array([row[p.path2] for p in pairs])
@@ -203,19 +210,12 @@ def _verifier_scores(model, source, pairs, flip, image_size, center_crop, normal
     return sum(scores) / len(scores), ok_img[i1] & ok_img[i2]
 
 
-def _verifier_scores_pairwise(model, source, pairs, flip, image_size, center_crop, normalization, low_light_seed, batch_size, verbose):
+def _verifier_pairwise_scores(model, source: ImageSource, pairs, settings: EvalSettings):
     """Any two-input model: both faces of every pair through the whole model."""
-    import tensorflow as tf
-
-    from kerasface.data.images import load_images
-    from kerasface.data.lowlight import low_light
-    from kerasface.data.pairs import stable_image_id
-    from kerasface.evaluation.embeddings import normalize_pixels
-
-    size = model_image_size(model, image_size)
+    size = model_image_size(model, settings.image_size)
     unique = list(dict.fromkeys(r for p in pairs for r in (p.path1, p.path2)))
-    images, ok_img = load_images(source, unique, size=size, center_crop=center_crop, on_error="skip",
-                                 progress=verbose != 0)
+    images, ok_img = load_images(source, unique, size=size, center_crop=settings.center_crop, on_error="skip",
+                                 progress=settings.verbose != 0)
     row = {r: i for i, r in enumerate(unique)}
     index = np.array([[row[p.path1], row[p.path2]] for p in pairs], np.int32)
     cache = tf.constant(images)
@@ -223,21 +223,14 @@ def _verifier_scores_pairwise(model, source, pairs, flip, image_size, center_cro
 
     def run(flipped: bool) -> np.ndarray:
         def load(idx):
-            xs = []
-            for k in range(2):
-                x = tf.cast(tf.gather(cache, idx[:, k]), tf.float32)
-                if low_light_seed is not None:
-                    x = low_light(x / 255.0, low_light_seed, tf.gather(ids, idx[:, k])) * 255.0
-                if flipped:
-                    x = tf.reverse(x, axis=[2])
-                xs.append(normalize_pixels(x, normalization))
-            return (xs[0], xs[1]),
+            return tuple(prepare_batch(tf.gather(cache, idx[:, k]), tf.gather(ids, idx[:, k]), settings, flipped)
+                         for k in range(2)),
 
-        ds = tf.data.Dataset.from_tensor_slices(index).batch(batch_size).map(load).prefetch(2)
-        return np.asarray(model.predict(ds, verbose=verbose), np.float64)[:, 1]
+        ds = tf.data.Dataset.from_tensor_slices(index).batch(settings.batch_size).map(load).prefetch(2)
+        return np.asarray(model.predict(ds, verbose=settings.verbose), np.float64)[:, 1]
 
     scores = run(False)
-    if flip:
+    if settings.flip:
         scores = (scores + run(True)) / 2.0
     ok = ok_img[index[:, 0]] & ok_img[index[:, 1]]
     return scores, ok
@@ -255,7 +248,8 @@ class VerificationResult:
 
 
 def evaluate_pairs(model, source, pairs, *, far_targets=(1e-3, 1e-2), **kwargs) -> VerificationResult:
-    """Score ``pairs`` (:func:`score_pairs`) and compute every metric.
+    """Score ``pairs`` (:func:`score_pairs`, which takes ``kwargs``: ``kind``, ``settings`` or the
+    settings as keywords) and compute every metric.
 
     Thresholds in the returned metrics are in display units: similarity or
     probability thresholds ("same" when score >= t) or, for ``l2``/``l2sq``,
@@ -271,8 +265,6 @@ def evaluate_pairs(model, source, pairs, *, far_targets=(1e-3, 1e-2), **kwargs) 
     for v in m["tar_at_far"].values():
         v["threshold"] = ps.to_display(v["threshold"])
     if ps.kind == "verifier":
-        from kerasface.evaluation.metrics import accuracy_at
-
         m["accuracy_at_0.5"] = accuracy_at(ps.labels, ps.scores, 0.5)
     m["threshold_rule"] = ("same when distance <= threshold" if ps.score_name in ("l2", "l2sq")
                            else "same when score >= threshold")
@@ -312,31 +304,33 @@ def format_metrics(m: dict) -> str:
     lines = [f"pairs evaluated: {acc['evaluated']} of {acc['requested']}"
              + (f" ({acc['missing_pairs']} missing, {acc['corrupt_pairs']} corrupt)"
                 if acc["missing_pairs"] or acc["corrupt_pairs"] else ""),
-             f"score: {m.get('score_description', m['score'])} ({m['model_kind']} model){', flip TTA' if m.get('flip') else ''}"]
+             f"score: {m.get('score_description', m['score'])} ({m['model_kind']} model)"
+             f"{', flip TTA' if m.get('flip') else ''}"]
     rows = []
     if m.get("folds", 1) > 1:
-        rows.append((f"accuracy ({m['folds']}-fold)", f"{100 * m['accuracy_mean']:.2f} +- {100 * m['accuracy_std']:.2f} %"))
-    rows.append(("accuracy at best threshold", f"{100 * m['best_threshold_accuracy']:.2f} % (threshold {m['best_threshold']:.4f}; tuned on these pairs)"))
+        rows.append((f"accuracy ({m['folds']}-fold)",
+                     f"{100 * m['accuracy_mean']:.2f} +- {100 * m['accuracy_std']:.2f} %"))
+    rows.append(("accuracy at best threshold", f"{100 * m['best_threshold_accuracy']:.2f} % "
+                 f"(threshold {m['best_threshold']:.4f}; tuned on these pairs)"))
     if "accuracy_at_0.5" in m:
         rows.append(("accuracy at p(same) >= 0.5", f"{100 * m['accuracy_at_0.5']:.2f} %"))
     rows.append(("ROC AUC", "n/a (one class)" if m["auc"] is None else f"{m['auc']:.4f}"))
-    rows.append(("EER", "n/a (one class)" if m["eer_percent"] is None else f"{m['eer_percent']:.2f} % (threshold {m['eer_threshold']:.4f})"))
+    rows.append(("EER", "n/a (one class)" if m["eer_percent"] is None
+                 else f"{m['eer_percent']:.2f} % (threshold {m['eer_threshold']:.4f})"))
     for far, t in m["tar_at_far"].items():
         rows.append((f"TAR @ FAR={far}", f"{100 * t['tar']:.2f} %" if t["reachable"] else t["note"]))
     w = max(len(k) for k, _ in rows)
     return "\n".join(lines + [f"  {k:<{w}}  {v}" for k, v in rows])
 
 
-def write_report(result: VerificationResult, out_dir, source=None, n_cases: int = 6, title: str = "", metrics_file: str | None = "metrics.json") -> dict:
+def write_report(result: VerificationResult, out_dir, source=None, n_cases: int = 6, title: str = "",
+                 metrics_file: str | None = "metrics.json") -> dict:
     """Write ``metrics.json``, ``roc.png`` and ``cases.png`` (hardest false accepts / rejects) to ``out_dir``.
 
     ``cases.png`` needs ``source`` to read the faces; it is skipped without it.
     ``metrics_file=None`` leaves the metrics to the caller (a training run
     folder embeds them in its own ``metrics.json``). Returns the paths written.
     """
-    from kerasface.evaluation.plots import plot_case_pairs, plot_roc
-    from kerasface.io import write_json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ps, m = result.scores, result.metrics
@@ -354,20 +348,11 @@ def write_report(result: VerificationResult, out_dir, source=None, n_cases: int 
     return {k: str(v) for k, v in paths.items()}
 
 
-def hardest_cases(ps: PairScores, threshold_display: float, n: int) -> tuple[list, list]:
-    """``(false_accepts, false_rejects)``: up to ``n`` mismatched pairs with the highest scores and
-    ``n`` matched pairs with the lowest, each ``(pair, display score, is_error)``."""
-    neg = np.nonzero(~ps.labels)[0]
-    pos = np.nonzero(ps.labels)[0]
-    fa = neg[np.argsort(-ps.scores[neg], kind="mergesort")[:n]]
-    fr = pos[np.argsort(ps.scores[pos], kind="mergesort")[:n]]
-    t = -threshold_display if ps.score_name in ("l2", "l2sq") else threshold_display
-    return ([(ps.pairs[i], ps.to_display(float(ps.scores[i])), bool(ps.scores[i] >= t)) for i in fa],
-            [(ps.pairs[i], ps.to_display(float(ps.scores[i])), bool(ps.scores[i] < t)) for i in fr])
-
-
-def evaluate_to_dir(model, source, pairs, out_dir, *, n_cases: int = 6, title: str = "", **kwargs) -> VerificationResult:
-    """:func:`evaluate_pairs` then :func:`write_report` (file names land in ``metrics['files']``)."""
+def evaluate_to_dir(model, source, pairs, out_dir, *, n_cases: int = 6, title: str = "",
+                    **kwargs) -> VerificationResult:
+    """:func:`evaluate_pairs` then :func:`write_report` (file names land in ``metrics['files']``);
+    the image source is opened once for both."""
+    source = open_image_source(source)
     result = evaluate_pairs(model, source, pairs, **kwargs)
     write_report(result, out_dir, source=source, n_cases=n_cases, title=title)
     return result

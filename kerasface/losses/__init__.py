@@ -15,8 +15,10 @@ Report 001/003's margin-softmax family (:func:`margin_logits`, used by
 :class:`kerasface.models.MarginHead`) and the angular prototypical loss
 (:class:`AngularPrototypicalLogits` / :class:`AngularPrototypicalLoss`, layers
 because ``w`` and ``b`` are learned) live in ``margin.py`` and ``angular.py``;
-report 002's center loss, pre-logit norm, hard instance mining and
-distillation terms in ``report002.py``.
+the center loss in ``center.py``, the distillation terms (embedding regression,
+soft / hard cross entropy, logit MSE) in ``distillation.py``, the pre-logit norm
+in ``regularizers.py`` and hard instance mining (per-sample reweighting) in
+``hard_mining.py``.
 Every loss and metric class is registered under the ``kerasface`` package.
 """
 
@@ -24,7 +26,23 @@ from __future__ import annotations
 
 import keras
 
-from kerasface.losses.angular import AngularPrototypicalLogits, AngularPrototypicalLoss, angular_prototypical_logits
+from kerasface.losses.angular import (
+    AngularPrototypicalLogits,
+    AngularPrototypicalLoss,
+    angular_prototypical_logits,
+)
+from kerasface.losses.center import CenterLoss
+from kerasface.losses.distillation import (
+    embedding_l2_loss,
+    hard_cross_entropy,
+    logit_mse_loss,
+    soft_cross_entropy,
+)
+from kerasface.losses.hard_mining import (
+    HARD_MINING_RULES,
+    hard_instance_count,
+    hard_instance_weights,
+)
 from kerasface.losses.margin import MARGIN_KINDS, arcface_target, margin_logits
 from kerasface.losses.mining import select_triplets
 from kerasface.losses.online import (
@@ -36,15 +54,7 @@ from kerasface.losses.online import (
     pairwise_distances,
     semi_hard_triplet_loss,
 )
-from kerasface.losses.report002 import (
-    CenterLoss,
-    embedding_l2_loss,
-    hard_cross_entropy,
-    hard_instance_weights,
-    logit_mse_loss,
-    prelogit_norm_loss,
-    soft_cross_entropy,
-)
+from kerasface.losses.regularizers import prelogit_norm_loss
 from kerasface.losses.triplet import (
     TripletAccuracy,
     TripletDifferenceLoss,
@@ -53,6 +63,7 @@ from kerasface.losses.triplet import (
 )
 
 __all__ = [
+    "HARD_MINING_RULES",
     "MARGIN_KINDS",
     "TRIPLET_LOSSES",
     "AngularPrototypicalLogits",
@@ -63,6 +74,7 @@ __all__ = [
     "CenterLoss",
     "embedding_l2_loss",
     "hard_cross_entropy",
+    "hard_instance_count",
     "hard_instance_weights",
     "logit_mse_loss",
     "prelogit_norm_loss",

@@ -35,15 +35,13 @@ import math
 import keras
 from keras import ops
 
+from kerasface.ops import l2_normalize
+
 __all__ = ["AngularPrototypicalLogits", "AngularPrototypicalLoss", "angular_prototypical_logits"]
 
 
 def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
-
-
-def _normalize(x, epsilon):
-    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
 
 
 def angular_prototypical_logits(embeddings, w, b, num_per_class=None, epsilon=1e-12):
@@ -60,7 +58,7 @@ def angular_prototypical_logits(embeddings, w, b, num_per_class=None, epsilon=1e
         raise ValueError(f"need M >= 2 images per identity (M - 1 support + 1 query), got M={m}")
     proto = ops.mean(x[:, :-1, :], axis=1)
     query = x[:, -1, :]
-    cos = ops.matmul(_normalize(query, epsilon), ops.transpose(_normalize(proto, epsilon)))
+    cos = ops.matmul(l2_normalize(query, epsilon=epsilon), ops.transpose(l2_normalize(proto, epsilon=epsilon)))
     return w * cos + b
 
 

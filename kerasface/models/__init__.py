@@ -1,5 +1,7 @@
-"""Backbones, the Siamese verifier, the triplet graph, margin heads, report 002's teacher-student model, the registry and the profiler."""
+"""Backbones, the Siamese verifier, the triplet graph, margin heads, the distillation (teacher-student) model,
+the registry and the profiler."""
 
+from kerasface.models.distillation import DistillationModel, Report002Model
 from kerasface.models.facenet_nn2 import FaceNetNN2, facenet_nn2
 from kerasface.models.heads import MarginHead, classification_model
 from kerasface.models.inception_resnet import inception_resnet_v1
@@ -8,13 +10,23 @@ from kerasface.models.registry import BACKBONES, build_backbone, list_backbones
 from kerasface.models.resnet import ResNetBasic, resnet18, resnet34
 from kerasface.models.siamese import SiameseVerifier
 from kerasface.models.squeezenext import sqnxt23v5, sqnxt23v5_w1, sqnxt23v5_w2
-from kerasface.models.teacher_student import Report002Model
-from kerasface.models.thinresnet import ThinResNet, thin_resnet34, thin_resnet50, thin_resnet50_v2
+from kerasface.models.thinresnet import (
+    ThinResNet,
+    thin_resnet34,
+    thin_resnet50,
+    thin_resnet50_v2,
+)
 from kerasface.models.triplet import TripletModel, get_embedding_model
-from kerasface.models.vargfacenet import VarGFaceNet, vargfacenet, vargfacenet_reduced, vargfacenet_tiny
+from kerasface.models.vargfacenet import (
+    VarGFaceNet,
+    vargfacenet,
+    vargfacenet_reduced,
+    vargfacenet_tiny,
+)
 
 __all__ = [
     "BACKBONES",
+    "DistillationModel",
     "FaceNetNN2",
     "MarginHead",
     "ModelProfile",

@@ -57,6 +57,8 @@ from kerasface.data.pipelines import embed_images, offline_triplet_dataset, pk_b
 from kerasface.data.sampling import pk_plan
 from kerasface.data.identities import IdentityIndex, fold_identities
 from kerasface.data.lfw import open_image_source, parse_pairs
+from kerasface.evaluation.cases import hardest_pairs
+from kerasface.evaluation.plots import plot_case_study
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, write_report
 from kerasface.config import TripletExperiment
 from kerasface.data.locations import data_location
@@ -64,7 +66,6 @@ from kerasface.io import atomic_path, jsonable, write_json
 from kerasface.layers import L2Normalize
 from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_loss, select_triplets
 from kerasface.models import TripletModel, build_backbone, facenet_nn2
-from kerasface.training.case_study import hardest_pairs, plot_case_study
 from kerasface.training.callbacks import RunBackup
 from kerasface.training.distribute import Runtime, resume_epochs, worker_run
 from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir

@@ -22,7 +22,8 @@ import kerasface  # noqa: F401
 from kerasface.data import parse_pairs
 from kerasface.evaluation import metrics as M
 from kerasface.evaluation.baselines import raw_pixels
-from kerasface.evaluation.embeddings import embedding_submodel, extract_embeddings, model_kind
+from kerasface.evaluation.embeddings import extract_embeddings
+from kerasface.evaluation.kinds import embedding_submodel, model_kind, verifier_head
 from kerasface.evaluation.verification import default_pairs_file, evaluate_pairs, evaluate_to_dir, score_pairs
 from kerasface.models import SiameseVerifier
 from kerasface.training import VerificationCallback
@@ -125,8 +126,6 @@ def test_siamese_verifier_scores_are_its_same_probability(sample_dir, val_pairs,
 
 def test_other_two_input_models_are_scored_pair_by_pair(sample_dir, val_pairs, faces):
     """No SiameseVerifier head (abs_diff ... same_prob): both faces of each pair go through the model."""
-    from kerasface.evaluation.verification import verifier_head
-
     emb = tiny_embedder(6)
     a_in, b_in = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Concatenate()([emb(a_in), emb(b_in)])

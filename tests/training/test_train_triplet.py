@@ -26,8 +26,8 @@ from kerasface.cli import build_parser, main
 from kerasface.cli_triplet import parse_folds, triplet_overrides
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import Pair, parse_pairs
+from kerasface.evaluation.cases import hardest_pairs
 from kerasface.presets import TRIPLET_PRESETS, get_triplet_preset
-from kerasface.training.case_study import hardest_pairs
 from kerasface.training.triplet import (
     collapse_message,
     is_collapsed,

@@ -1,4 +1,4 @@
-"""Report002Model: each loss term computed once, frozen teacher, training on real faces, fresh-process loading.
+"""DistillationModel: each loss term computed once, frozen teacher, training on real faces, fresh-process loading.
 
 Small functional backbones (two convs; BN momentum 0.5 so that the
 inference-mode statistics follow ten training steps) stand in for the
@@ -8,6 +8,8 @@ exercised too.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -22,8 +24,8 @@ from kerasface.losses import (
     prelogit_norm_loss,
     soft_cross_entropy,
 )
-from kerasface.models import Report002Model
-from kerasface.models.teacher_student import LOSS_TERMS
+from kerasface.models import DistillationModel, Report002Model
+from kerasface.models.distillation import LOSS_TERMS
 
 P, K = 4, 4  # identities x images per identity
 WEIGHTS = {"ce_weight": 1.0, "center_weight": 0.3, "prelogit_norm_weight": 0.01, "triplet_weight": 0.7,
@@ -62,12 +64,12 @@ def faces(sample_dir):
 @pytest.fixture(scope="module")
 def teacher():
     keras.utils.set_random_seed(10)
-    return Report002Model(tiny_backbone(48, 24, "teacher_net"), num_classes=P, name="teacher")
+    return DistillationModel(tiny_backbone(48, 24, "teacher_net"), num_classes=P, name="teacher")
 
 
 def make_student(teacher, seed=0, **weights):
     keras.utils.set_random_seed(seed)
-    return Report002Model(tiny_backbone(64, 16, "student_net"), num_classes=P, teacher=teacher,
+    return DistillationModel(tiny_backbone(64, 16, "student_net"), num_classes=P, teacher=teacher,
                           center_alpha=0.5, temperature=3.0, triplet_margin=0.3, **weights)
 
 
@@ -128,15 +130,15 @@ def test_each_term_once(faces, teacher):
 
 
 def test_off_terms_build_nothing_and_teacher_terms_need_a_teacher(teacher):
-    plain = Report002Model(tiny_backbone(64, 16, "plain"), num_classes=P)
+    plain = DistillationModel(tiny_backbone(64, 16, "plain"), num_classes=P)
     assert plain.center_loss is None and plain.distill_projection is None and plain.teacher is None
     assert [m.name for m in plain.metrics] == ["loss_ce"]
     with pytest.raises(ValueError, match="need a teacher"):
-        Report002Model(tiny_backbone(64, 16, "s"), num_classes=P, soft_ce_weight=1.0)
+        DistillationModel(tiny_backbone(64, 16, "s"), num_classes=P, soft_ce_weight=1.0)
     with pytest.raises(ValueError, match="classes"):
-        Report002Model(tiny_backbone(64, 16, "s"), num_classes=P + 1, teacher=teacher, soft_ce_weight=1.0)
+        DistillationModel(tiny_backbone(64, 16, "s"), num_classes=P + 1, teacher=teacher, soft_ce_weight=1.0)
     with pytest.raises(ValueError):
-        Report002Model(tiny_backbone(64, 16, "s"), num_classes=P, center_weight=-1.0)
+        DistillationModel(tiny_backbone(64, 16, "s"), num_classes=P, center_weight=-1.0)
 
 
 def test_functional_teacher_same_size_and_dim(faces):
@@ -145,7 +147,7 @@ def test_functional_teacher_same_size_and_dim(faces):
     inp = keras.Input((64, 64, 3))
     emb = tiny_backbone(64, 16, "fn_teacher_net")(inp)
     teacher = keras.Model(inp, [emb, keras.layers.Dense(P, name="logits")(emb)], name="fn_teacher")
-    m = Report002Model(tiny_backbone(64, 16, "s2"), num_classes=P, teacher=teacher, ce_weight=0.0,
+    m = DistillationModel(tiny_backbone(64, 16, "s2"), num_classes=P, teacher=teacher, ce_weight=0.0,
                        embedding_l2_weight=1.0)
     assert m.distill_projection is None and m._teacher_size is None and not teacher.trainable
     x = {"image": images, "label": labels}
@@ -157,14 +159,14 @@ def test_functional_teacher_same_size_and_dim(faces):
 def test_hard_mining_and_sample_weight_in_ce(faces):
     images, labels = faces
     keras.utils.set_random_seed(4)
-    m = Report002Model(tiny_backbone(64, 16, "s3"), num_classes=P, hard_mining_fraction=0.25)
+    m = DistillationModel(tiny_backbone(64, 16, "s3"), num_classes=P, hard_mining_fraction=0.25)
     x = {"image": images, "label": labels}
     logits = m(x, training=False)
     per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits).numpy()
     got = float(m.compute_loss(x, labels, logits, training=False))
     assert got == pytest.approx(np.sort(per)[::-1][:4].mean(), rel=1e-5)  # the 4 hardest of 16
     sw = np.linspace(0.0, 2.0, len(labels)).astype("float32")
-    plain = Report002Model(m.backbone, num_classes=P, name="plain_ce")
+    plain = DistillationModel(m.backbone, num_classes=P, name="plain_ce")
     plain.classifier.set_weights(m.classifier.get_weights())
     got = float(plain.compute_loss(x, labels, plain(x, training=False), sample_weight=sw, training=False))
     assert got == pytest.approx(np.mean(per * sw), rel=1e-5)
@@ -194,6 +196,42 @@ def test_fit_on_real_faces_teacher_frozen_student_learns(faces, teacher):
     assert end["loss"] < start["loss"] and end["loss_ce"] < start["loss_ce"]
 
 
+OLD_FILE = Path(__file__).parent / "data" / "report002_model.keras"  # saved by main at 77c139f
+
+
+def test_a_file_saved_by_the_old_report002_model_loads(fresh_process_predict):
+    """A .keras written before the rename (class ``kerasface>Report002Model`` in
+    ``kerasface.models.teacher_student``, student and teacher; data/make_report002_model.py) loads,
+    in a fresh process with the default safe_mode, as the deprecated alias with every weight."""
+    expected = np.load(OLD_FILE.with_name("report002_model_expected.npz"))
+    ((got, info),) = fresh_process_predict([(OLD_FILE, [expected["images"]])])
+    assert info["class"] == "Report002Model"
+    np.testing.assert_allclose(got, expected["logits"], rtol=1e-5, atol=1e-6)
+    loaded = keras.saving.load_model(OLD_FILE)
+    assert isinstance(loaded, DistillationModel) and isinstance(loaded.teacher, DistillationModel)
+    np.testing.assert_allclose(loaded(expected["images"], training=False), expected["logits"], rtol=1e-5, atol=1e-6)
+    t_logits = loaded.teacher_outputs(expected["images"])[1]
+    np.testing.assert_allclose(t_logits, expected["teacher_logits"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(loaded.center_loss.centers.numpy(), expected["centers"])
+    np.testing.assert_array_equal(loaded.distill_projection.kernel.numpy(), expected["projection"])
+
+
+def test_old_class_name_is_a_registered_alias(teacher, tmp_path):
+    """Report002Model (deprecated) is a DistillationModel registered under its old name, and round-trips."""
+    assert keras.saving.get_registered_name(DistillationModel) == "kerasface>DistillationModel"
+    assert keras.saving.get_registered_name(Report002Model) == "kerasface>Report002Model"
+    with pytest.warns(DeprecationWarning, match="DistillationModel"):
+        old = Report002Model(tiny_backbone(64, 16, "alias_net"), num_classes=P, teacher=teacher, soft_ce_weight=0.5)
+    assert isinstance(old, DistillationModel) and old.name == "report002"
+    path = tmp_path / "alias.keras"
+    old.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is Report002Model and isinstance(loaded.teacher, DistillationModel)
+    flat = lambda m: {k: v for k, v in m.get_config().items() if k not in ("backbone", "teacher")}  # noqa: E731
+    assert flat(loaded) == flat(old) and flat(loaded)["soft_ce_weight"] == 0.5
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(loaded.weights, old.weights))
+
+
 def test_save_load_fresh_process(faces, teacher, tmp_path, fresh_process_predict):
     images, labels = faces
     m = make_student(teacher, seed=6, **WEIGHTS)
@@ -204,11 +242,11 @@ def test_save_load_fresh_process(faces, teacher, tmp_path, fresh_process_predict
     m.compile(optimizer="adam", jit_compile=False)
     m.fit({"image": images, "label": labels}, labels, batch_size=8, epochs=1, verbose=0)
     want = keras.ops.convert_to_numpy(m(images, training=False))
-    path = tmp_path / "report002.keras"
+    path = tmp_path / "distillation.keras"
     m.save(path)
     ((got, info),) = fresh_process_predict([(path, [images])])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert info["class"] == "Report002Model" and info["n_weights"] == len(m.weights)
+    assert info["class"] == "DistillationModel" and info["n_weights"] == len(m.weights)
 
     loaded = keras.saving.load_model(path)  # default safe_mode, no custom_objects
     assert not loaded.teacher.trainable and len(loaded.trainable_weights) == len(m.trainable_weights)

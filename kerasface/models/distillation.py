@@ -1,13 +1,14 @@
-"""Report 002's training model: a student backbone + classifier, every loss term once, an optional frozen teacher.
+"""Distillation model: a student backbone + classifier, every loss term once, an optional frozen teacher.
 
-:class:`Report002Model` wraps
+The training model of report 002 (its presets live in :mod:`kerasface.presets`).
+:class:`DistillationModel` wraps
 
 * ``backbone``: images -> embedding (the "pre-logits"; e.g.
   :func:`kerasface.models.sqnxt23v5_w1`, :func:`kerasface.models.inception_resnet_v1`);
 * ``classifier``: ``Dense(num_classes)`` (with bias by default, as in the
   report), float32 logits;
 * optionally a frozen ``teacher``: a model ``images -> [embedding, logits]``,
-  or another :class:`Report002Model` (its ``backbone`` and ``classifier`` are
+  or another :class:`DistillationModel` (its ``backbone`` and ``classifier`` are
   used; its own teacher is ignored). It is set ``trainable = False``, called
   with ``training=False`` (BN statistics frozen) and behind
   ``stop_gradient``, so fit never changes it. It is saved inside the
@@ -61,20 +62,17 @@ called by hand with other ``y_pred``, it runs the backbone itself).
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
 
+from kerasface.losses.center import CenterLoss
+from kerasface.losses.distillation import embedding_l2_loss, hard_cross_entropy, logit_mse_loss, soft_cross_entropy
+from kerasface.losses.hard_mining import HARD_MINING_RULES, hard_instance_weights
 from kerasface.losses.online import batch_hard_triplet_loss
-from kerasface.losses.report002 import (
-    HARD_MINING_RULES,
-    CenterLoss,
-    embedding_l2_loss,
-    hard_cross_entropy,
-    hard_instance_weights,
-    logit_mse_loss,
-    prelogit_norm_loss,
-    soft_cross_entropy,
-)
+from kerasface.losses.regularizers import prelogit_norm_loss
+from kerasface.ops import l2_normalize
 
 try:  # Keras's own per-replica scaling of a loss (1 / replicas under tf.distribute, else identity)
     from keras.src.losses.loss import scale_loss_for_distribution
@@ -82,7 +80,7 @@ except ImportError:  # pragma: no cover - a Keras without it: no strategy-aware 
     def scale_loss_for_distribution(value):
         return value
 
-__all__ = ["LOSS_TERMS", "Report002Model"]
+__all__ = ["LOSS_TERMS", "DistillationModel", "Report002Model"]
 
 # term name -> constructor weight argument; metrics are "loss_" + name
 LOSS_TERMS = {
@@ -105,19 +103,15 @@ class _Stash:
     embedding = None
 
 
-def _l2_normalize(x, epsilon=1e-12):
-    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
-
-
 @keras.saving.register_keras_serializable(package="kerasface")
-class Report002Model(keras.Model):
-    """Student backbone + ``Dense(num_classes)`` classifier, with report 002's losses (module docstring).
+class DistillationModel(keras.Model):
+    """Student backbone + ``Dense(num_classes)`` classifier, with the loss terms of the module docstring.
 
     Args:
         backbone: a built model, images -> embedding ``(batch, dim)``.
         num_classes: identities of the classifier.
         teacher: ``None``, a model ``images -> [embedding, logits]``, or a
-            :class:`Report002Model`; frozen.
+            :class:`DistillationModel`; frozen.
         ce_weight, center_weight, prelogit_norm_weight, triplet_weight,
         embedding_l2_weight, soft_ce_weight, hard_ce_weight, logit_mse_weight:
             weights of the terms (0 = off, not computed); teacher terms need a
@@ -131,13 +125,15 @@ class Report002Model(keras.Model):
         classifier_bias: the classifier's bias (the report's has one).
     """
 
+    default_name = "distillation"
+
     def __init__(self, backbone, num_classes, teacher=None, ce_weight=1.0, center_weight=0.0,
                  prelogit_norm_weight=0.0, triplet_weight=0.0, embedding_l2_weight=0.0,
                  soft_ce_weight=0.0, hard_ce_weight=0.0, logit_mse_weight=0.0,
                  hard_mining_fraction=1.0, hard_mining_rule="top_k", hard_mining_easy_weight=0.1,
                  center_alpha=0.5, prelogit_norm_p=1.0, triplet_margin=0.2, temperature=4.0,
                  classifier_bias=True, **kwargs):
-        kwargs.setdefault("name", "report002")
+        kwargs.setdefault("name", self.default_name)
         trainable = kwargs.pop("trainable", True)
         super().__init__(**kwargs)
         if int(num_classes) < 1:
@@ -181,7 +177,7 @@ class Report002Model(keras.Model):
         self._teacher_size = None
         if teacher is not None:
             teacher.trainable = False
-            t_backbone = teacher.backbone if isinstance(teacher, Report002Model) else teacher
+            t_backbone = teacher.backbone if isinstance(teacher, DistillationModel) else teacher
             t_emb_dim, t_classes = self._teacher_dims(teacher)
             if any(self.term_weights[t] > 0 for t in ("soft_ce", "hard_ce", "logit_mse")) \
                     and t_classes != self.num_classes:
@@ -211,11 +207,11 @@ class Report002Model(keras.Model):
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _teacher_dims(teacher):
-        if isinstance(teacher, Report002Model):
+        if isinstance(teacher, DistillationModel):
             return teacher.embedding_dim, teacher.num_classes
         shapes = teacher.output_shape
         if not isinstance(shapes, (list, tuple)) or len(shapes) != 2 or not isinstance(shapes[0], (list, tuple)):
-            raise ValueError("teacher must be a Report002Model or a model images -> [embedding, logits], "
+            raise ValueError("teacher must be a DistillationModel or a model images -> [embedding, logits], "
                              f"got output shape {shapes}")
         return int(shapes[0][-1]), int(shapes[1][-1])
 
@@ -234,7 +230,7 @@ class Report002Model(keras.Model):
         x = images
         if self._teacher_size is not None:
             x = ops.image.resize(x, self._teacher_size, interpolation="bilinear")
-        if isinstance(self.teacher, Report002Model):
+        if isinstance(self.teacher, DistillationModel):
             emb = self.teacher.backbone(x, training=False)
             logits = self.teacher.classifier(emb)
         else:
@@ -270,7 +266,7 @@ class Report002Model(keras.Model):
         if w["prelogit_norm"] > 0:
             terms["prelogit_norm"] = w["prelogit_norm"] * prelogit_norm_loss(emb, self.prelogit_norm_p)
         if w["triplet"] > 0:
-            terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, _l2_normalize(emb),
+            terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, l2_normalize(emb),
                                                                       margin=self.triplet_margin)
         if any(w[t] > 0 for t in TEACHER_TERMS):
             t_emb, t_logits = self.teacher_outputs(images)
@@ -290,7 +286,7 @@ class Report002Model(keras.Model):
         if y is not None:
             labels = y
         if labels is None:
-            raise ValueError("Report002Model needs labels: x['label'] or y")
+            raise ValueError(f"{type(self).__name__} needs labels: x['label'] or y")
         if y_pred is not None and y_pred is self._stash.logits:
             embedding, logits = self._stash.embedding, y_pred
         else:  # not the logits of the last call: run the student here
@@ -339,3 +335,19 @@ class Report002Model(keras.Model):
         if config.get("teacher") is not None:
             config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kerasface")
+class Report002Model(DistillationModel):
+    """Deprecated name of :class:`DistillationModel`, kept so that ``.keras`` files saved under
+    ``"kerasface>Report002Model"`` still load (they load as this subclass, which behaves the same).
+
+    New code builds a :class:`DistillationModel`; this alias goes in a later release.
+    """
+
+    default_name = "report002"
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn("kerasface.models.Report002Model is deprecated; use DistillationModel",
+                      DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)

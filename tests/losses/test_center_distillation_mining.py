@@ -1,4 +1,5 @@
-"""Report 002's loss terms against independent NumPy references, centre updates, degenerate inputs."""
+"""Center loss, pre-logit norm, hard instance mining and distillation terms: NumPy references,
+centre updates, degenerate inputs."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from kerasface.losses import (
     CenterLoss,
     embedding_l2_loss,
     hard_cross_entropy,
+    hard_instance_count,
     hard_instance_weights,
     logit_mse_loss,
     prelogit_norm_loss,
     soft_cross_entropy,
 )
-from kerasface.losses.report002 import hard_instance_count
 
 
 def np_log_softmax(z):
