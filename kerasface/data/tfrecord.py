@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import cv2
 import numpy as np
 
 from ..io import atomic_path, write_json
@@ -101,8 +102,6 @@ def _tf_example(image: bytes, label: int, path: str) -> bytes:
 def _encoder(image_size: Optional[int], center_crop: float, fmt: str,
              jpeg_quality: int) -> Callable[[bytes, str], bytes]:
     """``(file bytes, name) -> record bytes``; raises CorruptImageError for an undecodable image."""
-    import cv2
-
     def encode(data: bytes, name: str) -> bytes:
         img = decode_image(data, name)  # raises CorruptImageError
         if image_size is None:

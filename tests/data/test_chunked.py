@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasface.data import (ChunkedLoader, CorruptImageError, IdentityIndex, decode_image, fold_identities,
-                            offline_triplet_dataset, parse_pairs, pk_batches, pk_plan, apply_triplet_selector)
+from kerasface.data import (ChunkedLoader, CorruptImageError, IdentityIndex, ImageDecoder, apply_triplet_selector,
+                            decode_image, fold_identities, offline_triplet_dataset, parse_pairs, pk_batches, pk_plan)
 from kerasface.data.images import crop_resize
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # as in tests/conftest.py
@@ -307,6 +307,26 @@ def test_corrupt_images_are_skipped_and_counted(broken_tree, caplog):
                            prefetch=0)
     with pytest.raises(CorruptImageError, match="Broken_Person"):
         list(strict.epoch(0))
+
+
+def test_image_decoder_reads_index_rows_and_source_paths_alike(broken_tree):
+    idx = IdentityIndex.open(broken_tree)
+    rows = np.arange(len(idx))
+    paths = idx.paths(rows)
+    with ImageDecoder(idx, SIZE, num_workers=2) as by_rows, ImageDecoder(broken_tree, SIZE) as by_paths:
+        a, ok_a = by_rows.decode(rows)
+        b, ok_b = by_paths.decode_paths(paths + ["Nobody/Nobody_0001.jpg"])
+        assert by_paths.stats.as_dict()["missing"] == 1 and by_paths.stats.as_dict()["corrupt"] == 3
+        with pytest.raises(TypeError, match="decode_paths"):
+            by_paths.decode(rows)
+    np.testing.assert_array_equal(a, b[:-1])
+    assert ok_a.tolist() == ok_b[:-1].tolist() and not ok_b[-1] and not b[-1].any()
+    good = int(np.flatnonzero(ok_a)[0])
+    np.testing.assert_array_equal(a[good], _decode(broken_tree / paths[good]))
+    with pytest.raises(FileNotFoundError, match="Nobody_0001.jpg"):
+        ImageDecoder(broken_tree, SIZE, on_missing="raise").decode_paths(["Nobody/Nobody_0001.jpg"])
+    with pytest.raises(ValueError, match="on_missing must be"):
+        ImageDecoder(broken_tree, SIZE, on_missing="ignore")
 
 
 # --------------------------------------------------------------------------- P x K
