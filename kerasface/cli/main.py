@@ -57,11 +57,14 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
 
 def preset_in(argv: list[str]) -> str | None:
     """The ``--preset`` of a train command line (None for other commands or without one), read alone."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     pre.add_argument("--verbose", action="store_true")
     pre.add_argument("command", nargs="?")
     pre.add_argument("--preset")
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # e.g. --preset without a name: the whole parser says so
+        return None
     return known.preset if known.command in train.COMMANDS else None
 
 
