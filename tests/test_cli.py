@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
-from kerasface.cli import main
+from kerasface.cli import build_parser, exit_codes, main
+from kerasface.cli import train as cli_train
+from kerasface.cli.flags import flag_names
+from kerasface.config import ClassifyExperiment, PairExperiment, TripletExperiment, setting_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = ("vargface", "vargface-reduced", "vargface-lowlight", "vargface-reduced-lowlight")
@@ -92,16 +98,6 @@ def test_bad_command_lines_exit_2(argv, capsys):
 
 # --- the redesigned front door: generated flags, aliases, light start-up, exit codes ------------
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import importlib  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-from kerasface.cli import build_parser, exit_codes  # noqa: E402
-from kerasface.cli.flags import flag_names  # noqa: E402
-from kerasface.config import ClassifyExperiment, PairExperiment, TripletExperiment, setting_info  # noqa: E402
-
-TRAIN = importlib.import_module("kerasface.cli.train")
 KINDS = {"vargface": PairExperiment, "facenet-nn2": TripletExperiment, "thinresnet34-amsoftmax": ClassifyExperiment}
 
 
@@ -137,8 +133,8 @@ def test_every_flag_of_every_command_has_help():
 
 def test_train_preset_of_another_trainer_gets_its_flags_without_rewriting_argv():
     argv = ["train", "--preset", "facenet-nn2", "--mining", "batch_hard", "--holdout-folds", "9,10", "--no-l2-pooling"]
-    args = build_parser(TRAIN_preset := "facenet-nn2").parse_args(argv)
-    assert (args.command, args.kind, args.preset, TRAIN_preset) == ("train", "triplet", "facenet-nn2", "facenet-nn2")
+    args = build_parser("facenet-nn2").parse_args(argv)
+    assert (args.command, args.kind, args.preset) == ("train", "triplet", "facenet-nn2")
     assert (args.mining, args.holdout_folds, args.l2_pooling) == ("batch_hard", (9, 10), False)
     from kerasface.cli.main import preset_in
 
@@ -204,7 +200,7 @@ def _fake_trainer(monkeypatch, behaviour):
         calls.append({"cfg": cfg, "run_dir": run_dir, "run_name": run_name})
         return behaviour(cfg)
 
-    monkeypatch.setattr(TRAIN, "_trainer", lambda kind: train)
+    monkeypatch.setattr(cli_train, "_trainer", lambda kind: train)
     return calls
 
 

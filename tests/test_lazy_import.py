@@ -67,8 +67,9 @@ def saved_model(tmp_path_factory):
 @pytest.mark.parametrize("imports", [
     "import kerasface\nimport keras\nLOAD = keras.saving.load_model",  # (b) kerasface first: the hook registers
     "import keras\nimport kerasface\nLOAD = keras.saving.load_model",  # (c) keras first: registered at once
-    "import tensorflow as tf\nimport kerasface\nLOAD = tf.keras.models.load_model",  # (d) tensorflow first
-    "import tensorflow as tf\nimport kerasface\nimport keras\nLOAD = keras.saving.load_model",  # (d) keras load
+    # (d) tensorflow first; the model loaded with tf.keras, then with keras
+    "import tensorflow as tf\nimport kerasface\n"
+    "LOAD = lambda p: tf.keras.models.load_model(p) and __import__('keras').saving.load_model(p)",
     # tensorflow imports keras inside its own import, after kerasface installed the hook
     "import kerasface\nimport tensorflow as tf\nLOAD = tf.keras.models.load_model",
     "import kerasface.models\nimport keras\nLOAD = keras.saving.load_model",  # keras imported by a kerasface module
