@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Train a triplet-loss face embedding (report 004, FaceNet NN2): ``python train_triplet.py [--preset facenet-nn2] [flags]``.
+"""Train a triplet-loss face embedding (report 004, FaceNet NN2).
+
+``python train_triplet.py [--preset facenet-nn2] [flags]``.
 
 Same as ``kerasface train-triplet``; ``python train_triplet.py --help`` lists the flags.
 """

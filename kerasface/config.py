@@ -4,58 +4,186 @@ A run's settings are a :class:`PairExperiment` (Siamese pair verification),
 :class:`TripletExperiment` (triplet-loss embedding) or :class:`ClassifyExperiment`
 (classification / angular prototypical / distillation). Named presets over these
 schemas live in :mod:`kerasface.presets`; command-line flags override their fields
-with :meth:`override`, and the resolved settings are written to the run folder as
-``config.json``.
+with :meth:`~Settings.override`, and the resolved settings are written to the run
+folder as ``config.json``.
+
+Every field is declared once, with :func:`setting`: its default, help text,
+choices and range. The metadata drives the validation (:meth:`Settings.__post_init__`)
+and the command line (:mod:`kerasface.cli.flags` generates one flag per field).
+Settings renamed since an older run folder was written are mapped back by
+:func:`upgrade_settings`. This module imports neither Keras nor TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+import warnings
 from dataclasses import dataclass
 
 __all__ = [
-    "PairExperiment",
-    "TripletExperiment",
-    "ClassifyExperiment",
+    "AUGMENTATIONS",
+    "CLASSIFY_HEADS",
+    "CLASSIFY_OBJECTIVES",
+    "GROUP_CONV_PATHS",
+    "PAIR_AUGMENTATIONS",
+    "SETTING_GROUPS",
     "TRIPLET_MINING",
     "TRIPLET_STACK_LOSSES",
-    "CLASSIFY_OBJECTIVES",
-    "CLASSIFY_HEADS",
+    "ClassifyExperiment",
+    "PairExperiment",
+    "SettingInfo",
+    "Settings",
+    "TripletExperiment",
+    "setting",
+    "setting_info",
     "upgrade_settings",
 ]
 
+#: Grouped-convolution implementations of the VarGFaceNet backbones.
+GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split")
+#: Augmentation policies of the classification trainer: the names of
+#: ``kerasface.data.augment.AUGMENTATIONS``, here without importing TensorFlow (a test keeps them equal).
+AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003")
+#: Augmentation of the pair trainer: none, or an independent random horizontal flip of each face.
+PAIR_AUGMENTATIONS = ("none", "flip")
+#: Triplet selection: "offline" = FaceNet's selection within each decoded chunk (semi-hard negatives,
+#: the monograph's way) into the three-input triplet graph; the others mine online inside P x K batches.
+TRIPLET_MINING = ("offline", "batch_hard", "semi_hard", "batch_all")
+#: Per-triplet loss forms (``kerasface.losses.get_triplet_loss``); the ``_squared`` forms compare squared distances.
+TRIPLET_STACK_LOSSES = ("hinge_squared", "hinge", "difference_squared", "difference")
+#: Training objectives of :class:`ClassifyExperiment`: a margin head over every training identity
+#: (plain softmax, AM-softmax/CosFace, ArcFace), the angular prototypical loss on N x M batches, or
+#: a classifier with extra loss terms and an optional frozen teacher (distillation).
+CLASSIFY_OBJECTIVES = ("margin", "angproto", "distillation")
+CLASSIFY_HEADS = ("softmax", "normalized", "amsoftmax", "cosface", "arcface")
+_SKIP_OR_ERROR = ("skip", "error")
+_DISTILL = "distillation terms (objective distillation; a weight of 0 turns a term off)"
+#: The groups of the settings (argument groups of the command line), in this order.
+SETTING_GROUPS = ("data", "model", "triplets", _DISTILL, "optimisation", "output")
 
-class _Preset:
-    """``to_dict`` / ``override`` shared by every preset dataclass.
+_KEY = "kerasface"
 
-    ``_FOLD_FIELDS`` name fields holding fold tuples: JSON lists in ``to_dict``,
-    integer tuples after ``override``.
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What :func:`setting` records about a field (``dataclasses.field(...).metadata["kerasface"]``).
+
+    ``minimum`` / ``maximum`` are inclusive bounds, ``above`` / ``below`` exclusive ones; ``flag`` is
+    the command-line spelling (default ``--field-name``; ``None`` for fields without a flag), ``aliases``
+    older spellings that still work and print a deprecation message; ``renamed_values`` maps values of
+    an older release to today's (accepted with a deprecation message); ``renamed_from`` is the field's
+    name in older run folders; ``bare`` is the value of a deprecated bare flag (``--augment`` = flip);
+    ``folds``: a tuple of fold numbers (JSON list in ``config.json``, parsed from ``1-9,10``).
     """
 
-    _FOLD_FIELDS: tuple = ()
+    help: str
+    group: str = "settings"
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    flag: str | None = ""
+    aliases: tuple = ()
+    metavar: str | None = None
+    renamed_values: dict | None = None
+    renamed_from: str | None = None
+    bare: str | None = None
+    folds: bool = False
+
+    def describe_range(self) -> str:
+        """``"in (0, 1]"``, ``">= 1"``, ``"> 0"`` or ``""`` (no range)."""
+        lo = "(" if self.above is not None else "[" if self.minimum is not None else None
+        hi = ")" if self.below is not None else "]" if self.maximum is not None else None
+        low = self.above if self.above is not None else self.minimum
+        high = self.below if self.below is not None else self.maximum
+        if lo and hi:
+            return f"in {lo}{low:g}, {high:g}{hi}"
+        if lo:
+            return f"{'>' if lo == '(' else '>='} {low:g}"
+        if hi:
+            return f"{'<' if hi == ')' else '<='} {high:g}"
+        return ""
+
+    def renamed_value(self, value):
+        """Today's value for ``value`` when it is an older release's spelling (``renamed_values``), else None."""
+        for old, new in (self.renamed_values or {}).items():
+            if type(value) is type(old) and value == old:
+                return new
+        return None
+
+    def in_range(self, value) -> bool:
+        return not ((self.minimum is not None and value < self.minimum)
+                    or (self.maximum is not None and value > self.maximum)
+                    or (self.above is not None and value <= self.above)
+                    or (self.below is not None and value >= self.below))
+
+
+def setting(default=dataclasses.MISSING, *, help: str, group: str = "settings", choices=None, minimum=None,
+            maximum=None, above=None, below=None, flag: str | None = "", aliases=(), metavar=None,
+            renamed_values=None, renamed_from=None, bare=None, folds=False):
+    """A schema field: ``dataclasses.field(default=...)`` with its :class:`SettingInfo` as metadata."""
+    info = SettingInfo(help=help, group=group, choices=tuple(choices) if choices else None, minimum=minimum,
+                       maximum=maximum, above=above, below=below, flag=flag, aliases=tuple(aliases),
+                       metavar=metavar, renamed_values=renamed_values, renamed_from=renamed_from, bare=bare,
+                       folds=folds)
+    return dataclasses.field(default=default, metadata={_KEY: info})
+
+
+def setting_info(field: dataclasses.Field) -> SettingInfo:
+    """The :class:`SettingInfo` of a schema field."""
+    return field.metadata[_KEY]
+
+
+class Settings:
+    """What every settings dataclass shares: validation from the field metadata, ``to_dict``, ``override``.
+
+    Subclasses add their cross-field rules in :meth:`check`.
+    """
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            info = setting_info(f)
+            value = getattr(self, f.name)
+            new = info.renamed_value(value)
+            if new is not None:
+                warnings.warn(f"{f.name}={value!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+                object.__setattr__(self, f.name, new)
+                value = new
+            if info.folds and value is not None:
+                object.__setattr__(self, f.name, tuple(int(x) for x in value))
+            elif value is not None:
+                self._check_value(f.name, value, info)
+        self.check()
+
+    def _check_value(self, name: str, value, info: SettingInfo) -> None:
+        if info.choices is not None and value not in info.choices:
+            self._bad(f"{name} must be one of {', '.join(map(str, info.choices))}, got {value!r}")
+        if info.describe_range() and not info.in_range(value):
+            self._bad(f"{name} must be {info.describe_range()}, got {value}")
+
+    def check(self) -> None:
+        """Rules between fields (the per-field choices and ranges are checked from the metadata)."""
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in self._FOLD_FIELDS:
-            d[k] = None if d[k] is None else list(d[k])
+        for f in dataclasses.fields(self):
+            if setting_info(f).folds and d[f.name] is not None:
+                d[f.name] = list(d[f.name])
         return d
 
     def _bad(self, msg):
         raise ValueError(f"preset {self.name!r}: {msg}")
 
     def _check_identity_split(self) -> None:
-        """Checks shared by the presets that pick training identities by fold (triplet, classification)."""
-        bad = self._bad
-        if self.on_error not in ("skip", "error"):
-            bad(f"on_error must be skip or error, got {self.on_error!r}")
-        if not 0.0 < self.center_crop <= 1.0:
-            bad(f"center_crop must be in (0, 1], got {self.center_crop}")
+        """Fold rules shared by the settings that pick training identities by fold (triplet, classification)."""
         for folds_name in ("holdout_folds", "train_folds"):
             folds = getattr(self, folds_name)
             if folds is not None and (not folds or any(int(f) < 1 for f in folds)):
-                bad(f"{folds_name} are numbered from 1, got {folds}")
+                self._bad(f"{folds_name} are numbered from 1, got {folds}")
         if self.train_folds and set(self.train_folds) & set(self.holdout_folds):
-            bad(f"train_folds {self.train_folds} overlap holdout_folds {self.holdout_folds}")
+            self._bad(f"train_folds {self.train_folds} overlap holdout_folds {self.holdout_folds}")
 
     def override(self, **changes):
         """A copy with ``changes`` applied; ``None`` values are ignored; unknown keys raise."""
@@ -63,55 +191,135 @@ class _Preset:
         unknown = set(changes) - fields
         if unknown:
             raise ValueError(f"unknown preset field(s): {', '.join(sorted(unknown))}")
-        changes = {k: v for k, v in changes.items() if v is not None}
-        for k in self._FOLD_FIELDS:
-            if k in changes:
-                changes[k] = tuple(int(f) for f in changes[k])
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def field_types(cls) -> dict:
+        """``{field name: its type}`` with ``X | None`` reduced to ``X`` (what a flag parses)."""
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            t = hints[f.name]
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            out[f.name] = args[0] if typing.get_origin(t) in (typing.Union, _UnionType) and len(args) == 1 else t
+        return out
+
+
+_UnionType = type(int | None)
+
+
+# --- fields shared by several schemas (each declared once, here) --------------------------------
+
+def _name():
+    return setting(help="preset name (chosen with --preset; names the run folder)", flag=None)
+
+
+def _description():
+    return setting("", help="one-line description of the preset", flag=None)
+
+
+def _data():
+    return setting(None, group="data", help="LFW folder or zip, any <identity>/<image> tree, or a path,label file "
+                                            "list (default: the bundled sample data/lfw_sample)")
+
+
+def _image_size(default: int):
+    return setting(default, group="data", minimum=1, help="input side in pixels")
+
+
+def _center_crop():
+    return setting(1.0, group="data", above=0.0, maximum=1.0,
+                   help="fraction of the image's shorter side kept before resizing (1.0: the whole image)")
+
+
+def _on_corrupt(what: str):
+    return setting("skip", group="data", choices=_SKIP_OR_ERROR, flag="--on-corrupt",
+                   help=f"an undecodable image: skip {what} (counted, logged) or stop")
+
+
+def _group_conv():
+    return setting("auto", group="model", choices=GROUP_CONV_PATHS,
+                   help="grouped-convolution implementation of the VarGFaceNet backbones")
+
+
+def _epochs(default: int):
+    return setting(default, group="optimisation", minimum=1, help="training epochs")
+
+
+def _learning_rate(default: float = 1e-3):
+    return setting(default, group="optimisation", above=0.0, help="learning rate")
+
+
+def _seed():
+    return setting(0, group="optimisation", help="random seed (data order, initial weights)")
+
+
+def _verify_every(default: int):
+    return setting(default, group="output", minimum=0,
+                   help="verification metrics (accuracy, AUC, EER) on the evaluation pairs every N epochs "
+                        "(0: at the end only)")
+
+
+def _out():
+    return setting("runs", group="output", help="parent folder of the run folders")
+
+
+def _identity_split_fields(min_images: int, fewest: int, min_images_help: str) -> dict:
+    """pairs / eval_pairs / holdout_folds / train_folds / min_images: the identity split by fold."""
+    return {
+        "pairs": setting(None, group="data", help="LFW folds list (default: pairs.txt next to --data when present)"),
+        "eval_pairs": setting(None, group="data", help="evaluate on this pairs list instead of held-out folds "
+                                                    "(its people are left out of training); default without "
+                                                    "pairs.txt: pairsDevTest.txt, else pairsVal.txt"),
+        "holdout_folds": setting((10,), group="data", folds=True, metavar="FOLDS",
+                              help="folds whose pairs are evaluated and whose people never train (e.g. 9,10)"),
+        "train_folds": setting(None, group="data", folds=True, metavar="FOLDS",
+                            help="train only on the people of these folds (e.g. 1-9; default: everyone not "
+                                 "held out)"),
+        "min_images": setting(min_images, group="data", minimum=fewest, help=min_images_help),
+    }
 
 
 @dataclass(frozen=True)
-class PairExperiment(_Preset):
+class PairExperiment(Settings):
     """A Siamese pair-verification run (report 000)."""
 
-    name: str
-    description: str = ""
-    backbone: str = "vargfacenet"
-    # Data. ``data`` None = the bundled LFW sample in the repository's data/.
-    data: str | None = None
-    train_pairs: str | None = None  # None = pairs.txt, else pairsTrain.txt next to the data
-    val_pairs: str | None = None  # None = pairsDevTest.txt, else pairsVal.txt
-    image_size: int = 112
-    center_crop: float = 1.0  # fraction of the shorter side kept before resizing (1.0: whole image, as the report)
-    low_light: bool = False
-    low_light_seed: int = 1234
-    augment: bool = False  # random horizontal flips of each face
-    on_missing: str = "skip"  # pairs naming a missing image: skip (reported) or error
-    on_error: str = "skip"  # corrupt images: skip (logged, counted) or error
-    # Model.
-    hidden_units: int = 64
-    dropout: float = 0.5
-    group_conv: str = "auto"  # grouped-conv path: auto | native | depthwise | split
-    # Optimisation (report 000: Adam, 20 epochs; Keras defaults otherwise).
-    epochs: int = 20
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 0
-    # Verification metrics (AUC, EER, accuracy) on the validation list every N epochs; 0 = only at the end.
-    verify_every: int = 0
-    # Output.
-    out: str = "runs"
+    name: str = _name()
+    description: str = _description()
+    backbone: str = setting("vargfacenet", group="model", help="backbone name (see `kerasface summary --list`)")
+    data: str | None = _data()
+    train_pairs: str | None = setting(None, group="data", help="training pairs list (default: pairs.txt, else "
+                                                               "pairsTrain.txt next to --data)")
+    eval_pairs: str | None = setting(None, group="data", aliases=("--val-pairs",), renamed_from="val_pairs",
+                                     help="evaluation (validation) pairs list: validation loss and accuracy, "
+                                          "verification metrics (default: pairsDevTest.txt, else pairsVal.txt)")
+    image_size: int = _image_size(112)
+    center_crop: float = _center_crop()
+    low_light: bool = setting(False, group="data", help="darken every image with the seeded low-light transform")
+    low_light_seed: int = setting(1234, group="data", help="seed of the low-light transform")
+    augment: str = setting("none", group="data", choices=PAIR_AUGMENTATIONS, bare="flip",
+                           renamed_values={False: "none", True: "flip"},
+                           help="augmentation policy: none, or flip (random horizontal flip of each face)")
+    on_missing: str = setting("skip", group="data", choices=_SKIP_OR_ERROR,
+                              help="a pair naming a missing image: skip it (reported) or stop")
+    on_error: str = _on_corrupt("its pairs")
+    hidden_units: int = setting(64, group="model", minimum=1, help="units of the verifier's hidden layer")
+    dropout: float = setting(0.5, group="model", minimum=0.0, below=1.0, help="dropout rate before the verdict")
+    group_conv: str = _group_conv()
+    epochs: int = _epochs(20)
+    batch_size: int = setting(32, group="optimisation", minimum=1, help="pairs per step")
+    learning_rate: float = _learning_rate()
+    seed: int = _seed()
+    verify_every: int = _verify_every(0)
+    out: str = _out()
 
 
-#: Triplet selection: "offline" = FaceNet's selection within each decoded chunk (semi-hard negatives,
-#: the monograph's way) into the three-input triplet graph; the others mine online inside P x K batches.
-TRIPLET_MINING = ("offline", "batch_hard", "semi_hard", "batch_all")
-#: Per-triplet loss forms (``kerasface.losses.get_triplet_loss``); the ``_squared`` forms compare squared distances.
-TRIPLET_STACK_LOSSES = ("hinge_squared", "hinge", "difference_squared", "difference")
+_TRIPLET_SPLIT = _identity_split_fields(2, 2, "training identities need at least this many images (a positive "
+                                                "needs 2)")
 
 
 @dataclass(frozen=True)
-class TripletExperiment(_Preset):
+class TripletExperiment(Settings):
     """A triplet-loss embedding run (report 004, the FaceNet monograph).
 
     Training identities and evaluation pairs: with an LFW ``pairs.txt`` next to
@@ -124,74 +332,62 @@ class TripletExperiment(_Preset):
     Folds are numbered 1-10 as in the LFW documentation.
     """
 
-    _FOLD_FIELDS = ("holdout_folds", "train_folds")
+    name: str = _name()
+    description: str = _description()
+    backbone: str = setting("facenet_nn2", group="model", help="backbone name (see `kerasface summary --list`); "
+                                                              "non-NN2 backbones get an L2 normalisation on top")
+    data: str | None = _data()
+    pairs: str | None = _TRIPLET_SPLIT["pairs"]
+    eval_pairs: str | None = _TRIPLET_SPLIT["eval_pairs"]
+    holdout_folds: tuple[int, ...] = _TRIPLET_SPLIT["holdout_folds"]
+    train_folds: tuple[int, ...] | None = _TRIPLET_SPLIT["train_folds"]
+    min_images: int = _TRIPLET_SPLIT["min_images"]
+    image_size: int = _image_size(224)
+    center_crop: float = _center_crop()
+    on_error: str = _on_corrupt("it")
+    embedding_dim: int = setting(128, group="model", minimum=1, help="embedding size")
+    norm: str = setting("batch", group="model", choices=("batch", "lrn"), help="NN2 normalisation")
+    l2_pooling: bool = setting(True, group="model", help="NN2: L2 pooling where the table says L2 "
+                                                         "(--no-l2-pooling: max pooling)")
+    bn_momentum: float = setting(0.99, group="model", minimum=0.0, below=1.0, help="BatchNormalization momentum")
+    group_conv: str = _group_conv()
+    mining: str = setting("offline", group="triplets", choices=TRIPLET_MINING,
+                          help="offline: FaceNet's semi-hard selection within each chunk into the triplet graph; "
+                               "batch_hard / semi_hard / batch_all: online mining in P x K batches")
+    loss: str = setting("hinge_squared", group="triplets", choices=TRIPLET_STACK_LOSSES,
+                        help="per-triplet loss (offline); online mining uses squared distances iff *_squared")
+    margin: float = setting(0.2, group="triplets", above=0.0,
+                            help="hinge margin (FaceNet's 0.2, on squared distances)")
+    selection_fallback: str = setting("skip", group="triplets", choices=("skip", "hardest", "random"),
+                                      help="offline: an anchor-positive pair without a semi-hard negative")
+    max_triplets_per_chunk: int = setting(0, group="triplets", minimum=0,
+                                          help="offline: train on a random subset of at most this many selected "
+                                               "triplets per chunk (0: all)")
+    chunk_size: int = setting(8000, group="triplets", minimum=1,
+                              help="images decoded at once (the report's trunks: 8000 / 1000)")
+    images_per_identity: int = setting(40, group="triplets", minimum=1,
+                                       help="the most images of one identity in a chunk")
+    chunk_mode: str = setting("cover", group="triplets", choices=("cover", "balanced"),
+                              help="cover: every image once an epoch; balanced: identities drawn evenly")
+    k_images: int = setting(4, group="triplets", minimum=1,
+                            help="online mining: K images per identity in a P x K batch (P = batch size // K)")
+    epochs: int = _epochs(20)
+    batch_size: int = setting(80, group="optimisation", minimum=1,
+                              help="triplets per step (offline) or P x K images (online)")
+    learning_rate: float = _learning_rate()
+    seed: int = _seed()
+    probe_size: int = setting(64, group="output", minimum=1, help="fixed training faces embedded after each epoch")
+    collapse_floor: float = setting(0.05, group="output", minimum=0.0,
+                                    help="stop when the probe faces' mean distance falls below this (0: never)")
+    verify_every: int = _verify_every(0)
+    out: str = _out()
 
-    name: str
-    description: str = ""
-    backbone: str = "facenet_nn2"
-    # Data. ``data`` None = the bundled LFW sample in the repository's data/.
-    data: str | None = None
-    pairs: str | None = None  # folds list; None = pairs.txt next to the data when present
-    eval_pairs: str | None = None  # explicit evaluation list (its people are left out of training)
-    holdout_folds: tuple[int, ...] = (10,)
-    train_folds: tuple[int, ...] | None = None  # None: every person not in a held-out fold
-    min_images: int = 2  # training identities need at least this many images (a positive needs 2)
-    image_size: int = 224
-    center_crop: float = 1.0  # fraction of the shorter side kept before resizing
-    on_error: str = "skip"  # unreadable/corrupt training images: skip (counted) or error
-    # Model (NN2 options; other backbones get an L2-normalisation layer on top).
-    embedding_dim: int = 128
-    norm: str = "batch"  # NN2: batch | lrn
-    l2_pooling: bool = True
-    bn_momentum: float = 0.99
-    group_conv: str = "auto"  # VarGFaceNet backbones only
-    # Triplets.
-    mining: str = "offline"
-    loss: str = "hinge_squared"  # offline: the per-triplet loss; online: squared distances iff *_squared
-    margin: float = 0.2
-    selection_fallback: str = "skip"  # offline: anchor-positive pairs with no semi-hard negative
-    max_triplets_per_chunk: int = 0  # offline: random subset of the selected triplets (0: all)
-    # Chunks (the monograph's trunks) and batches.
-    chunk_size: int = 8000
-    images_per_identity: int = 40  # M: the most images of one identity in a chunk
-    chunk_mode: str = "cover"  # cover: every image once an epoch | balanced
-    k_images: int = 4  # online mining: K images per identity in a P x K batch, P = batch_size // K
-    # Optimisation (Adam).
-    epochs: int = 20
-    batch_size: int = 80
-    learning_rate: float = 1e-3
-    seed: int = 0
-    # Monitoring.
-    probe_size: int = 64  # fixed training faces embedded after every epoch
-    collapse_floor: float = 0.05  # stop when their mean pairwise distance falls below (0: never)
-    verify_every: int = 0  # verification metrics on the evaluation pairs every N epochs (0: only at the end)
-    # Output.
-    out: str = "runs"
-
-    def __post_init__(self):
-        bad = self._bad
-
-        if self.mining not in TRIPLET_MINING:
-            bad(f"mining must be one of {', '.join(TRIPLET_MINING)}, got {self.mining!r}")
-        if self.loss not in TRIPLET_STACK_LOSSES:
-            bad(f"loss must be one of {', '.join(TRIPLET_STACK_LOSSES)}, got {self.loss!r}")
+    def check(self):
         if self.mining != "offline" and self.loss.startswith("difference"):
-            bad(f"online mining ({self.mining}) uses a hinge; loss {self.loss!r} needs --mining offline")
-        if self.selection_fallback not in ("skip", "hardest", "random"):
-            bad(f"selection_fallback must be skip, hardest or random, got {self.selection_fallback!r}")
-        if self.chunk_mode not in ("cover", "balanced"):
-            bad(f"chunk_mode must be cover or balanced, got {self.chunk_mode!r}")
+            self._bad(f"online mining ({self.mining}) uses a hinge; loss {self.loss!r} needs --mining offline")
         self._check_identity_split()
-        if not self.margin > 0:
-            bad(f"margin must be positive, got {self.margin}")
-        for field_name in ("image_size", "epochs", "batch_size", "chunk_size", "images_per_identity", "k_images",
-                           "embedding_dim"):
-            if getattr(self, field_name) < 1:
-                bad(f"{field_name} must be positive, got {getattr(self, field_name)}")
         if self.mining != "offline" and self.batch_size < 2 * self.k_images:
-            bad(f"batch_size {self.batch_size} holds fewer than 2 identities of k_images={self.k_images}")
-        if self.min_images < 2:
-            bad(f"min_images must be at least 2 (a positive needs two images), got {self.min_images}")
+            self._bad(f"batch_size {self.batch_size} holds fewer than 2 identities of k_images={self.k_images}")
 
     @property
     def squared(self) -> bool:
@@ -199,15 +395,12 @@ class TripletExperiment(_Preset):
         return self.loss.endswith("_squared")
 
 
-#: Training objectives of :class:`ClassifyExperiment`: a margin head over every training identity
-#: (plain softmax, AM-softmax/CosFace, ArcFace), or the angular prototypical loss on N x M batches.
-CLASSIFY_OBJECTIVES = ("margin", "angproto", "report002")
-CLASSIFY_HEADS = ("softmax", "normalized", "amsoftmax", "cosface", "arcface")
+_CLASSIFY_SPLIT = _identity_split_fields(2, 1, "training identities need at least this many images")
 
 
 @dataclass(frozen=True)
-class ClassifyExperiment(_Preset):
-    """An identity-classification or angular-prototypical run (reports 001 and 003).
+class ClassifyExperiment(Settings):
+    """An identity-classification, angular-prototypical or distillation run (reports 001, 002, 003).
 
     Training identities and evaluation pairs are chosen as in
     :class:`TripletExperiment` (LFW: the people of ``train_folds`` train, the
@@ -225,125 +418,137 @@ class ClassifyExperiment(_Preset):
     prototypical loss (learnable scale and bias). ``init_from`` names a run
     folder whose ``model.keras`` (the embedding model) starts the backbone:
     report 001's fine-tuning of an AM-softmax pretraining.
+    ``objective="distillation"`` (formerly ``"report002"``): a classifier with
+    the weighted extra terms below, and with ``teacher`` a frozen teacher.
     """
 
-    _FOLD_FIELDS = ("holdout_folds", "train_folds")
+    name: str = _name()
+    description: str = _description()
+    backbone: str = setting("thin_resnet34", group="model", help="backbone name (see `kerasface summary --list`)")
+    # At 0.995 the moving statistics still hold half their initial values after 140 steps.
+    bn_momentum: float | None = setting(None, group="model", minimum=0.0, below=1.0,
+                                        help="BatchNormalization momentum of the backbone (default: the builder's, "
+                                             "e.g. 0.995 for inception_resnet_v1, 0.9 for the ResNets; 0.99 or "
+                                             "lower for runs of a few hundred steps)")
+    data: str | None = _data()
+    pairs: str | None = _CLASSIFY_SPLIT["pairs"]
+    eval_pairs: str | None = _CLASSIFY_SPLIT["eval_pairs"]
+    holdout_folds: tuple[int, ...] = _CLASSIFY_SPLIT["holdout_folds"]
+    train_folds: tuple[int, ...] | None = _CLASSIFY_SPLIT["train_folds"]
+    min_images: int = _CLASSIFY_SPLIT["min_images"]
+    val_fraction: float = setting(0.1, group="data", minimum=0.0, below=1.0,
+                                  help="held-out images of each training identity for classification accuracy")
+    val_min_images: int = setting(3, group="data", minimum=1,
+                                  help="only identities with this many images give held-out images")
+    image_size: int = _image_size(112)
+    center_crop: float = _center_crop()
+    augment: str = setting("none", group="data", choices=AUGMENTATIONS,
+                           help="augmentation policy (docs/augmentation.md)")
+    max_per_identity: int = setting(200, group="data", minimum=1,
+                                    help="margin objectives: images of one identity per epoch (report 001: 200)")
+    cache_mb: int = setting(2048, group="data", minimum=0,
+                            help="decode all faces into memory when they fit in this many MB")
+    on_error: str = _on_corrupt("it")
+    objective: str = setting("margin", group="model", choices=CLASSIFY_OBJECTIVES,
+                             renamed_values={"report002": "distillation"},
+                             help="margin: a margin head over the identities; angproto: the angular prototypical "
+                                  "loss; distillation: extra terms and an optional teacher")
+    head: str = setting("amsoftmax", group="model", choices=CLASSIFY_HEADS, help="margin head kind")
+    scale: float = setting(30.0, group="model", above=0.0, help="margin head scale s")
+    margin: float = setting(0.1, group="model", help="margin m")
+    easy_margin: bool = setting(False, group="model", help="ArcFace easy margin")
+    m_images: int = setting(2, group="model", minimum=1,
+                            help="angproto (and a distillation triplet term): M images per identity in a batch")
+    init_from: str | None = setting(None, group="model", metavar="RUN_DIR",
+                                    help="start the backbone from this run folder's model.keras (or a .keras file)")
+    ce_weight: float = setting(1.0, group=_DISTILL, minimum=0.0, help="cross entropy with the labels")
+    center_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--center-loss", help="centre loss weight")
+    center_alpha: float = setting(0.5, group=_DISTILL, minimum=0.0, maximum=1.0, help="centre update rate")
+    prelogit_norm_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--prelogit-norm",
+                                          help="pre-logit norm loss weight")
+    triplet_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--triplet",
+                                    help="batch-hard triplet weight (> 0: N identities x --m-images batches)")
+    triplet_margin: float = setting(0.2, group=_DISTILL, above=0.0, help="margin of the batch-hard triplet term")
+    hard_mining_fraction: float = setting(1.0, group=_DISTILL, above=0.0, maximum=1.0, flag="--hard-mining",
+                                          help="hard instance mining: keep this hardest fraction of each batch's "
+                                               "cross-entropy terms (1 = off)")
+    teacher: str | None = setting(None, group=_DISTILL, metavar="RUN_DIR",
+                                  help="teacher run folder (its classifier.keras), frozen")
+    embedding_l2_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--embedding-l2",
+                                         help="teacher-student: student-teacher embedding L2")
+    soft_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--soft-ce",
+                                    help="teacher-student: soft cross entropy at --temperature")
+    hard_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--hard-ce",
+                                    help="teacher-student: cross entropy with the teacher's argmax")
+    temperature: float = setting(4.0, group=_DISTILL, above=0.0, help="teacher-student: softmax temperature")
+    optimizer: str = setting("adam", group="optimisation", choices=("adam", "adamw"), help="optimizer")
+    learning_rate: float = _learning_rate()
+    weight_decay: float = setting(0.01, group="optimisation", minimum=0.0, help="AdamW weight decay")
+    schedule: str = setting("constant", group="optimisation", choices=("constant", "cosine_restarts"),
+                            help="learning-rate schedule")
+    cycle_epochs: float = setting(10.0, group="optimisation", above=0.0,
+                                  help="cosine_restarts: first cycle length in epochs")
+    min_lr: float = setting(1e-5, group="optimisation", minimum=0.0, help="cosine_restarts: minimum learning rate")
+    freeze_first: int = setting(0, group="optimisation", minimum=0,
+                                help="freeze the first N backbone layers for the whole run")
+    unfreeze_every: int = setting(0, group="optimisation", minimum=0,
+                                  help="start with the head and the top stage trainable; unfreeze the next stage "
+                                       "every N epochs (margin objective only)")
+    epochs: int = _epochs(60)
+    batch_size: int = setting(200, group="optimisation", minimum=1, help="images per step")
+    seed: int = _seed()
+    verify_every: int = _verify_every(1)
+    out: str = _out()
 
-    name: str
-    description: str = ""
-    backbone: str = "thin_resnet34"
-    # BatchNormalization momentum of the backbone; None = its builder's default (FaceNet's 0.995 for
-    # inception_resnet_v1, 0.997 for sqnxt23v5, 0.9 for the ResNets). Short runs need a faster one: at 0.995
-    # the moving statistics still hold half their initial values after 140 steps.
-    bn_momentum: float | None = None
-    # Data. ``data`` None = the bundled LFW sample in the repository's data/.
-    data: str | None = None
-    pairs: str | None = None  # folds list; None = pairs.txt next to the data when present
-    eval_pairs: str | None = None  # explicit evaluation list (its people are left out of training)
-    holdout_folds: tuple[int, ...] = (10,)
-    train_folds: tuple[int, ...] | None = None  # None: every person not in a held-out fold
-    min_images: int = 2  # training identities need at least this many images
-    val_fraction: float = 0.1  # held-out images per training identity, for classification accuracy
-    val_min_images: int = 3  # only identities with at least this many images give validation images
-    image_size: int = 112
-    center_crop: float = 1.0  # fraction of the shorter side kept before resizing
-    augment: str = "none"  # kerasface.data.augment.AUGMENTATIONS
-    max_per_identity: int = 200  # margin objectives: images of one identity per epoch
-    cache_mb: int = 2048  # decode the training images once into memory when they fit in this many MB
-    on_error: str = "skip"  # unreadable/corrupt images: skip (counted) or error
-    # Model and objective.
-    objective: str = "margin"
-    head: str = "amsoftmax"
-    scale: float = 30.0
-    margin: float = 0.1
-    easy_margin: bool = False
-    m_images: int = 2  # angproto: M images per identity in a batch (M - 1 support, 1 query)
-    init_from: str | None = None  # a run folder (or .keras file) whose embedding model starts the backbone
-    # Report 002 (objective="report002"): kerasface.models.Report002Model's loss weights (0 = term off).
-    ce_weight: float = 1.0
-    center_weight: float = 0.0
-    center_alpha: float = 0.5
-    prelogit_norm_weight: float = 0.0
-    triplet_weight: float = 0.0  # > 0: batches of batch_size // m_images identities x m_images images
-    triplet_margin: float = 0.2
-    hard_mining_fraction: float = 1.0  # < 1: keep the hardest fraction of each batch's CE terms
-    teacher: str | None = None  # run folder of a report002 run (its classifier.keras), frozen
-    embedding_l2_weight: float = 0.0
-    soft_ce_weight: float = 0.0
-    hard_ce_weight: float = 0.0
-    temperature: float = 4.0
-    # Optimisation.
-    optimizer: str = "adam"  # adam | adamw
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01  # adamw only
-    schedule: str = "constant"  # constant | cosine_restarts
-    cycle_epochs: float = 10.0  # cosine_restarts: first cycle length in epochs
-    min_lr: float = 1e-5  # cosine_restarts: floor
-    freeze_first: int = 0  # freeze the first N layers of the backbone for the whole run
-    unfreeze_every: int = 0  # >0: start with only the head trainable, unfreeze one backbone stage every N epochs
-    epochs: int = 60
-    batch_size: int = 200
-    seed: int = 0
-    # Monitoring and output.
-    verify_every: int = 1  # EER / accuracy on the evaluation pairs every N epochs (0: only at the end)
-    out: str = "runs"
-
-    def __post_init__(self):
+    def check(self):
         bad = self._bad
-
-        from kerasface.data.augment import AUGMENTATIONS
-
-        if self.objective not in CLASSIFY_OBJECTIVES:
-            bad(f"objective must be one of {', '.join(CLASSIFY_OBJECTIVES)}, got {self.objective!r}")
-        if self.head not in CLASSIFY_HEADS:
-            bad(f"head must be one of {', '.join(CLASSIFY_HEADS)}, got {self.head!r}")
-        if self.augment not in AUGMENTATIONS:
-            bad(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.optimizer not in ("adam", "adamw"):
-            bad(f"optimizer must be adam or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine_restarts"):
-            bad(f"schedule must be constant or cosine_restarts, got {self.schedule!r}")
         self._check_identity_split()
-        for f in ("image_size", "epochs", "batch_size", "max_per_identity", "min_images", "val_min_images"):
-            if getattr(self, f) < 1:
-                bad(f"{f} must be positive, got {getattr(self, f)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.bn_momentum is not None and not 0.0 <= self.bn_momentum < 1.0:
-            bad(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
-        if self.objective != "report002":
+        if self.objective != "distillation":
             if self.teacher:
-                bad("--teacher needs objective report002")
+                bad("--teacher needs --objective distillation (the former objective report002)")
         elif (self.embedding_l2_weight or self.soft_ce_weight or self.hard_ce_weight) and not self.teacher:
             bad("teacher-student terms (embedding_l2 / soft_ce / hard_ce weights) need --teacher RUN_DIR")
-        if self.objective == "angproto" or (self.objective == "report002" and self.triplet_weight > 0):
+        if self.identity_batches:
             if self.m_images < 2:
                 bad(f"m_images must be at least 2 (M - 1 support images and 1 query), got {self.m_images}")
             if self.batch_size < 2 * self.m_images:
                 bad(f"batch_size {self.batch_size} holds fewer than 2 identities of m_images={self.m_images}")
-        if self.learning_rate <= 0 or self.min_lr < 0:
-            bad("learning_rate must be positive and min_lr non-negative")
-        if self.freeze_first < 0 or self.unfreeze_every < 0:
-            bad("freeze_first and unfreeze_every must be >= 0")
         if self.unfreeze_every and self.objective != "margin":
             bad("unfreeze_every works with objective margin only")
 
     @property
     def identities_per_batch(self) -> int:
-        """angproto (and report002 with a triplet term): N = batch_size // m_images."""
+        """angproto (and distillation with a triplet term): N = batch_size // m_images."""
         return self.batch_size // self.m_images
 
     @property
     def identity_batches(self) -> bool:
         """Whether batches are N identities x M images (else capped random batches)."""
-        return self.objective == "angproto" or (self.objective == "report002" and self.triplet_weight > 0)
+        return self.objective == "angproto" or (self.objective == "distillation" and self.triplet_weight > 0)
+
+
+SCHEMAS = (PairExperiment, TripletExperiment, ClassifyExperiment)
 
 
 def upgrade_settings(settings: dict) -> dict:
     """A run folder's stored ``config.json`` settings in today's spelling.
 
     Settings renamed since a run folder was written are mapped to their current
-    names and values here, so that an older run folder still resumes with the same
-    command. Unknown keys are left as they are.
+    names and values here (from the schema's ``renamed_from`` / ``renamed_values``),
+    so that an older run folder still resumes with the same command: the pair
+    trainer's ``val_pairs`` is ``eval_pairs``, its ``augment`` true/false is
+    ``"flip"``/``"none"``, the objective ``"report002"`` is ``"distillation"``.
+    Unknown keys are left as they are.
     """
-    return dict(settings)
+    out = dict(settings)
+    for schema in SCHEMAS:
+        for f in dataclasses.fields(schema):
+            info = setting_info(f)
+            if info.renamed_from and info.renamed_from in out and f.name not in out:
+                out[f.name] = out.pop(info.renamed_from)
+    for schema in SCHEMAS:
+        for f in dataclasses.fields(schema):
+            new = setting_info(f).renamed_value(out.get(f.name))
+            if new is not None:
+                out[f.name] = new
+    return out

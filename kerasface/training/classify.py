@@ -17,7 +17,7 @@ Objectives (:class:`~kerasface.config.ClassifyExperiment`):
   001: 200). ``val_accuracy`` is the argmax of the *margin-free* logits of the
   held-out images (what identification sees), ``val_loss`` the training
   objective (with the margin) on them.
-* ``"report002"``: backbone -> Dense classifier inside
+* ``"distillation"`` (formerly ``"report002"``): backbone -> Dense classifier inside
   :class:`~kerasface.models.Report002Model`, whose loss is the preset's sum of
   cross entropy, centre loss, pre-logit norm, batch-hard triplet (then the
   batches are N identities x M images), hard instance mining, and with
@@ -199,7 +199,7 @@ def _train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray,
         def fmt(pair, r):
             x, _ = pair
             return normalize_faces(policy(x, r)), target
-    elif cfg.objective == "report002":
+    elif cfg.objective == "distillation":
         def fmt(pair, r):
             x, y = pair
             return {"image": normalize_faces(policy(x, r)), "label": y}, y
@@ -268,7 +268,7 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     if cfg.objective == "angproto":
         head = AngularPrototypicalLogits(num_per_class=cfg.m_images, name="angproto")
         model = keras.Model(image, head(emb), name=f"{backbone.name}_angproto")
-    elif cfg.objective == "report002":
+    elif cfg.objective == "distillation":
         model = Report002Model(
             backbone, num_classes, teacher=teacher, ce_weight=cfg.ce_weight, center_weight=cfg.center_weight,
             center_alpha=cfg.center_alpha, prelogit_norm_weight=cfg.prelogit_norm_weight,
@@ -426,7 +426,7 @@ def _train_classifier(cfg: ClassifyExperiment, run_dir, verbose, runtime: Runtim
         optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
                                    schedule=schedule)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        if cfg.objective == "report002":  # its compute_loss sums the preset's terms (each logged as loss_<term>)
+        if cfg.objective == "distillation":  # its compute_loss sums the preset's terms (each logged as loss_<term>)
             model.compile(optimizer=optimizer, metrics=[accuracy], **runtime.compile_kwargs())
         else:
             model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

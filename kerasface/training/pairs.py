@@ -131,9 +131,9 @@ def train_pairs(cfg: PairExperiment, run_dir: Path | None = None, verbose="auto"
 
 def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> RunResult:
     data_path = data_location(cfg.data)
-    train_list, val_list = resolve_pair_lists(data_path, cfg.train_pairs, cfg.val_pairs)
+    train_list, val_list = resolve_pair_lists(data_path, cfg.train_pairs, cfg.eval_pairs)
     resolved = cfg.to_dict() | {"data": str(data_path), "train_pairs": str(train_list),
-                                "val_pairs": str(val_list)}
+                                "eval_pairs": str(val_list)}
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg.out, cfg.name)
     done_epochs = resume_epochs(runtime, run_dir, resolved)
     try:
@@ -152,7 +152,7 @@ def _train_pairs(cfg: PairExperiment, run_dir, verbose, runtime: Runtime) -> Run
     # Global batches; each worker of a multiworker run keeps its part of every batch (DATA sharding of the
     # in-memory pipeline, which every worker runs with the same seed).
     train_ds = runtime.shard(train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                           augment=cfg.augment, low_light=cfg.low_light,
+                                           augment=cfg.augment == "flip", low_light=cfg.low_light,
                                            low_light_seed=cfg.low_light_seed), source="generator")
     val_ds = runtime.shard(val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
                                        low_light=cfg.low_light, low_light_seed=cfg.low_light_seed),

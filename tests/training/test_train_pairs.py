@@ -151,7 +151,7 @@ def test_config_json(run, sample_dir):
     c = json.loads((result.run_dir / "config.json").read_text())
     assert Path(c["data"]).resolve() == sample_dir.resolve()
     assert Path(c["train_pairs"]).resolve() == (sample_dir / "pairsTrain.txt").resolve()
-    assert Path(c["val_pairs"]).resolve() == (sample_dir / "pairsVal.txt").resolve()
+    assert Path(c["eval_pairs"]).resolve() == (sample_dir / "pairsVal.txt").resolve()
     for k, v in OVERRIDES.items():
         assert c[k] == v, k
     assert c["name"] == "vargface" and c["low_light"] is False

@@ -48,7 +48,7 @@ def _history(run):
 
 def test_presets_and_their_switches():
     t = CLASSIFY_PRESETS["incres-teacher"]
-    assert t.backbone == "inception_resnet_v1" and t.objective == "report002"
+    assert t.backbone == "inception_resnet_v1" and t.objective == "distillation"
     assert t.center_weight > 0 and t.prelogit_norm_weight > 0 and t.triplet_weight > 0 and t.hard_mining_fraction < 1
     for w in ("1.0", "2.0"):
         plain, ts = CLASSIFY_PRESETS[f"sqnxt23v5-{w}"], CLASSIFY_PRESETS[f"sqnxt23v5-{w}-ts"]

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from kerasface.cli import build_parser, main
-from kerasface.cli_triplet import parse_folds, triplet_overrides
+from kerasface.cli.flags import parse_folds, settings_overrides
+from kerasface.config import TripletExperiment
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import Pair, parse_pairs
 from kerasface.evaluation.cases import hardest_pairs
@@ -100,7 +101,7 @@ def test_flags_override_the_preset():
         "--batch-size", "64", "--learning-rate", "0.01", "--image-size", "96", "--backbone", "vargfacenet_tiny",
         "--chunk-size", "500", "--seed", "7", "--out", "o", "--run-dir", "r", "--verify-every", "1",
         "--collapse-floor", "0", "--no-l2-pooling", "--eval-pairs", "e.txt", "--k-images", "8"])
-    cfg = get_triplet_preset(args.preset).override(**triplet_overrides(args))
+    cfg = get_triplet_preset(args.preset).override(**settings_overrides(args, TripletExperiment))
     want = dict(name="facenet-nn2-finetune", data="somewhere", holdout_folds=(9, 10), train_folds=tuple(range(1, 9)),
                 mining="batch_hard", loss="hinge", margin=0.5, epochs=2, batch_size=64, learning_rate=0.01,
                 image_size=96, backbone="vargfacenet_tiny", chunk_size=500, seed=7, out="o", verify_every=1,
@@ -109,7 +110,8 @@ def test_flags_override_the_preset():
         assert getattr(cfg, k) == v, k
     assert not cfg.squared and args.run_dir == "r"
     # flags not given keep the preset's values
-    plain = get_triplet_preset("facenet-nn2").override(**triplet_overrides(build_parser().parse_args(["train-triplet"])))
+    plain = get_triplet_preset("facenet-nn2").override(**settings_overrides(
+        build_parser().parse_args(["train-triplet"]), TripletExperiment))
     assert plain == get_triplet_preset("facenet-nn2")
 
 
@@ -290,14 +292,14 @@ def test_offline_selection_run(micro_backbone, tmp_path):
     assert {p.name for p in result.run_dir.iterdir()} >= {"model.keras", "triplet.keras", "case_study.png"}
 
 
-def test_collapse_stops_the_run_with_exit_3(micro_backbone, tmp_path, capsys):
+def test_collapse_stops_the_run_with_exit_4(micro_backbone, tmp_path, capsys):
     """A floor above any possible mean distance (unit vectors are at most 2 apart) stops after epoch 1."""
     run_dir = tmp_path / "run"
     code = main(["train-triplet", "--backbone", micro_backbone, "--image-size", str(SIZE), "--mining", "semi_hard",
                  "--batch-size", "32", "--epochs", "3", "--collapse-floor", "2.5", "--center-crop", "0.6",
                  "--run-dir", str(run_dir), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 3 and "collapsed at epoch 1" in err and "Traceback" not in err
+    assert code == 4 and "collapsed at epoch 1" in err and "Traceback" not in err
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["complete"] is False
     assert m["collapse"]["epoch"] == 1 and m["collapse"]["floor"] == 2.5 and "collapsed" in m["stopped"]

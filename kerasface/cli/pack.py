@@ -1,8 +1,7 @@
 """``kerasface pack SRC OUT --shards N``: images (aligned crops or raw) into TFRecord shards + ``index.json``.
 
-Kept apart from :mod:`kerasface.cli`; it registers the subcommand. The work is
-:func:`kerasface.data.tfrecord.pack` (resumable, atomic per shard); the shards
-are read back with :func:`kerasface.data.tfrecord.read_shards`.
+The work is :func:`kerasface.data.tfrecord.pack` (resumable, atomic per shard);
+the shards are read back with :func:`kerasface.data.tfrecord.read_shards`.
 """
 
 from __future__ import annotations
@@ -10,10 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["add_pack_args", "cmd_pack"]
+from kerasface.cli import exit_codes
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "images (aligned crops or raw) into TFRecord shards with labels and an identity index; resumable"
 
 
-def add_pack_args(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", metavar="SRC", help="folder tree <identity>/<image> (e.g. the output of `kerasface align`), "
                                               "a folder holding lfw/ or lfw.zip, a zip, or a path,label file list")
     p.add_argument("out", metavar="OUT", help="output folder: shard-NNNNN-of-NNNNN.tfrecord, index.json, "
@@ -21,12 +24,13 @@ def add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=int, default=8,
                    help="number of shard files (default 8; at least the number of multiworker workers)")
     p.add_argument("--image-size", type=int,
-                   help="re-encode the centre crop at this side (e.g. 112); default: keep each file's bytes as they are")
+                   help="re-encode the centre crop at this side (e.g. 112); default: keep each file's bytes as "
+                        "they are")
     p.add_argument("--center-crop", type=float, default=1.0,
                    help="with --image-size: fraction of the shorter side kept before resizing (default 1.0)")
     p.add_argument("--format", dest="fmt", choices=("jpg", "png"), default="jpg",
                    help="with --image-size: JPEG (default) or lossless PNG")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--jpeg-quality", type=int, default=95, help="with --format jpg: JPEG quality (default 95)")
     p.add_argument("--min-images", type=int, default=1, help="leave out identities with fewer images (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the order in which images are spread over the shards")
     p.add_argument("--workers", type=int, help="decoding threads (default: the CPU count, at most 8)")
@@ -34,7 +38,8 @@ def add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def cmd_pack(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    # here, not at the top: TFRecord writing imports TensorFlow
     from kerasface.data.tfrecord import pack
 
     try:
@@ -44,6 +49,6 @@ def cmd_pack(args) -> int:
     except KeyboardInterrupt:
         print("\nkerasface pack: interrupted; finished shards are complete, run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     print(summary.format())
     return 0

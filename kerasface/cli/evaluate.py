@@ -1,0 +1,91 @@
+"""``kerasface evaluate MODEL``: verification metrics of a saved model on a pairs list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kerasface.cli.flags import DeprecatedSpelling
+from kerasface.data.locations import bundled_sample_dir
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "verification metrics of a saved model on a pairs list (10-fold, ROC, EER, TAR@FAR)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="saved .keras model (embedding model, Siamese verifier or triplet graph), "
+                                 "or 'raw-pixels' for the non-learned baseline")
+    p.add_argument("--data", help="LFW folder or zip (default: the bundled sample data/lfw_sample)")
+    p.add_argument("--eval-pairs", "--pairs", dest="pairs", action=DeprecatedSpelling, aliases=("--pairs",),
+                   help="evaluation pairs list (default: pairs.txt, else pairsDevTest.txt, else pairsVal.txt "
+                        "next to --data)")
+    p.add_argument("--metric", choices=("cosine", "l2", "l2sq"), default="cosine",
+                   help="pair score of embedding models (default: cosine)")
+    p.add_argument("--flip", action="store_true",
+                   help="flip TTA: sum the embeddings of each face and its mirror, then L2-normalise")
+    p.add_argument("--image-size", type=int, help="input side (default: the model's; raw-pixels: 64)")
+    p.add_argument("--center-crop", type=float, default=1.0,
+                   help="fraction of the image kept before resizing (default 1.0: whole image)")
+    p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default="kerasface",
+                   help="pixel scaling the model expects: kerasface (x-127.5)/128 (default), unit x/255, raw 0..255")
+    p.add_argument("--low-light-seed", type=int,
+                   help="darken every face with the report-000 low-light transform of this seed "
+                        "(the vargface-lowlight presets use 1234)")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="Siamese verifier or triplet graph: score pairs with its shared embedding model "
+                        "(--metric) instead of the verifier's 'same' probability")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch (default 64)")
+    p.add_argument("--on-missing", choices=("skip", "error"), default="skip",
+                   help="pairs naming a missing image: leave them out (counted, listed) or stop")
+    p.add_argument("--cases", type=int, default=6, help="hardest pairs of each kind drawn in cases.png (0: none)")
+    p.add_argument("--out", help="folder for metrics.json, roc.png, cases.png "
+                                 "(default: next to the model, eval-<pairs name>)")
+    p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    data = Path(args.data) if args.data else bundled_sample_dir()
+    if not data.exists():
+        raise FileNotFoundError(f"--data not found: {str(data)!r}")
+    pairs = Path(args.pairs) if args.pairs else None
+    if pairs is not None and not pairs.is_file():
+        raise FileNotFoundError(f"--eval-pairs not found: {str(pairs)!r}")
+
+    # here, not at the top: these import Keras and TensorFlow
+    import keras
+
+    from kerasface.evaluation.baselines import BASELINES
+    from kerasface.evaluation.embeddings import embedding_submodel
+    from kerasface.evaluation.verification import default_pairs_file, evaluate_to_dir
+
+    pairs = pairs or default_pairs_file(data)
+    if args.model in BASELINES:
+        model = BASELINES[args.model](args.image_size or 64)
+        default_out = Path("runs") / f"{args.model}-eval-{pairs.stem}"
+    else:
+        path = Path(args.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {str(path)!r} (a .keras file, or one of {sorted(BASELINES)})")
+        model = keras.saving.load_model(path)  # `import kerasface` registered its layers
+        default_out = path.parent / f"eval-{pairs.stem}"
+        if args.backbone_only:
+            model = embedding_submodel(model)
+            default_out = path.parent / f"eval-{pairs.stem}-backbone"
+    out = Path(args.out) if args.out else default_out
+    print(f"kerasface evaluate: {args.model} on {pairs} (images from {data})", flush=True)
+    result = evaluate_to_dir(
+        model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
+        metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
+        normalization=args.normalization, low_light_seed=args.low_light_seed,
+        batch_size=args.batch_size, on_missing=args.on_missing,
+        verbose=2 if not sys.stderr.isatty() else "auto",
+    )
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+    else:
+        print(result.summary())
+        print(f"wrote {', '.join(str(out / f) for f in result.metrics['files'].values())}")
+    return 0
