@@ -5,7 +5,7 @@ learns, so it is not a preset field: a run may resume on other hardware. The
 run folder's ``config.json`` may record it under a separate ``"runtime"`` key,
 which resuming does not compare.
 
-Typical use (what :func:`kerasface.training.pairs.train_pairs` does)::
+Typical use (what :func:`kerasface.training.runner.run_training` does)::
 
     rt = Runtime(strategy="mirrored", mixed_precision="auto")
     rt.apply_precision()                 # before any layer is built

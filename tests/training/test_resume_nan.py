@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import pytest
 
-import kerasface.training.pairs as pairs_mod
+import kerasface.training.tasks.pairs as pairs_mod
 from kerasface.presets import get_pair_preset
 from kerasface.models import SiameseVerifier
 from kerasface.training import train_pairs
@@ -41,7 +41,7 @@ def _temporaries(run_dir: Path) -> list[Path]:
 _TINY_CLI = """
 import sys
 import keras
-import kerasface.training.pairs as p
+import kerasface.training.tasks.pairs as p
 from kerasface.models import SiameseVerifier
 
 def build(cfg):  # a tiny backbone, run eagerly: quick to start, slow enough per epoch to be killed inside one
@@ -283,7 +283,7 @@ def test_triplet_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypa
     """7 P x K batches an epoch on the sample: NaN learning rate from step 9 (epoch 2) or step 2 (epoch 1)."""
     from kerasface.presets import get_triplet_preset
     from kerasface.models import registry
-    from kerasface.training.triplet import train_triplet
+    from kerasface.training.tasks.triplet import train_triplet
 
     monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
     real_adam = keras.optimizers.Adam
@@ -319,7 +319,7 @@ def test_triplet_run_interrupted_then_resumed(tmp_path, monkeypatch):
     """train-triplet killed after epoch 2's files but before its backup; the same call resumes at epoch 2."""
     from kerasface.presets import get_triplet_preset
     from kerasface.models import registry
-    from kerasface.training.triplet import train_triplet
+    from kerasface.training.tasks.triplet import train_triplet
 
     monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
     cfg = get_triplet_preset("facenet-nn2").override(

@@ -22,7 +22,8 @@ import pytest
 from kerasface.data.images import read_face
 from kerasface.data.lfw import open_image_source
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
-from kerasface.training.classify import split_heldout, stage_blocks, train_classifier
+from kerasface.data.splits import split_heldout
+from kerasface.training.tasks.classify import stage_blocks, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -87,7 +88,7 @@ def test_presets_cover_the_reports():
 @pytest.mark.parametrize("preset, backbone, default", [("sqnxt23v5-1.0", "sqnxt23v5_w1", 0.997),
                                                        ("resnet34-arcface", "resnet18", 0.9)])
 def test_bn_momentum_reaches_every_batch_norm_of_the_backbone(preset, backbone, default):
-    from kerasface.training.classify import build_training_model
+    from kerasface.training.tasks.classify import build_training_model
 
     def momenta(cfg):
         _, bb, _ = build_training_model(cfg, num_classes=3)

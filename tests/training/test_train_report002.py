@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
-from kerasface.training.classify import train_classifier
+from kerasface.training.tasks.classify import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64

@@ -28,14 +28,10 @@ from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import Pair, parse_pairs
 from kerasface.presets import TRIPLET_PRESETS, get_triplet_preset
 from kerasface.training.case_study import hardest_pairs
-from kerasface.training.triplet import (
-    collapse_message,
-    is_collapsed,
-    probe_statistics,
-    resolve_triplet_data,
-    train_triplet,
-    write_pairs_list,
-)
+from kerasface.data.splits import resolve_identity_split as resolve_triplet_data
+from kerasface.data.splits import write_pairs_list
+from kerasface.training.tasks.triplet import train_triplet
+from kerasface.training.tasks.triplet_monitor import collapse_message, is_collapsed, probe_statistics
 
 EPOCHS = 3
 SIZE = 32
@@ -440,7 +436,8 @@ def test_run_files_respect_umask(run):
 
 def test_training_mode_probe_has_no_side_effect(micro_backbone):
     """The collapse test embeds with BN on batch statistics; the model's moving statistics stay as they were."""
-    from kerasface.training.triplet import build_embedding_model, embed_training_mode
+    from kerasface.training.tasks.triplet import build_embedding_model
+    from kerasface.training.tasks.triplet_monitor import embed_training_mode
 
     x = keras.Input((SIZE, SIZE, 3))
     y = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="c")(x))
