@@ -436,7 +436,7 @@ def test_run_files_respect_umask(run):
 
 def test_training_mode_probe_has_no_side_effect(micro_backbone):
     """The collapse test embeds with BN on batch statistics; the model's moving statistics stay as they were."""
-    from kerasface.training.tasks.triplet import build_embedding_model
+    from kerasface.training.tasks.triplet_model import build_embedding_model
     from kerasface.training.tasks.triplet_monitor import embed_training_mode
 
     x = keras.Input((SIZE, SIZE, 3))
