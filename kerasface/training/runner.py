@@ -136,7 +136,7 @@ class Task:
         raise NotImplementedError
 
     def summary(self, history: dict, epoch_seconds: list, complete: bool) -> dict:
-        """``metrics.json`` of the epochs so far."""
+        """``metrics.json`` of the epochs so far; it must hold ``epoch_seconds`` (a resumed run reads them back)."""
         raise NotImplementedError
 
     def plot(self, history: dict, path) -> None:

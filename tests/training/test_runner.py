@@ -67,7 +67,7 @@ class ToyTask(Task):
 
     def summary(self, history, epoch_seconds, complete):
         return {"preset": "toy", "complete": complete, "epochs_run": len(epoch_seconds),
-                "epochs_planned": self.cfg.epochs, "final_loss": history["loss"][-1]}
+                "epochs_planned": self.cfg.epochs, "final_loss": history["loss"][-1], "epoch_seconds": epoch_seconds}
 
     def close(self):
         self.closed += 1
