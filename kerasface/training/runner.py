@@ -295,14 +295,7 @@ def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunR
     """NaN epilogue, summary, final verification and report; ``metrics.json`` written last."""
     writer, run_dir = run.writer, run.run_dir
     if stop is not None and stop.kind == "nan" and not (writer.epoch_seconds and task.recover_from_nan(run)):
-        if writer.epoch_seconds:
-            base = writer.summary(writer.history, writer.epoch_seconds, False)
-            where = f": {run_dir}"
-        else:
-            base = {"preset": task.cfg.name, "complete": False, "epochs_run": 0, "epochs_planned": task.cfg.epochs}
-            where = f": no epoch finished, no model was written ({run_dir})"
-        write_json(run_dir / "metrics.json", jsonable(base | task.stop_fields(stop)))
-        raise FloatingPointError(stop.message + where)
+        _stop_on_nan(task, run, stop)
     if not writer.epoch_seconds:
         raise RuntimeError(f"training ran no epoch; see {run_dir}")
     complete = len(writer.epoch_seconds) == task.cfg.epochs and stop is None
@@ -318,3 +311,16 @@ def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunR
     write_json(run_dir / "metrics.json", metrics)
     return task.result(run_dir, metrics, model)
 
+
+
+def _stop_on_nan(task: Task, run: Run, stop: Stop) -> None:
+    """``metrics.json`` of the last good epoch (or of none) with where the loss went NaN; ``FloatingPointError``."""
+    writer, run_dir = run.writer, run.run_dir
+    if writer.epoch_seconds:
+        base = writer.summary(writer.history, writer.epoch_seconds, False)
+        where = f": {run_dir}"
+    else:
+        base = {"preset": task.cfg.name, "complete": False, "epochs_run": 0, "epochs_planned": task.cfg.epochs}
+        where = f": no epoch finished, no model was written ({run_dir})"
+    write_json(run_dir / "metrics.json", jsonable(base | task.stop_fields(stop)))
+    raise FloatingPointError(stop.message + where)
