@@ -26,18 +26,22 @@ from kerasface.cli import build_parser, main
 from kerasface.cli_triplet import parse_folds, triplet_overrides
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import Pair, parse_pairs
-from kerasface.presets import TRIPLET_PRESETS, get_triplet_preset
-from kerasface.training.case_study import hardest_pairs
 from kerasface.data.splits import resolve_identity_split as resolve_triplet_data
 from kerasface.data.splits import write_pairs_list
+from kerasface.presets import TRIPLET_PRESETS, get_triplet_preset
+from kerasface.training.case_study import hardest_pairs
 from kerasface.training.tasks.triplet import train_triplet
-from kerasface.training.tasks.triplet_monitor import collapse_message, is_collapsed, probe_statistics
+from kerasface.training.tasks.triplet_monitor import (
+    collapse_message,
+    is_collapsed,
+    probe_statistics,
+)
 
 EPOCHS = 3
 SIZE = 32
 OVERRIDES = dict(backbone="vargfacenet_tiny", image_size=SIZE, group_conv="depthwise", epochs=EPOCHS, batch_size=32,
-                 mining="semi_hard", k_images=4, chunk_size=1000, images_per_identity=10, center_crop=0.6, bn_momentum=0.9, learning_rate=1e-3,
-                 probe_size=48, seed=0)
+                 mining="semi_hard", k_images=4, chunk_size=1000, images_per_identity=10, center_crop=0.6,
+                 bn_momentum=0.9, learning_rate=1e-3, probe_size=48, seed=0)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -105,7 +109,8 @@ def test_flags_override_the_preset():
         assert getattr(cfg, k) == v, k
     assert not cfg.squared and args.run_dir == "r"
     # flags not given keep the preset's values
-    plain = get_triplet_preset("facenet-nn2").override(**triplet_overrides(build_parser().parse_args(["train-triplet"])))
+    plain = get_triplet_preset("facenet-nn2").override(
+        **triplet_overrides(build_parser().parse_args(["train-triplet"])))
     assert plain == get_triplet_preset("facenet-nn2")
 
 
