@@ -1,7 +1,7 @@
 """Mixed precision: layers compute in bfloat16/float16, embeddings, logits and losses stay float32.
 
 Models are built the way the trainers build them (``Runtime.precision()`` then the build
-functions of ``training/pairs.py`` and ``training/triplet.py``) and fed real faces from the
+functions of ``training/tasks/pairs.py`` and ``training/tasks/triplet_model.py``) and fed real faces from the
 bundled LFW sample.
 """
 
@@ -63,7 +63,7 @@ def _dtypes(model):
 
 
 def test_pair_verifier_in_bfloat16_keeps_outputs_and_loss_float32(faces):
-    from kerasface.training.pairs import build_verifier
+    from kerasface.training.tasks.pairs import build_verifier
 
     cfg = get_pair_preset("vargface").override(backbone="vargfacenet_tiny", image_size=SIZE,
                                                group_conv="depthwise", learning_rate=1e-3)
@@ -94,7 +94,8 @@ def test_pair_verifier_in_bfloat16_keeps_outputs_and_loss_float32(faces):
 
 @pytest.mark.parametrize("mining", ["offline", "batch_hard"])
 def test_triplet_models_in_bfloat16_keep_embeddings_distances_and_loss_float32(faces, mining):
-    from kerasface.training.triplet import _compile, build_embedding_model
+    from kerasface.training.tasks.triplet_model import build_embedding_model
+    from kerasface.training.tasks.triplet_model import compile_triplet as _compile
 
     cfg = get_triplet_preset("facenet-nn2").override(backbone="vargfacenet_tiny", image_size=SIZE,
                                                     group_conv="depthwise", mining=mining, embedding_dim=32)
@@ -118,7 +119,7 @@ def test_triplet_models_in_bfloat16_keep_embeddings_distances_and_loss_float32(f
 
 
 def test_float16_policy_wraps_the_optimizer_in_loss_scaling(faces):
-    from kerasface.training.pairs import build_verifier
+    from kerasface.training.tasks.pairs import build_verifier
 
     cfg = get_pair_preset("vargface").override(backbone="vargfacenet_tiny", image_size=SIZE, group_conv="depthwise")
     rt = Runtime(mixed_precision="float16")

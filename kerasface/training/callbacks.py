@@ -1,4 +1,4 @@
-"""Training callbacks: verification metrics every N epochs, logged to the history."""
+"""Training callbacks: verification every N epochs, held-out accuracy, the learning rate, NaN stop, kill-safe backup."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import math
 import time
 
 import keras
+import numpy as np
 
 from kerasface.data.lfw import open_image_source, parse_pairs
+from kerasface.models import MarginHead
+from kerasface.ops import normalize_faces
 
-__all__ = ["VerificationCallback", "StopOnNaN", "RunBackup"]
+__all__ = ["VerificationCallback", "StopOnNaN", "RunBackup", "HeldOutAccuracy", "LogLearningRate"]
 
 logger = logging.getLogger("kerasface.training")
 
@@ -167,7 +170,8 @@ class RunBackup(keras.callbacks.Callback):
         state = json.loads(p.read_text())
         weights = self.backup_dir / state["weights"]
         if not weights.is_file():
-            raise FileNotFoundError(f"{p} names {weights.name}, which is missing; delete {self.backup_dir} to start over")
+            raise FileNotFoundError(f"{p} names {weights.name}, which is missing; delete {self.backup_dir} "
+                                    "to start over")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(str(weights))
@@ -209,3 +213,41 @@ class RunBackup(keras.callbacks.Callback):
 
         if self.backup_dir.exists():
             shutil.rmtree(self.backup_dir)
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """``learning_rate`` (the schedule's value at the end of the epoch) into the logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class HeldOutAccuracy(keras.callbacks.Callback):
+    """``val_accuracy`` (argmax of the margin-free logits) and ``val_loss`` (cross entropy of the logits with
+    the margin, i.e. the margin objective) of held-out images of the training identities, after every epoch.
+    ``head``: a :class:`MarginHead` or a plain classifier layer (embedding -> logits)."""
+
+    def __init__(self, backbone: keras.Model, head, images: np.ndarray, labels: np.ndarray,
+                 batch_size: int = 64):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.images, self.labels = images, np.asarray(labels, np.int32)
+        self.batch_size = batch_size
+
+    def evaluate(self) -> dict:
+        emb = []
+        for b in range(0, len(self.images), self.batch_size):
+            x = normalize_faces(self.images[b:b + self.batch_size])
+            emb.append(keras.ops.convert_to_numpy(self.backbone(x, training=False)))
+        e = np.concatenate(emb)
+        plain = keras.ops.convert_to_numpy(self.head(e))
+        with_margin = (keras.ops.convert_to_numpy(self.head(e, labels=self.labels))
+                       if isinstance(self.head, MarginHead) else plain)
+        z = with_margin - with_margin.max(axis=1, keepdims=True)
+        ce = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), self.labels]
+        return {"val_accuracy": float((plain.argmax(axis=1) == self.labels).mean()), "val_loss": float(ce.mean())}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and len(self.images):
+            logs.update(self.evaluate())

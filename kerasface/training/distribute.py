@@ -5,7 +5,7 @@ learns, so it is not a preset field: a run may resume on other hardware. The
 run folder's ``config.json`` may record it under a separate ``"runtime"`` key,
 which resuming does not compare.
 
-Typical use (what :func:`kerasface.training.pairs.train_pairs` does)::
+Typical use (what :func:`kerasface.training.runner.run_training` does)::
 
     rt = Runtime(strategy="mirrored", mixed_precision="auto")
     rt.apply_precision()                 # before any layer is built
@@ -43,8 +43,10 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Runtime", "STRATEGIES", "PRECISIONS", "add_runtime_args", "runtime_from_args", "cpu_supports_bf16",
-           "read_tf_config", "settings_for_resume", "worker_run", "worker_run_dir"]
+from kerasface.training.keras_patches import patch_keras_for_multiworker
+
+__all__ = ["Runtime", "STRATEGIES", "PRECISIONS", "cpu_supports_bf16", "read_tf_config", "settings_for_resume",
+           "worker_run", "worker_run_dir"]
 
 logger = logging.getLogger("kerasface.training")
 
@@ -110,54 +112,6 @@ def read_tf_config(environ=None) -> dict:
     return cfg
 
 
-def _patch_keras_for_multiworker() -> None:
-    """Work around two Keras 3 (3.15) failures of ``fit`` under MultiWorkerMirroredStrategy.
-
-    Keras reduces every scalar log of a training step with
-    ``strategy.reduce("MEAN", v, axis=0)`` on multiworker strategies (ValueError
-    "Invalid reduction dimension 0 for input with 0 dimensions",
-    tensorflow/tensorflow#72388), and its symbolic pre-build reduces the first
-    distributed input batch with the strategy (which cannot convert a
-    PerReplica batch). Both patches act only when the strategy is a
-    multi-worker collective one: scalar logs are averaged over the replicas
-    (``axis=None``), and the pre-build takes this worker's first local batch.
-    """
-    from keras.src.backend.tensorflow import trainer as tft
-
-    if getattr(tft, "_kerasface_multiworker_patch", False):
-        return
-    from keras.src import tree
-
-    original_reduce = tft.reduce_per_replica
-    original_build = tft.TensorFlowTrainer._maybe_symbolic_build
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tft._collective_all_reduce_multi_worker(strategy):
-            return tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None) if tft._is_per_replica_instance(v) or
-                v.shape.rank == 0 else strategy.reduce("MEAN", v, axis=0), values)
-        return original_reduce(values, strategy, reduction)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if strategy is None or iterator is None or not tft._collective_all_reduce_multi_worker(strategy):
-            return original_build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            batch = next(it)
-            data_batch = tree.map_structure(
-                lambda x: strategy.experimental_local_results(x)[0]
-                if isinstance(x, tf.distribute.DistributedValues) else x, batch)
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    import tensorflow as tf
-
-    tft.reduce_per_replica = reduce_per_replica
-    tft.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    tft._kerasface_multiworker_patch = True
-
-
 @dataclass(frozen=True)
 class Runtime:
     """How a run executes: ``strategy`` (default|mirrored|multiworker), ``mixed_precision``
@@ -194,7 +148,7 @@ class Runtime:
             # RING collectives work on CPUs and GPUs alike (NCCL is GPU-only).
             options = tf.distribute.experimental.CommunicationOptions(
                 implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
-            _patch_keras_for_multiworker()
+            patch_keras_for_multiworker()  # tensorflow/tensorflow#72388
             try:
                 strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
             except RuntimeError as e:
@@ -350,6 +304,7 @@ class Runtime:
         return out
 
 
+# TEMPORARY (removed in the last commit of wp-runner; the CLI builds these flags)
 def add_runtime_args(parser) -> None:
     """Add ``--strategy``, ``--mixed-precision`` and ``--jit-compile`` to an argparse parser (or group)."""
     group = parser.add_argument_group("runtime (hardware; not part of the preset, may change on resume)") \

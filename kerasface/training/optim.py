@@ -35,7 +35,7 @@ unfrozen it goes back to batch statistics in training.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import keras
 
@@ -72,7 +72,8 @@ def cosine_warm_restarts(initial_lr: float, steps_per_epoch: int, cycle_epochs: 
         raise ValueError(f"need 0 <= min_lr <= initial_lr and initial_lr > 0, got {initial_lr}, {min_lr}")
     first = int(round(cycle_epochs * steps_per_epoch))
     if first < 1:
-        raise ValueError(f"a cycle must be at least one step, got cycle_epochs={cycle_epochs} x steps_per_epoch={steps_per_epoch}")
+        raise ValueError(f"a cycle must be at least one step, got cycle_epochs={cycle_epochs} x "
+                         f"steps_per_epoch={steps_per_epoch}")
     return keras.optimizers.schedules.CosineDecayRestarts(
         initial_learning_rate=float(initial_lr), first_decay_steps=first, t_mul=float(t_mul), m_mul=float(m_mul),
         alpha=float(min_lr) / float(initial_lr), name="cosine_warm_restarts")
@@ -89,8 +90,10 @@ def _refresh(model: keras.Model) -> None:
         model.make_train_function(force=True)
 
 
-def freeze_first(model: keras.Model, n: Optional[int] = None, prefix: Union[str, Sequence[str], None] = None) -> list[str]:
-    """Freeze the first ``n`` layers of ``model.layers`` (input layers not counted), or every layer whose name starts with ``prefix``.
+def freeze_first(model: keras.Model, n: Optional[int] = None,
+                 prefix: Union[str, Sequence[str], None] = None) -> list[str]:
+    """Freeze the first ``n`` layers of ``model.layers`` (input layers not counted), or every layer whose name
+    starts with ``prefix``.
 
     Call before ``compile`` (or before ``fit``; a train function already traced is
     rebuilt).  Frozen BatchNormalization layers run in inference mode.  Returns

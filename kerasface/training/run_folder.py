@@ -24,13 +24,15 @@ from typing import Callable, Mapping
 
 import keras
 
+from kerasface.config import upgrade_settings
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import atomic_path, jsonable, save_model, write_json
 from kerasface.training.callbacks import RunBackup
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "remove_stale_temporaries", "resume_point", "write_history_csv"]
+__all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "remove_stale_temporaries", "resume_point",
+           "write_history_csv"]
 
 
 @dataclass
@@ -75,7 +77,8 @@ def resume_point(run_dir: Path, resolved: dict) -> int:
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
         return 0
-    old = json.loads(cfg_file.read_text())
+    # settings renamed since the folder was written are read in today's spelling
+    old = upgrade_settings(json.loads(cfg_file.read_text()))
     new = json.loads(json.dumps(jsonable(resolved)))
     diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diff:

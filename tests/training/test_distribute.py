@@ -8,7 +8,6 @@ and compare the per-step loss trajectory and the final weights with a one-device
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 from kerasface.training import distribute
-from kerasface.training.distribute import Runtime, add_runtime_args, read_tf_config, runtime_from_args
+from kerasface.training.distribute import Runtime, read_tf_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -163,16 +162,14 @@ def test_precision_policies(monkeypatch):
     assert keras.mixed_precision.global_policy().name == before
 
 
-def test_runtime_flags_round_trip():
-    parser = argparse.ArgumentParser()
-    add_runtime_args(parser)
-    assert runtime_from_args(parser.parse_args([])) == Runtime()
-    rt = runtime_from_args(parser.parse_args(["--strategy", "mirrored", "--mixed-precision", "bfloat16",
-                                              "--jit-compile"]))
+def test_runtime_settings_round_trip():
+    """The runtime as the CLI builds it from --strategy / --mixed-precision / --jit-compile (kerasface.cli)."""
+    assert Runtime() == Runtime("default", "off", False)
+    rt = Runtime(strategy="mirrored", mixed_precision="bfloat16", jit_compile=True)
     assert rt == Runtime("mirrored", "bfloat16", True)
     assert rt.compile_kwargs() == {"jit_compile": True} and Runtime().compile_kwargs() == {"jit_compile": "auto"}
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--strategy", "tpu"])
+    with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
+        Runtime(strategy="tpu")
 
 
 def test_cpu_bf16_flag_matches_proc_cpuinfo():

@@ -1,4 +1,5 @@
-"""kerasface.training.optim: optimizer defaults, SGDR schedule vs the torch formula, freezing and gradual unfreezing in fit."""
+"""kerasface.training.optim: optimizer defaults, SGDR schedule vs the torch formula, freezing and gradual
+unfreezing in fit."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_gradual_unfreezing_optimizer_sees_the_change():
     first_change = {}
     for name in ("head", "b2", "b1", "b0", "b0_bn"):
         prev = start[name]
-        first_change[name] = next((e for e, s in enumerate(snap.w) if _changed(prev if e == 0 else snap.w[e - 1][name], s[name])), None)
+        first_change[name] = next((e for e, s in enumerate(snap.w)
+                                   if _changed(prev if e == 0 else snap.w[e - 1][name], s[name])), None)
     assert first_change == {"head": 0, "b2": 2, "b1": 4, "b0": None, "b0_bn": None}
     assert gu.unfrozen == [(-1, 1), (2, 2), (4, 3)]
     # AdamW slots exist for b2's kernel; zero while frozen (checked via a fresh run below), used after

@@ -23,11 +23,11 @@ import keras
 import numpy as np
 import pytest
 
-import kerasface.training.pairs as pairs_mod
-from kerasface.presets import get_pair_preset
+import kerasface.training.tasks.pairs as pairs_mod
 from kerasface.models import SiameseVerifier
+from kerasface.presets import get_pair_preset
 from kerasface.training import train_pairs
-from kerasface.training.callbacks import RunBackup, StopOnNaN
+from kerasface.training.callbacks import RunBackup
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3
@@ -41,7 +41,7 @@ def _temporaries(run_dir: Path) -> list[Path]:
 _TINY_CLI = """
 import sys
 import keras
-import kerasface.training.pairs as p
+import kerasface.training.tasks.pairs as p
 from kerasface.models import SiameseVerifier
 
 def build(cfg):  # a tiny backbone, run eagerly: quick to start, slow enough per epoch to be killed inside one
@@ -84,7 +84,8 @@ def _kill_and_resume(sample_dir, tmp_path, capsys, prog, batch, flags):
     deadline = time.monotonic() + 400
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, f"the first run ended before it could be killed:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+    assert proc.poll() is None, \
+        f"the first run ended before it could be killed:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
     assert state.exists(), "no epoch finished in time"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -163,7 +164,8 @@ def tiny_cfg(sample_dir):
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_model(tiny_cfg, tmp_path, monkeypatch):
     steps = math.ceil(180 / BATCH)  # 180 training pairs in the sample
-    nan_step = steps + 5            # update 29 (iteration 28) uses lr NaN -> the loss of batch 30 (epoch 2, step 7) is NaN
+    # update 29 (iteration 28) uses lr NaN -> the loss of batch 30 (epoch 2, step 7) is NaN
+    nan_step = steps + 5
     monkeypatch.setattr(pairs_mod, "build_verifier", _tiny_verifier(NaNAfter(nan_step)))
     run_dir = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 2, step 7 \(global step 30\)"):
@@ -220,7 +222,8 @@ def test_interrupted_run_resumes_from_backup_in_process(tiny_cfg, tmp_path, monk
 
 
 def test_bad_images_are_skipped_counted_and_reported_at_the_end(tiny_cfg, sample_dir, tmp_path, monkeypatch, capsys):
-    """A corrupt and a missing training image: the run completes and metrics.json counts both; or it stops at start-up."""
+    """A corrupt and a missing training image: the run completes and metrics.json counts both; or it stops at
+    start-up."""
     import shutil
 
     from kerasface.cli import main
@@ -281,9 +284,9 @@ def _micro_embedder(input_shape=(32, 32, 3), embedding_dim=16, **_):
 @pytest.mark.parametrize("nan_after, epochs_kept", [(7 + 2, 1), (2, 0)])
 def test_triplet_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypatch, nan_after, epochs_kept):
     """7 P x K batches an epoch on the sample: NaN learning rate from step 9 (epoch 2) or step 2 (epoch 1)."""
-    from kerasface.presets import get_triplet_preset
     from kerasface.models import registry
-    from kerasface.training.triplet import train_triplet
+    from kerasface.presets import get_triplet_preset
+    from kerasface.training.tasks.triplet import train_triplet
 
     monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
     real_adam = keras.optimizers.Adam
@@ -317,9 +320,9 @@ class _TripletCrash(Exception):
 
 def test_triplet_run_interrupted_then_resumed(tmp_path, monkeypatch):
     """train-triplet killed after epoch 2's files but before its backup; the same call resumes at epoch 2."""
-    from kerasface.presets import get_triplet_preset
     from kerasface.models import registry
-    from kerasface.training.triplet import train_triplet
+    from kerasface.presets import get_triplet_preset
+    from kerasface.training.tasks.triplet import train_triplet
 
     monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
     cfg = get_triplet_preset("facenet-nn2").override(

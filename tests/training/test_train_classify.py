@@ -21,8 +21,9 @@ import pytest
 
 from kerasface.data.images import read_face
 from kerasface.data.lfw import open_image_source
+from kerasface.data.splits import split_heldout
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
-from kerasface.training.classify import split_heldout, stage_blocks, train_classifier
+from kerasface.training.tasks.classify import stage_blocks, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -72,7 +73,8 @@ def test_presets_cover_the_reports():
             p = CLASSIFY_PRESETS[f"{bb}-angproto-m{m}"]
             assert p.objective == "angproto" and p.m_images == m and p.learning_rate == 5e-4
     a = CLASSIFY_PRESETS["thinresnet50-amsoftmax"]
-    assert (a.head, a.scale, a.margin, a.max_per_identity, a.batch_size, a.epochs) == ("amsoftmax", 30.0, 0.1, 200, 200, 60)
+    assert (a.head, a.scale, a.margin, a.max_per_identity, a.batch_size, a.epochs) == \
+        ("amsoftmax", 30.0, 0.1, 200, 200, 60)
     assert (a.schedule, a.cycle_epochs, a.min_lr, a.optimizer) == ("cosine_restarts", 10.0, 1e-5, "adam")
     r = CLASSIFY_PRESETS["resnet34-arcface"]
     assert (r.head, r.scale, r.margin, r.optimizer, r.learning_rate, r.weight_decay, r.batch_size, r.epochs) == (
@@ -87,7 +89,7 @@ def test_presets_cover_the_reports():
 @pytest.mark.parametrize("preset, backbone, default", [("sqnxt23v5-1.0", "sqnxt23v5_w1", 0.997),
                                                        ("resnet34-arcface", "resnet18", 0.9)])
 def test_bn_momentum_reaches_every_batch_norm_of_the_backbone(preset, backbone, default):
-    from kerasface.training.classify import build_training_model
+    from kerasface.training.tasks.classify import build_training_model
 
     def momenta(cfg):
         _, bb, _ = build_training_model(cfg, num_classes=3)

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from kerasface.data import PairData, parse_pairs
+from kerasface.data.splits import resolve_pair_lists
 from kerasface.presets import PAIR_PRESETS, get_pair_preset
 from kerasface.training import train_pairs
-from kerasface.training.pairs import resolve_pair_lists
 
 EPOCHS = 4
 SIZE = 32

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
-from kerasface.training.classify import train_classifier
+from kerasface.training.tasks.classify import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -77,7 +77,8 @@ def test_teacher_student_run_learns_and_leaves_the_teacher_alone(teacher_run, ts
     h = _history(r)
     assert sorted(k for k in h if k.startswith("loss_")) == ["loss_ce", "loss_embedding_l2", "loss_soft_ce"]
     for e in range(len(h["loss"])):
-        assert h["loss"][e] == pytest.approx(h["loss_ce"][e] + h["loss_embedding_l2"][e] + h["loss_soft_ce"][e], rel=1e-4)
+        assert h["loss"][e] == pytest.approx(h["loss_ce"][e] + h["loss_embedding_l2"][e] + h["loss_soft_ce"][e],
+                                             rel=1e-4)
     assert h["loss"][-1] < h["loss"][0]
     # the teacher inside the saved T-S model still holds the teacher run's weights
     teacher = keras.saving.load_model(teacher_run[1].run_dir / "classifier.keras")

@@ -27,22 +27,22 @@ from kerasface.cli.flags import parse_folds, settings_overrides
 from kerasface.config import TripletExperiment
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import Pair, parse_pairs
+from kerasface.data.splits import resolve_identity_split as resolve_triplet_data
+from kerasface.data.splits import write_pairs_list
 from kerasface.evaluation.cases import hardest_pairs
 from kerasface.presets import TRIPLET_PRESETS, get_triplet_preset
-from kerasface.training.triplet import (
+from kerasface.training.tasks.triplet import train_triplet
+from kerasface.training.tasks.triplet_monitor import (
     collapse_message,
     is_collapsed,
     probe_statistics,
-    resolve_triplet_data,
-    train_triplet,
-    write_pairs_list,
 )
 
 EPOCHS = 3
 SIZE = 32
 OVERRIDES = dict(backbone="vargfacenet_tiny", image_size=SIZE, group_conv="depthwise", epochs=EPOCHS, batch_size=32,
-                 mining="semi_hard", k_images=4, chunk_size=1000, images_per_identity=10, center_crop=0.6, bn_momentum=0.9, learning_rate=1e-3,
-                 probe_size=48, seed=0)
+                 mining="semi_hard", k_images=4, chunk_size=1000, images_per_identity=10, center_crop=0.6,
+                 bn_momentum=0.9, learning_rate=1e-3, probe_size=48, seed=0)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -442,7 +442,8 @@ def test_run_files_respect_umask(run):
 
 def test_training_mode_probe_has_no_side_effect(micro_backbone):
     """The collapse test embeds with BN on batch statistics; the model's moving statistics stay as they were."""
-    from kerasface.training.triplet import build_embedding_model, embed_training_mode
+    from kerasface.training.tasks.triplet_model import build_embedding_model
+    from kerasface.training.tasks.triplet_monitor import embed_training_mode
 
     x = keras.Input((SIZE, SIZE, 3))
     y = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(4, 3, name="c")(x))

@@ -1,0 +1,119 @@
+"""The classification trainer's data: faces of index rows (in memory or on demand) and the per-epoch batches."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from kerasface.config import ClassifyExperiment
+from kerasface.data.augment import make_augment
+from kerasface.data.images import ImageDecoder
+from kerasface.data.sampling import pk_plan
+from kerasface.data.images import TextProgress
+from kerasface.data.sampling import capped_epoch_rows
+from kerasface.ops import normalize_faces
+
+logger = logging.getLogger("kerasface.training")
+
+__all__ = ["ImageStore", "batch_plan", "train_dataset"]
+
+
+class ImageStore:
+    """uint8 faces of given index rows: decoded once into memory when they fit, else on demand.
+
+    ``get(rows)`` returns ``[n, s, s, 3]``. In memory, rows that could not be
+    read or decoded are listed in ``bad_rows`` (the caller drops them); on
+    demand they come back black and are counted in ``stats``.
+    """
+
+    def __init__(self, index, rows: np.ndarray, image_size: int, center_crop: float, cache_mb: float,
+                 on_error: str = "skip", progress: bool = True):
+        self.decoder = ImageDecoder(index, image_size, center_crop, None, "raise" if on_error == "error" else "skip")
+        self.size = int(image_size)
+        rows = np.unique(np.asarray(rows, np.int64))
+        need_mb = len(rows) * self.size * self.size * 3 / 2**20
+        self.in_memory = need_mb <= cache_mb
+        self.bad_rows = np.zeros(0, np.int64)
+        self._rows = rows  # sorted: a row's position in memory is np.searchsorted(self._rows, row)
+        if self.in_memory:
+            self._decode_all(rows, progress)
+        logger.info("%d faces at %dx%d (%.0f MB): %s", len(rows), self.size, self.size, need_mb,
+                    "decoded into memory" if self.in_memory else f"read on demand (over cache_mb={cache_mb:g})")
+
+    def _decode_all(self, rows: np.ndarray, progress: bool) -> None:
+        self._images = np.empty((len(rows), self.size, self.size, 3), np.uint8)
+        ok = np.ones(len(rows), bool)
+        bar = TextProgress(len(rows), "decoding faces", enabled=progress)
+        step = 512
+        for b in range(0, len(rows), step):
+            imgs, good = self.decoder.decode(rows[b:b + step])
+            self._images[b:b + step] = imgs
+            ok[b:b + step] = good
+            bar.update(min(b + step, len(rows)))
+        self.bad_rows = rows[~ok]
+
+    def get(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        if self.in_memory:
+            return self._images[np.searchsorted(self._rows, rows)]
+        return self.decoder.decode(rows)[0]
+
+    @property
+    def stats(self) -> dict:
+        return self.decoder.stats.as_dict()
+
+    def close(self) -> None:
+        self.decoder.close()
+
+
+def batch_plan(cfg: ClassifyExperiment, labels: np.ndarray, epoch: int) -> np.ndarray:
+    """``[batches, batch]`` positions into the training rows for one epoch."""
+    if cfg.identity_batches:
+        return pk_plan(labels, cfg.identities_per_batch, cfg.m_images, epoch=epoch, seed=cfg.seed,
+                       short="replace", min_images=cfg.min_images)
+    pos = capped_epoch_rows(labels, cfg.max_per_identity, seed=cfg.seed, epoch=epoch)
+    n = len(pos) // cfg.batch_size
+    return pos[:n * cfg.batch_size].reshape(n, cfg.batch_size)
+
+
+def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, labels: np.ndarray,
+                  start_epoch: int) -> tf.data.Dataset:
+    """Endless batches from epoch ``start_epoch`` on: margin ``((x, y), y)``, angproto ``(x, arange(N))``,
+    the summed objective ``({"image": x, "label": y}, y)``."""
+    s = store.size
+
+    def gen():
+        e = start_epoch
+        while True:
+            plan = batch_plan(cfg, labels, e)
+            if not len(plan):
+                raise RuntimeError(f"epoch {e} has no full batch")
+            for b in plan:
+                yield store.get(rows[b]), labels[b].astype(np.int32)
+            e += 1
+
+    n = cfg.identities_per_batch * cfg.m_images if cfg.identity_batches else cfg.batch_size
+    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32))
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    policy = make_augment(cfg.augment)
+    rnd = tf.data.Dataset.random(seed=cfg.seed + 1000 * start_epoch, rerandomize_each_iteration=False)
+
+    if cfg.objective == "angproto":
+        target = tf.range(cfg.identities_per_batch, dtype=tf.int32)
+
+        def fmt(pair, r):
+            x, _ = pair
+            return normalize_faces(policy(x, r)), target
+    elif cfg.objective == "distillation":
+        def fmt(pair, r):
+            x, y = pair
+            return {"image": normalize_faces(policy(x, r)), "label": y}, y
+    else:
+        def fmt(pair, r):
+            x, y = pair
+            return (normalize_faces(policy(x, r)), y), y
+
+    ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(2)
