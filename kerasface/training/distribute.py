@@ -35,7 +35,6 @@ last layers are float32), so losses and metrics are computed in float32.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -302,30 +301,6 @@ class Runtime:
         if self.strategy == "multiworker":
             out.update(num_workers=self.num_workers, worker_index=self.worker_index)
         return out
-
-
-# TEMPORARY (removed in the last commit of wp-runner; the CLI builds these flags)
-def add_runtime_args(parser) -> None:
-    """Add ``--strategy``, ``--mixed-precision`` and ``--jit-compile`` to an argparse parser (or group)."""
-    group = parser.add_argument_group("runtime (hardware; not part of the preset, may change on resume)") \
-        if isinstance(parser, argparse.ArgumentParser) else parser
-    group.add_argument("--strategy", choices=STRATEGIES, default="default",
-                       help="default: one device; mirrored: every GPU of this machine (the batch size is the "
-                            "global batch, split across them); multiworker: several machines, from TF_CONFIG "
-                            "(docs/distributed.md)")
-    group.add_argument("--mixed-precision", choices=PRECISIONS, default="off",
-                       help="compute in float16 (GPU) or bfloat16 (CPUs with AVX512-BF16/AMX) with float32 "
-                            "weights, embeddings and losses; auto: float16 with a GPU, bfloat16 if the CPU has "
-                            "it, else off (default off)")
-    group.add_argument("--jit-compile", action="store_true", default=False,
-                       help="compile the training step with XLA")
-
-
-def runtime_from_args(args) -> Runtime:
-    """The :class:`Runtime` of parsed :func:`add_runtime_args` flags (absent flags: defaults)."""
-    return Runtime(strategy=getattr(args, "strategy", None) or "default",
-                   mixed_precision=getattr(args, "mixed_precision", None) or "off",
-                   jit_compile=bool(getattr(args, "jit_compile", False)))
 
 
 def settings_for_resume(run_dir, resolved: dict) -> dict:
