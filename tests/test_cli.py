@@ -254,5 +254,5 @@ def test_run_name_says_the_backbone_when_a_flag_changes_it(monkeypatch):
     calls = _fake_trainer(monkeypatch, lambda cfg: SimpleNamespace(run_dir="r", metrics=_triplet_metrics()))
     assert main(["train", "--preset", "facenet-nn2", "--backbone", "resnet18", "--epochs", "1"]) == 0
     assert main(["train", "--preset", "facenet-nn2", "--backbone", "facenet_nn2", "--epochs", "1"]) == 0
-    assert [c["run_name"] for c in calls] == ["facenet-nn2-resnet18", None]
+    assert [c["run_name"] for c in calls] == ["facenet-nn2-resnet18", "facenet-nn2"]
     assert calls[0]["cfg"].backbone == "resnet18" and calls[0]["cfg"].name == "facenet-nn2"

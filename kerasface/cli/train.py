@@ -11,7 +11,6 @@ and builds the parser for that preset's kind. ``python train_pairs.py`` /
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from dataclasses import dataclass
 
@@ -111,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"kerasface: preset {cfg.name}: {cfg.description}", flush=True)
     train = _trainer(kind.name)
     kwargs = {"run_dir": args.run_dir, "verbose": 2 if args.quiet else "auto", "runtime": runtime}
-    name = run_name(preset, cfg)
-    if name != cfg.name and "run_name" in inspect.signature(train).parameters:
-        kwargs["run_name"] = name
-    result = train(cfg, **kwargs)
+    result = train(cfg, run_name=run_name(preset, cfg), **kwargs)
     m = result.metrics
     print(f"\nrun folder: {result.run_dir}")
     {"pairs": _print_pairs, "triplet": _print_triplet, "classify": _print_classify}[kind.name](m)
