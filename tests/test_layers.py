@@ -40,7 +40,7 @@ _CONFIGS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case(cfg_id):
     """Inputs, kernel, upstream gradient and the Conv2D(groups=G) reference results."""
     groups, cin, filters, kernel, strides, padding, h, w = _CONFIGS[cfg_id]

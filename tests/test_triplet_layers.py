@@ -205,7 +205,7 @@ def test_stack_shape_and_order():
     LocalResponseNormalization(depth_radius=3, bias=2.0, alpha=1e-3, beta=0.5, name="n"),
     EuclideanDistance(squared=True, epsilon=1e-9, name="pos_dist"),
     StackDistances(name="distances"),
-], ids=lambda l: type(l).__name__)
+], ids=lambda layer: type(layer).__name__)
 def test_config_round_trip_by_registered_name(layer):
     blob = keras.saving.serialize_keras_object(layer)
     assert blob["registered_name"] == f"kerasface>{type(layer).__name__}"

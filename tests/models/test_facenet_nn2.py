@@ -1,7 +1,8 @@
 """FaceNet NN2 against report 004's table, and the triplet graph around it.
 
 The 224x224 model is built once per module (never trained); the triplet graph
-and its ``.keras`` round trip in a fresh process use a 96x96 input.
+and its ``.keras`` round trip in a fresh process use a 96x96 input. Build, predict,
+get_config and fresh-process reload of the backbone alone: test_backbones.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 
 from kerasface.layers import EuclideanDistance, L2Normalize, L2Pooling2D, LocalResponseNormalization, StackDistances
 from kerasface.losses import TripletAccuracy, TripletHingeLoss
-from kerasface.models import TripletModel, build_backbone, facenet_nn2, get_embedding_model, list_backbones, profile_model
+from kerasface.models import TripletModel, build_backbone, facenet_nn2, get_embedding_model, profile_model
+from kerasface.ops import normalize_faces
 
 # Report 004 (FaceNet NN2 table): block -> (output HxWxC at 224, params, FLOPs, and for inception
 # blocks #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool kind, pool proj)
@@ -87,7 +89,8 @@ def test_each_block_matches_table(nn2, block):
     shape, params, flops, spec = TABLE[block]
     out_layer = {"conv1": "conv1_relu", "conv2": "conv2_relu", "fc": "fc"}.get(block, f"{block}_concat")
     assert tuple(model.get_layer(out_layer).output.shape[1:]) == shape
-    convs = [layer for layer in _block_layers(model, block) if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    convs = [layer for layer in _block_layers(model, block)
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     n_weights = sum(int(np.prod(layer.kernel.shape)) for layer in convs)
     want, unit = _value(params)
     assert abs(n_weights - want) <= unit, (n_weights, params)
@@ -114,11 +117,9 @@ def test_each_block_matches_table(nn2, block):
     assert names[f"{block}_b3_reduce"].strides == (1, 1)
 
 
-def test_layer_names_readable_unique_without_1x1(nn2):
+def test_layer_names_are_readable(nn2):
     model, _ = nn2
     names = [layer.name for layer in model.layers]
-    assert len(names) == len(set(names))
-    assert not [n for n in names if "1x1" in n]
     assert {"conv1", "pool1", "conv2_reduce", "conv2", "pool2", "inception_3a_b1_conv",
             "inception_3a_b3_reduce", "inception_3a_pool_proj", "avg_pool", "fc", "embedding"} <= set(names)
 
@@ -132,7 +133,6 @@ def test_structure_bn_relu_and_embedding(nn2):
     assert isinstance(model.get_layer("avg_pool"), keras.layers.GlobalAveragePooling2D)
     assert isinstance(model.get_layer("embedding"), L2Normalize)
     assert tuple(model.input_shape) == (None, 224, 224, 3) and tuple(model.output_shape) == (None, 128)
-    assert model.output.dtype == "float32"
 
 
 def test_options_reproduce_the_reports_variants():
@@ -162,11 +162,10 @@ def test_input_not_divisible_by_32_raises(shape):
         facenet_nn2(input_shape=shape)
 
 
-def test_registry_and_small_inputs():
-    assert "facenet_nn2" in list_backbones()
+def test_embeddings_are_unit_length():
     m = build_backbone("facenet_nn2", input_shape=(32, 32, 3))
     y = keras.ops.convert_to_numpy(m(np.random.default_rng(1).uniform(-1, 1, (3, 32, 32, 3)).astype("float32")))
-    assert y.shape == (3, 128) and np.isfinite(y).all()
+    assert y.shape == (3, 128)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-5)
 
 
@@ -208,7 +207,7 @@ def faces(sample_dir):
         rels += [f"{n}/{imgs[0].name}", f"{n}/{imgs[1].name}", f"{names[(i + 1) % len(names)]}/{other[0].name}"]
     images, ok = load_images(root, rels, size=SMALL, progress=False)
     assert ok.all()
-    x = (images.astype(np.float32) - 127.5) / 128.0
+    x = normalize_faces(images)
     return x[0::3], x[1::3], x[2::3]
 
 

@@ -1,16 +1,15 @@
-"""Report 001's ThinResNets: parameter counts, layout, names, real faces and a fresh-process round trip.
+"""Report 001's ThinResNets: parameter counts, layout and names.
 
-The three 224x224 models are built once per module (never trained); the round
-trip uses 64x64 inputs and bundled LFW faces.
+The three 224x224 models are built once per module (never trained). Build, predict
+(real faces), get_config and fresh-process reload of every registered backbone: test_backbones.py.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 import pytest
 
-from kerasface.models import build_backbone, list_backbones, profile_model, thin_resnet34, thin_resnet50, thin_resnet50_v2
+from kerasface.models import build_backbone, profile_model, thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.thinresnet import THIN_RESNETS
 
 # report 001: about 4.9M / 6M / 12.4M; the exact figures of the SE-basic-block reading
@@ -72,7 +71,6 @@ def test_layout_shapes_and_names(models, name):
     model, _ = models[name]
     blocks, widths = LAYOUT[name]
     names = [layer.name for layer in model.layers]
-    assert len(names) == len(set(names)) and not [n for n in names if "1x1" in n]
     stem = model.get_layer("stem_conv")
     assert stem.filters == 48 and stem.kernel_size == (7, 7) and stem.strides == (2, 2)
     assert tuple(model.get_layer("stem_relu").output.shape[1:]) == (112, 112, 48)
@@ -88,47 +86,13 @@ def test_layout_shapes_and_names(models, name):
     assert isinstance(model.get_layer("stage2_block3_se"), keras.layers.Multiply)
     assert isinstance(model.get_layer("avg_pool"), keras.layers.GlobalAveragePooling2D)
     assert tuple(model.output_shape) == (None, 512) and model.get_layer("embedding").units == 512
-    assert model.output.dtype == "float32"
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert not any(c.use_bias for c in convs)
 
 
-def test_registry_and_bad_sizes():
-    assert {"thin_resnet34", "thin_resnet50", "thin_resnet50_v2"} <= set(list_backbones())
+def test_bad_sizes_and_embedding_dim():
     for shape in [(100, 100, 3), (224, 200, 3)]:
         with pytest.raises(ValueError, match="divisible by 32"):
             thin_resnet34(input_shape=shape)
     m = build_backbone("thin_resnet50_v2", input_shape=(96, 64, 3), embedding_dim=128)
     assert tuple(m.output_shape) == (None, 128)
-
-
-@pytest.fixture(scope="module")
-def faces(sample_dir):
-    from kerasface.data import load_images
-
-    root = sample_dir / "lfw"
-    rels = [f"{d.name}/{sorted(d.glob('*.jpg'))[0].name}" for d in sorted(root.iterdir()) if d.is_dir()][:4]
-    images, ok = load_images(root, rels, size=64, progress=False)
-    assert ok.all()
-    return (images.astype(np.float32) - 127.5) / 128.0
-
-
-def test_real_faces_and_round_trip_in_fresh_process(faces, tmp_path, fresh_process_predict):
-    keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(2)
-    jobs, wants = [], []
-    for name, builder in BUILDERS.items():
-        m = builder(input_shape=(64, 64, 3))
-        for w in m.non_trainable_weights:  # BN statistics that the round trip must carry
-            low = 0.5 if "variance" in w.path else -0.1
-            w.assign(rng.uniform(low, low + 0.6, w.shape).astype("float32"))
-        want = keras.ops.convert_to_numpy(m(faces, training=False))
-        assert want.shape == (len(faces), 512) and np.isfinite(want).all()
-        assert np.std(want, axis=0).mean() > 0  # different faces, different embeddings
-        path = tmp_path / f"{name}.keras"
-        m.save(path)
-        jobs.append((path, [faces]))
-        wants.append((m, want))
-    for (got, info), (m, want) in zip(fresh_process_predict(jobs), wants):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-        assert info["name"] == m.name and info["n_weights"] == len(m.weights)

@@ -1,6 +1,7 @@
-"""VarGFaceNet: the report's parameter counts, MACs, layer names and structure.
+"""VarGFaceNet: the report's parameter counts, MACs and grouped-conv structure.
 
-The full-size models are only built (a few seconds), never trained.
+The full-size models are only built (a few seconds), never trained. Build, predict,
+get_config and fresh-process reload of every registered backbone: test_backbones.py.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import numpy as np
 import pytest
 
 from kerasface.layers import GroupConv2D
-from kerasface.models import build_backbone, list_backbones, profile_model, vargfacenet, vargfacenet_reduced, vargfacenet_tiny
+from kerasface.models import build_backbone, profile_model, vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 # Report 000: trainable parameters (PyTorch-profiler count) and MACs ("FLOPs").
 REPORT = {
     "vargfacenet": dict(params=5_195_130, macs=525.62e6, builder=vargfacenet, gconvs=3 + 4 * 3 + 2 * (2 + 6 + 3) + 1),
-    "vargfacenet_reduced": dict(params=4_866_730, macs=466.26e6, builder=vargfacenet_reduced, gconvs=3 + 4 * 3 + 2 * (2 + 4 + 3) + 1),
+    "vargfacenet_reduced": dict(params=4_866_730, macs=466.26e6, builder=vargfacenet_reduced,
+                                gconvs=3 + 4 * 3 + 2 * (2 + 4 + 3) + 1),
 }
 
 
@@ -62,18 +64,10 @@ def test_macs_close_to_report(name, profiles):
 
 
 @pytest.mark.parametrize("name", list(REPORT))
-def test_output_shape_and_dtype(name, full_models):
+def test_full_size_input_and_output(name, full_models):
     m = full_models[name]
     assert tuple(m.input_shape) == (None, 112, 112, 3)
     assert tuple(m.output_shape) == (None, 512)
-    assert m.output.dtype == "float32"
-
-
-@pytest.mark.parametrize("name", list(REPORT))
-def test_layer_names_unique_and_without_1x1(name, full_models):
-    names = [layer.name for layer in full_models[name].layers]
-    assert len(names) == len(set(names)), [n for n in names if names.count(n) > 1]
-    assert not [n for n in names if "1x1" in n]
 
 
 @pytest.mark.parametrize("name", list(REPORT))
@@ -116,20 +110,9 @@ def test_input_not_divisible_by_16_raises(shape):
         vargfacenet(input_shape=shape)
 
 
-def test_registry():
-    assert {"vargfacenet", "vargfacenet_reduced", "vargfacenet_tiny"} <= set(list_backbones())
-    with pytest.raises(ValueError, match="unknown backbone"):
-        build_backbone("resnet9000")
+def test_embedding_kernel_covers_the_final_map():
     tiny = build_backbone("vargfacenet_tiny", input_shape=(32, 32, 3))
-    assert tuple(tiny.output_shape) == (None, 128)
-    assert tiny.get_layer("embed_gconv").kernel_size == (2, 2)
-
-
-def test_tiny_runs_and_embedding_is_float32():
-    m = vargfacenet_tiny(input_shape=(32, 32, 3))
-    y = keras.ops.convert_to_numpy(
-        m(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32"), training=False))
-    assert y.shape == (2, 128) and y.dtype == np.float32 and np.isfinite(y).all()
+    assert tiny.get_layer("embed_gconv").kernel_size == (2, 2)  # 32 / 16: a 2x2 map
 
 
 def test_embedding_float32_under_mixed_precision():
