@@ -58,8 +58,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
-    from kerasface.data.align import (AlignOptions, MTCNNDetector, align_detected, decode_for_alignment,
-                                      detect_for_alignment)
+    from kerasface.data.align import (
+        AlignOptions,
+        MTCNNDetector,
+        align_detected,
+        decode_for_alignment,
+        detect_for_alignment,
+    )
     from kerasface.data.align_run import align_tree
     from kerasface.data.lfw import open_image_source
 

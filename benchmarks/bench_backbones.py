@@ -29,16 +29,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from cpu_peak import load_summary, theoretical_peak
 
-from kerasface.data import load_images, open_image_source  # noqa: E402
-from kerasface.data.locations import bundled_sample_dir  # noqa: E402
-from kerasface.models import build_backbone, list_backbones, profile_model  # noqa: E402
-from kerasface.training.distribute import Runtime  # noqa: E402
-
-from cpu_peak import load_summary, theoretical_peak  # noqa: E402  (benchmarks/ is the script's folder)
+from kerasface.data import load_images, open_image_source
+from kerasface.data.locations import bundled_sample_dir
+from kerasface.models import build_backbone, list_backbones, profile_model
+from kerasface.training.distribute import Runtime
 
 PEAK_GFLOPS = theoretical_peak()
 

@@ -87,8 +87,8 @@ def write_list(path: Path, n: int) -> None:
 
 
 def child(args) -> dict:
-    from kerasface.data.loaders import ChunkedLoader
     from kerasface.data.identities import IdentityIndex
+    from kerasface.data.loaders import ChunkedLoader
 
     out = {"size": args.n, "image_size": args.image_size, "index": args.mode}
     out["rss_after_import_mb"] = _status_kb("VmRSS") / 1024

@@ -20,13 +20,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kerasface.data import parse_pairs  # noqa: E402
-from kerasface.evaluation.metrics import verification_metrics  # noqa: E402
-from kerasface.evaluation.verification import default_pairs_file, score_pairs  # noqa: E402
-from kerasface.data.locations import bundled_sample_dir  # noqa: E402
-from kerasface.models import build_backbone  # noqa: E402
+from kerasface.data import parse_pairs
+from kerasface.data.locations import bundled_sample_dir
+from kerasface.evaluation.metrics import verification_metrics
+from kerasface.evaluation.verification import default_pairs_file, score_pairs
+from kerasface.models import build_backbone
 
 
 def main():

@@ -21,11 +21,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from kerasface.layers import GroupConv2D, resolve_group_conv_implementation  # noqa: E402
+from kerasface.layers import GroupConv2D, resolve_group_conv_implementation
 
 # (name, H=W, in, out, groups, stride): the grouped convs of VarGFaceNet.
 CASES = [

@@ -25,13 +25,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
+from cpu_peak import load_summary
 
-from cpu_peak import load_summary  # noqa: E402  (benchmarks/ is the script's folder)
-from kerasface.data.augment import augment_dataset, make_augment  # noqa: E402
-from kerasface.data.identities import IdentityIndex  # noqa: E402
-from kerasface.data.tfrecord import pack, read_shards  # noqa: E402
-from kerasface.data.locations import bundled_sample_dir  # noqa: E402
+from kerasface.data.augment import augment_dataset, make_augment
+from kerasface.data.identities import IdentityIndex
+from kerasface.data.locations import bundled_sample_dir
+from kerasface.data.tfrecord import pack, read_shards
 
 AUTOTUNE = tf.data.AUTOTUNE
 

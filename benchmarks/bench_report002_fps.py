@@ -26,13 +26,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from kerasface.data import load_images  # noqa: E402
-from kerasface.data.locations import bundled_sample_dir  # noqa: E402
-from kerasface.models import inception_resnet_v1, sqnxt23v5  # noqa: E402
-from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, REPORT_TEACHER_CLASSES  # noqa: E402
+from kerasface.data import load_images
+from kerasface.data.locations import bundled_sample_dir
+from kerasface.models import inception_resnet_v1, sqnxt23v5
+from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, REPORT_TEACHER_CLASSES
 
 REPORT_FPS = {"teacher": 418.96, "sqnxt23v5_w2": 635.68, "sqnxt23v5_w1": 805.36}  # report 002, its own GPU
 

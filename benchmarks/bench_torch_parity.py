@@ -68,7 +68,6 @@ def run_torch(batch: int, steps: int, warmup: int, size: int) -> dict:
     import numpy as np
     import torch
     import torch.nn.functional as F
-
     from bench_backbones import faces
 
     torch.set_num_threads(os.cpu_count())

@@ -16,12 +16,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kerasface.data import PairData, parse_pairs  # noqa: E402
-from kerasface.data.locations import bundled_sample_dir  # noqa: E402
-from kerasface.presets import get_pair_preset  # noqa: E402
-from kerasface.training import build_verifier  # noqa: E402
+from kerasface.data import PairData, parse_pairs
+from kerasface.data.locations import bundled_sample_dir
+from kerasface.presets import get_pair_preset
+from kerasface.training import build_verifier
 
 
 def main():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from kerasface.data import load_images, open_image_source
-from kerasface.presets import get_pair_preset, get_triplet_preset
 from kerasface.layers import L2Normalize, LocalResponseNormalization
+from kerasface.presets import get_pair_preset, get_triplet_preset
 from kerasface.training.distribute import Runtime
 
 SIZE = 32

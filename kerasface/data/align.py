@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -164,7 +165,7 @@ _PRESHRINK_BELOW = 0.75
 
 
 def warp_face(image: np.ndarray, landmarks, size: int = ARCFACE_SIZE, margin: float = 0.0,
-              matrix: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+              matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Warp ``image`` so that ``landmarks`` ``[5, 2]`` land on :func:`face_template`.
 
     Returns ``(crop, matrix)``: the uint8 ``[size, size, C]`` crop and the
@@ -283,7 +284,7 @@ class Face(NamedTuple):
         """The longer side of the box (MTCNN boxes are square before clipping to the image)."""
         return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
-    def scaled(self, factor: float) -> "Face":
+    def scaled(self, factor: float) -> Face:
         """The same face with coordinates multiplied by ``factor``."""
         return Face(self.box * factor, self.confidence, self.landmarks * factor)
 
@@ -384,7 +385,7 @@ class MTCNNDetector:
         return result
 
 
-_DEFAULT_DETECTOR: Optional[MTCNNDetector] = None
+_DEFAULT_DETECTOR: MTCNNDetector | None = None
 
 
 def default_detector() -> MTCNNDetector:
@@ -457,19 +458,19 @@ class AlignResult:
     """
 
     status: str
-    crop: Optional[np.ndarray] = None
-    face: Optional[Face] = None
-    matrix: Optional[np.ndarray] = None
+    crop: np.ndarray | None = None
+    face: Face | None = None
+    matrix: np.ndarray | None = None
     n_detected: int = 0
     n_faces: int = 0
     reason: str = ""
 
     @property
-    def landmarks(self) -> Optional[np.ndarray]:
+    def landmarks(self) -> np.ndarray | None:
         return None if self.face is None else self.face.landmarks
 
 
-def _resolve_options(options: Optional[AlignOptions], overrides: dict) -> AlignOptions:
+def _resolve_options(options: AlignOptions | None, overrides: dict) -> AlignOptions:
     opts = options or AlignOptions()
     return dataclasses.replace(opts, **overrides) if overrides else opts
 
@@ -492,7 +493,7 @@ def _detection_copy(image: np.ndarray, max_side: int, min_face_size: float = 0.0
     return small, f
 
 
-def choose_face(faces: Sequence[Face], image_shape, opts: AlignOptions) -> tuple[Optional[Face], int, str]:
+def choose_face(faces: Sequence[Face], image_shape, opts: AlignOptions) -> tuple[Face | None, int, str]:
     """Apply the confidence and size filters, then ``opts.pick``.
 
     Returns ``(face or None, number that passed the filters, reason)``.
@@ -536,7 +537,7 @@ def align_detected(image: np.ndarray, faces: Sequence[Face], opts: AlignOptions,
                        reason="; ".join(filter(None, [why, extra])))
 
 
-def detect_for_alignment(images: Sequence[np.ndarray], detector: Optional[Detector], max_side: int,
+def detect_for_alignment(images: Sequence[np.ndarray], detector: Detector | None, max_side: int,
                          min_face_size: float = 0.0) -> list[list[Face]]:
     """One detector call for all ``images``; faces in original pixels.
 
@@ -551,8 +552,8 @@ def detect_for_alignment(images: Sequence[np.ndarray], detector: Optional[Detect
     return [[f if k == 1.0 else f.scaled(1.0 / k) for f in faces] for faces, k in zip(found, factors)]
 
 
-def align_images(images: Sequence[np.ndarray], options: Optional[AlignOptions] = None, *,
-                 detector: Optional[Detector] = None, notes: Optional[Sequence[Sequence[str]]] = None,
+def align_images(images: Sequence[np.ndarray], options: AlignOptions | None = None, *,
+                 detector: Detector | None = None, notes: Sequence[Sequence[str]] | None = None,
                  **overrides) -> list[AlignResult]:
     """Detect and align a list of uint8 RGB images with ONE detector call.
 
@@ -586,8 +587,8 @@ def _as_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def align_face(image, *, detector: Optional[Detector] = None, options: Optional[AlignOptions] = None,
-               **overrides) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+def align_face(image, *, detector: Detector | None = None, options: AlignOptions | None = None,
+               **overrides) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Align the face in one image: ``(crop, landmarks)``.
 
     ``image`` is an RGB array (uint8, or uint16 / float in [0, 1]; grey and
@@ -605,7 +606,7 @@ def align_face(image, *, detector: Optional[Detector] = None, options: Optional[
 
 
 # --------------------------------------------------------------------------- tf.data step
-def tf_align_fn(options: Optional[AlignOptions] = None, *, detector: Optional[Detector] = None, **overrides):
+def tf_align_fn(options: AlignOptions | None = None, *, detector: Detector | None = None, **overrides):
     """A ``tf.data`` map function: image -> ``(crop, found)``, for small sets.
 
     The returned function takes a uint8 image tensor ``[H, W, 3]`` (or

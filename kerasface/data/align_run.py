@@ -31,16 +31,29 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
 from ..io import atomic_path, write_json
-from .align import (ALIGNED, ALIGNED_MULTI, CORRUPT, ERROR, FALLBACK, NO_FACE, STATUSES, AlignOptions, AlignResult,
-                    Detector, align_detected, decode_for_alignment, detect_for_alignment)
+from .align import (
+    ALIGNED,
+    ALIGNED_MULTI,
+    CORRUPT,
+    ERROR,
+    FALLBACK,
+    NO_FACE,
+    STATUSES,
+    AlignOptions,
+    AlignResult,
+    Detector,
+    align_detected,
+    decode_for_alignment,
+    detect_for_alignment,
+)
 from .images import CorruptImageError, TextProgress
 from .sources import FolderSource, ImageSource, open_image_source
 
@@ -124,7 +137,7 @@ def _row(rel: str, r: AlignResult, output: str) -> dict:
             "output": output, "reason": r.reason}
 
 
-def read_report(path: Union[str, os.PathLike]) -> list[dict]:
+def read_report(path: str | os.PathLike) -> list[dict]:
     """Rows of an align report CSV as dicts (columns :data:`REPORT_COLUMNS`).
 
     A trailing row cut short by a killed run (wrong field count, unknown
@@ -224,9 +237,9 @@ def _encode(crop: np.ndarray, fmt: str, jpeg_quality: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- the run
-def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.PathLike],
-               options: Optional[AlignOptions] = None, *, detector: Optional[Detector] = None,
-               batch_size: int = 16, fmt: str = "jpg", jpeg_quality: int = 95, limit: Optional[int] = None,
+def align_tree(src: str | os.PathLike | ImageSource, dst: str | os.PathLike,
+               options: AlignOptions | None = None, *, detector: Detector | None = None,
+               batch_size: int = 16, fmt: str = "jpg", jpeg_quality: int = 95, limit: int | None = None,
                progress: bool = True, **overrides) -> AlignSummary:
     """Align every image of ``src`` into ``dst`` (see the module docstring).
 
@@ -255,8 +268,8 @@ def align_tree(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.Pat
             source.close()
 
 
-def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: Optional[Detector], batch_size: int,
-                  fmt: str, jpeg_quality: int, limit: Optional[int], progress: bool) -> AlignSummary:
+def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: Detector | None, batch_size: int,
+                  fmt: str, jpeg_quality: int, limit: int | None, progress: bool) -> AlignSummary:
     _check_dst(dst, source)
     relpaths = source.list_images()
     if not relpaths:
@@ -370,8 +383,8 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
 
 
 # --------------------------------------------------------------------------- picture
-def save_alignment_grid(src: Union[str, os.PathLike, ImageSource], dst: Union[str, os.PathLike],
-                        path: Union[str, os.PathLike], n: int = 8, title: Optional[str] = None) -> list[str]:
+def save_alignment_grid(src: str | os.PathLike | ImageSource, dst: str | os.PathLike,
+                        path: str | os.PathLike, n: int = 8, title: str | None = None) -> list[str]:
     """PNG grid of ``n`` originals (top, with the detected box and landmarks) and their crops (bottom).
 
     The images are spread evenly over the aligned rows of ``DST``'s report

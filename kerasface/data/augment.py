@@ -31,7 +31,7 @@ PNG of what a policy does.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -102,7 +102,7 @@ def _clip(x: tf.Tensor) -> tf.Tensor:
 
 # --------------------------------------------------------------------------- ops
 def random_resized_crop(x, seed, scale: Range = (0.8, 1.0),
-                        size: Optional[Union[int, Sequence[int]]] = None) -> tf.Tensor:
+                        size: int | Sequence[int] | None = None) -> tf.Tensor:
     """Crop a random region of area fraction ``s ~ U(scale)`` and resize it to ``size`` (default ``H x W``).
 
     The crop keeps the image's aspect ratio: ``h = round(H sqrt(s))``,
@@ -159,8 +159,8 @@ def adjust_saturation(x, factor) -> tf.Tensor:
     return _out(_clip(s * x + (1.0 - s) * _grey(x)), single)
 
 
-def jitter_factors(seed, n, brightness: Optional[Range] = (0.3, 1.7), contrast: Optional[Range] = (0.3, 1.7),
-                   saturation: Optional[Range] = (0.3, 1.7)) -> dict:
+def jitter_factors(seed, n, brightness: Range | None = (0.3, 1.7), contrast: Range | None = (0.3, 1.7),
+                   saturation: Range | None = (0.3, 1.7)) -> dict:
     """The per-image factors :func:`color_jitter` draws: ``{"brightness": [n], ...}`` (None ranges left out).
 
     Factor ``k`` (0 brightness, 1 contrast, 2 saturation) comes from
@@ -173,8 +173,8 @@ def jitter_factors(seed, n, brightness: Optional[Range] = (0.3, 1.7), contrast: 
     return out
 
 
-def color_jitter(x, seed, brightness: Optional[Range] = (0.3, 1.7), contrast: Optional[Range] = (0.3, 1.7),
-                 saturation: Optional[Range] = (0.3, 1.7)) -> tf.Tensor:
+def color_jitter(x, seed, brightness: Range | None = (0.3, 1.7), contrast: Range | None = (0.3, 1.7),
+                 saturation: Range | None = (0.3, 1.7)) -> tf.Tensor:
     """Brightness, then contrast, then saturation, each by a factor uniform in its range (per image).
 
     torchvision's formulas on [0, 255] floats, clipped after each step (see
@@ -266,7 +266,7 @@ class Report003Augment:
     are cheap next to a model step).
     """
 
-    def __init__(self, brightness: float = 0.5, bits: int = 2, ops: Optional[Sequence[tuple[str, Callable]]] = None):
+    def __init__(self, brightness: float = 0.5, bits: int = 2, ops: Sequence[tuple[str, Callable]] | None = None):
         if ops is None:
             ops = (
                 ("greyscale", to_grayscale3),
@@ -303,8 +303,8 @@ class Report001Augment:
     """
 
     def __init__(self, crop: bool = True, jitter: bool = True, scale: Range = (0.8, 1.0),
-                 brightness: Optional[Range] = (0.3, 1.7), contrast: Optional[Range] = (0.3, 1.7),
-                 saturation: Optional[Range] = (0.3, 1.7)):
+                 brightness: Range | None = (0.3, 1.7), contrast: Range | None = (0.3, 1.7),
+                 saturation: Range | None = (0.3, 1.7)):
         self.crop, self.jitter = bool(crop), bool(jitter)
         self.scale = tuple(scale)
         self.jitter_ranges = dict(brightness=brightness, contrast=contrast, saturation=saturation)
@@ -382,8 +382,8 @@ def augment_dataset(ds: tf.data.Dataset, policy: Callable, seed: int = 0) -> tf.
 
 
 # --------------------------------------------------------------------------- grid
-def save_augment_grid(images, path: Union[str, os.PathLike], policy: Union[str, Callable], seed: int = 0,
-                      title: Optional[str] = None) -> str:
+def save_augment_grid(images, path: str | os.PathLike, policy: str | Callable, seed: int = 0,
+                      title: str | None = None) -> str:
     """Write a PNG: the original images on the top row, then one row per op of ``policy`` and one for the policy itself.
 
     ``images`` uint8 ``[B, H, W, 3]``; ``policy`` a name for :func:`make_augment`

@@ -35,8 +35,9 @@ import json
 import os
 import zipfile
 from array import array
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Union
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class _ListBuilder:
         self.lengths.append(len(path))
         self.labels.append(label)
 
-    def build(self, root, kind: str) -> "IdentityIndex":
+    def build(self, root, kind: str) -> IdentityIndex:
         first_seen = [n.decode("utf-8") if isinstance(n, bytes) else n for n in self.ids]
         names = sorted(first_seen, key=_natural_key)
         remap = np.empty(len(names), dtype=np.int32)
@@ -143,7 +144,7 @@ class IdentityIndex:
     KINDS = ("folder", "zip", "shards")
 
     def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                 root: Optional[PathLike] = None, kind: str = "folder"):
+                 root: PathLike | None = None, kind: str = "folder"):
         if kind not in self.KINDS:
             raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
         self.blob = blob
@@ -160,11 +161,11 @@ class IdentityIndex:
         if len(labels) > 1 and np.any(np.diff(labels) < 0):
             raise ValueError("labels must be non-decreasing (entries grouped by identity)")
         self.starts = np.searchsorted(labels, np.arange(n_ids + 1), side="left").astype(np.int64)
-        self._source: Optional[ImageSource] = None
+        self._source: ImageSource | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def open(cls, path: Union[PathLike, ImageSource], **kwargs) -> "IdentityIndex":
+    def open(cls, path: PathLike | ImageSource, **kwargs) -> IdentityIndex:
         """Index a folder tree, an LFW zip, a saved index folder, or a ``.csv`` / ``.txt`` file list."""
         if isinstance(path, ImageSource):
             return cls.from_source(path)
@@ -176,7 +177,7 @@ class IdentityIndex:
         return cls.from_source(p)
 
     @classmethod
-    def from_source(cls, source: Union[PathLike, ImageSource]) -> "IdentityIndex":
+    def from_source(cls, source: PathLike | ImageSource) -> IdentityIndex:
         """Index every image of an image collection, by the identity its source names.
 
         ``source`` is anything :func:`~kerasface.data.sources.open_image_source`
@@ -204,12 +205,12 @@ class IdentityIndex:
                 continue
             k = b.label_of(name)
             for f in files:
-                b.add(f"{name}/{f}".encode("utf-8"), k)
+                b.add(f"{name}/{f}".encode(), k)
         return b.build(os.path.abspath(root), "folder")
 
     @classmethod
-    def from_csv(cls, path: PathLike, root: Optional[PathLike] = None, sep: str = ",",
-                 header: Optional[bool] = None) -> "IdentityIndex":
+    def from_csv(cls, path: PathLike, root: PathLike | None = None, sep: str = ",",
+                 header: bool | None = None) -> IdentityIndex:
         """Index a text file list, one image a line: ``path<sep>label`` or just ``path``.
 
         The label is the text after the *last* ``sep`` (so paths may contain
@@ -256,7 +257,7 @@ class IdentityIndex:
         return b.build(os.path.abspath(root if root is not None else p.parent), "folder")
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str], labels: Iterable, root: Optional[PathLike] = None) -> "IdentityIndex":
+    def from_paths(cls, paths: Iterable[str], labels: Iterable, root: PathLike | None = None) -> IdentityIndex:
         """Index parallel sequences of paths and labels (names or ints, turned into names)."""
         b = _ListBuilder()
         for rel, lab in zip(paths, labels, strict=True):
@@ -282,7 +283,7 @@ class IdentityIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: PathLike, mmap: bool = True) -> "IdentityIndex":
+    def load(cls, folder: PathLike, mmap: bool = True) -> IdentityIndex:
         """Read an index written by :meth:`save`; ``mmap=True`` maps the arrays read-only (pages load on use)."""
         folder = Path(folder)
         meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
@@ -326,7 +327,7 @@ class IdentityIndex:
         """Paths of the entries ``rows``."""
         return [self.path(int(i)) for i in rows]
 
-    def rows_of(self, identity: Union[int, str]) -> np.ndarray:
+    def rows_of(self, identity: int | str) -> np.ndarray:
         """Entry rows of one identity (label or name)."""
         k = self.label_of(identity) if isinstance(identity, str) else int(identity)
         return np.arange(self.starts[k], self.starts[k + 1], dtype=np.int64)
@@ -366,7 +367,7 @@ class IdentityIndex:
                 f"root={self.root!r})")
 
     # ------------------------------------------------------------------ subsets
-    def take(self, labels: Iterable[int]) -> "IdentityIndex":
+    def take(self, labels: Iterable[int]) -> IdentityIndex:
         """A new index with the identities ``labels`` only (renumbered in name order)."""
         keep = np.unique(np.asarray(list(labels), dtype=np.int64))
         if len(keep) and (keep[0] < 0 or keep[-1] >= self.num_identities):
@@ -384,7 +385,7 @@ class IdentityIndex:
         out._source = self._source
         return out
 
-    def filter(self, min_images: int = 1, max_images: Optional[int] = None) -> "IdentityIndex":
+    def filter(self, min_images: int = 1, max_images: int | None = None) -> IdentityIndex:
         """Identities with at least ``min_images`` (and at most ``max_images``) images."""
         c = self.counts
         ok = c >= min_images
@@ -392,7 +393,7 @@ class IdentityIndex:
             ok &= c <= max_images
         return self.take(np.flatnonzero(ok))
 
-    def select(self, names: Iterable[str], missing: str = "ignore") -> "IdentityIndex":
+    def select(self, names: Iterable[str], missing: str = "ignore") -> IdentityIndex:
         """Identities named in ``names``; absent names are ignored or (``missing="error"``) raise ``KeyError``."""
         if missing not in ("ignore", "error"):
             raise ValueError(f"missing must be 'ignore' or 'error', got {missing!r}")
@@ -405,13 +406,13 @@ class IdentityIndex:
                     raise KeyError(f"identity {n!r} not in the index") from None
         return self.take(keep)
 
-    def exclude(self, names: Iterable[str]) -> "IdentityIndex":
+    def exclude(self, names: Iterable[str]) -> IdentityIndex:
         """All identities except those named in ``names``."""
         drop = set(names)
         return self.take(k for k, n in enumerate(self.names) if n not in drop)
 
 
-def fold_identities(pairs: Union[PathLike, Sequence[Pair], Iterable[str]], folds: Optional[Iterable[int]] = None,
+def fold_identities(pairs: PathLike | Sequence[Pair] | Iterable[str], folds: Iterable[int] | None = None,
                     exclude_folds: Iterable[int] = ()) -> list[str]:
     """Sorted names of the people in ``folds`` of an LFW pairs list, minus anyone in ``exclude_folds``.
 

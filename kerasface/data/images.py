@@ -21,9 +21,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -177,8 +177,8 @@ class ImageDecoder:
     :meth:`close` stops them (a context manager does it on exit).
     """
 
-    def __init__(self, images, image_size: int = 112, center_crop: float = 1.0, num_workers: Optional[int] = None,
-                 on_error: str = "skip", on_missing: Optional[str] = None):
+    def __init__(self, images, image_size: int = 112, center_crop: float = 1.0, num_workers: int | None = None,
+                 on_error: str = "skip", on_missing: str | None = None):
         on_missing = on_error if on_missing is None else on_missing
         for name, value in (("on_error", on_error), ("on_missing", on_missing)):
             if value not in ("skip", "raise"):
@@ -186,7 +186,7 @@ class ImageDecoder:
         if not 0.0 < center_crop <= 1.0:
             raise ValueError(f"center_crop must be in (0, 1], got {center_crop}")
         if isinstance(images, IdentityIndex):
-            self.index: Optional[IdentityIndex] = images
+            self.index: IdentityIndex | None = images
             self._read = images.reader()
         else:
             self.index = None
@@ -197,7 +197,7 @@ class ImageDecoder:
         self.on_missing = on_missing
         self.num_workers = int(num_workers or default_workers())
         self.stats = DecodeStats()
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -223,7 +223,7 @@ class ImageDecoder:
             raise TypeError("decode(rows) needs an ImageDecoder over an IdentityIndex; use decode_paths")
         return self.decode_paths(self.index.paths(np.asarray(rows, dtype=np.int64)))
 
-    def decode_paths(self, paths: Sequence[str], out: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode_paths(self, paths: Sequence[str], out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(images, ok)`` of the relpaths ``paths`` (as :meth:`decode`); ``out``: a uint8
         ``[n, s, s, 3]`` array to decode into (default: a new one)."""
         n, s = len(paths), self.size

@@ -24,7 +24,6 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -132,7 +131,7 @@ def load_bin_bytes(data: bytes, name: str = "<bytes>") -> tuple[list[bytes], np.
     return images, np.asarray(issame, dtype=bool)
 
 
-def load_bin(path: Union[str, os.PathLike], decode: bool = True):
+def load_bin(path: str | os.PathLike, decode: bool = True):
     """Load an InsightFace ``.bin`` safely.
 
     Returns ``(images, issame)``: ``images`` a list of decoded uint8 RGB arrays
@@ -155,7 +154,7 @@ class BinSource(ImageSource):
 
     NAME = "bin"
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.images, self.issame = load_bin(self.path, decode=False)
         self._rel = {lfw_relpath(self.NAME, i): b for i, b in enumerate(self.images)}

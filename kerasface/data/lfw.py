@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, Union
 
 from .sources import ImageSource, open_image_source
 
@@ -72,7 +72,7 @@ def _int(field: str, where: str) -> int:
         raise ValueError(f"{where}: expected an integer, got {field!r}") from None
 
 
-def parse_pairs(path_or_lines: Union[str, os.PathLike, Iterable[str]]) -> list[Pair]:
+def parse_pairs(path_or_lines: str | os.PathLike | Iterable[str]) -> list[Pair]:
     """Parse an official LFW pairs list (a file path or an iterable of lines).
 
     Header ``"10\\t300"`` (View 2): 10 folds, each 300 matched lines
@@ -123,7 +123,7 @@ def parse_pairs(path_or_lines: Union[str, os.PathLike, Iterable[str]]) -> list[P
     return pairs
 
 
-def resolve_pairs(pairs: Sequence[Pair], source: Union[ImageSource, str, os.PathLike],
+def resolve_pairs(pairs: Sequence[Pair], source: ImageSource | str | os.PathLike,
                   on_missing: str = "skip") -> tuple[list[Pair], list[tuple[Pair, str]]]:
     """Check that both images of every pair exist in ``source``.
 

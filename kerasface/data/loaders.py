@@ -46,9 +46,9 @@ semi-hard one; ``embedder`` the model that maps faces to embeddings)::
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -115,8 +115,8 @@ class ChunkedLoader:
     """
 
     def __init__(self, index, chunk_size: int = 1000, images_per_identity: int = 40,
-                 identities_per_chunk: Optional[int] = None, mode: str = "cover", image_size: int = 112,
-                 center_crop: float = 1.0, seed: int = 0, num_workers: Optional[int] = None, prefetch: int = 1,
+                 identities_per_chunk: int | None = None, mode: str = "cover", image_size: int = 112,
+                 center_crop: float = 1.0, seed: int = 0, num_workers: int | None = None, prefetch: int = 1,
                  on_error: str = "skip"):
         if not isinstance(index, IdentityIndex):
             index = IdentityIndex.open(index)

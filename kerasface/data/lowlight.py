@@ -21,7 +21,7 @@ augmentation.  ``low_light`` uses only TensorFlow ops and can run inside
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -67,8 +67,8 @@ def low_light(images, seed, image_ids, gamma: Range = (2.0, 3.0), brightness: Ra
     return tf.map_fn(lambda a: _darken_one(a[0], a[1], *ranges), (x, keys), fn_output_signature=tf.float32)
 
 
-def save_lowlight_grid(images_uint8, path: Union[str, os.PathLike], seed: int = 0, ids: Optional[Sequence[int]] = None,
-                       title: Optional[str] = None) -> str:
+def save_lowlight_grid(images_uint8, path: str | os.PathLike, seed: int = 0, ids: Sequence[int] | None = None,
+                       title: str | None = None) -> str:
     """Write a PNG grid: the original uint8 images on the top row, their low-light versions below.
 
     ``ids`` (default ``0..B-1``) are the image ids used as low-light keys.  Uses

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -23,8 +23,8 @@ import tensorflow as tf
 from ..ops import normalize_faces
 from .images import load_images
 from .lfw import Pair, resolve_pairs
-from .sources import open_image_source
 from .lowlight import low_light as _low_light
+from .sources import open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
@@ -66,7 +66,7 @@ class PairData:
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Pair], source, size: int = 112, center_crop: float = 1.0,
-                   on_missing: str = "skip", on_error: str = "skip", progress: bool = True) -> "PairData":
+                   on_missing: str = "skip", on_error: str = "skip", progress: bool = True) -> PairData:
         """Resolve ``pairs`` against ``source`` (an ImageSource or path), decode each distinct image once.
 
         Pairs with a missing image are handled by ``on_missing`` (see

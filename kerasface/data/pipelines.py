@@ -18,7 +18,7 @@ imported only by the functions that build datasets.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _as_images_labels(data) -> tuple[np.ndarray, np.ndarray]:
 
 def pk_batches(data, P: int, K: int, *, seed: int = 0, short: str = "replace", min_images: int = 2,
                dtype: str = "float32", repeat: bool = False, image_size: int = 112, center_crop: float = 1.0,
-               num_workers: Optional[int] = None, on_error: str = "skip"):
+               num_workers: int | None = None, on_error: str = "skip"):
     """``tf.data.Dataset`` of ``(images, labels)`` batches of ``P`` identities x ``K`` images.
 
     ``data`` is a decoded :class:`Chunk` or ``(images, labels)`` arrays (rows are

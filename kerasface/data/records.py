@@ -26,7 +26,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 __all__ = ["FORMAT_VERSION", "INDEX_NAME", "CONFIG_NAME", "shard_name", "read_index", "is_pack_folder",
            "ShardRecord", "scan_shard"]
@@ -45,7 +45,7 @@ def shard_name(i: int, n: int) -> str:
     return f"shard-{i:05d}-of-{n:05d}.tfrecord"
 
 
-def read_index(out: Union[str, os.PathLike]) -> dict:
+def read_index(out: str | os.PathLike) -> dict:
     """``index.json`` of a finished pack (``FileNotFoundError`` / ``ValueError`` with a plain message)."""
     f = Path(out) / INDEX_NAME
     if not f.is_file():
@@ -57,7 +57,7 @@ def read_index(out: Union[str, os.PathLike]) -> dict:
     return idx
 
 
-def is_pack_folder(folder: Union[str, os.PathLike]) -> bool:
+def is_pack_folder(folder: str | os.PathLike) -> bool:
     """True for a folder ``kerasface pack`` wrote to (finished or not): ``pack_config.json``, or an
     ``index.json`` that lists shards (a saved :class:`~kerasface.data.identities.IdentityIndex` has
     an ``index.json`` too, without shards)."""
@@ -166,7 +166,7 @@ def _example_features(f: BinaryIO, start: int, length: int) -> dict:
     return features
 
 
-def scan_shard(path: Union[str, os.PathLike]) -> list[ShardRecord]:
+def scan_shard(path: str | os.PathLike) -> list[ShardRecord]:
     """Every record of the shard file ``path`` as a :class:`ShardRecord` (in file order).
 
     Raises ``ValueError`` naming the shard and the record for a truncated file

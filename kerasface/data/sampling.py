@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from typing import Optional, Union
 
 import numpy as np
 
@@ -232,7 +231,7 @@ class BalancedPlan:
 
 
 def cover_chunk_plan(index: IdentityIndex, epoch: int, seed: int, images_per_identity: int, chunk_size: int,
-                     max_identities: Optional[int] = None) -> GroupPlan:
+                     max_identities: int | None = None) -> GroupPlan:
     """Chunks of an epoch that holds every image of ``index`` once (``ChunkedLoader(mode="cover")``).
 
     Each identity's images are shuffled and split into ``ceil(count / M)`` groups
@@ -275,7 +274,7 @@ def pk_batch_plan(labels, P: int, K: int, epoch: int = 0, seed: int = 0, short: 
                      row_map=row_map)
 
 
-def pk_plan(labels: Union[np.ndarray, IdentityIndex], P: int, K: int, epoch: int = 0, seed: int = 0,
+def pk_plan(labels: np.ndarray | IdentityIndex, P: int, K: int, epoch: int = 0, seed: int = 0,
             short: str = "replace", min_images: int = 2) -> np.ndarray:
     """One epoch of P x K batches as an int64 array ``[batches, P * K]`` of rows.
 

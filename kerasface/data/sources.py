@@ -19,8 +19,8 @@ import logging
 import os
 import threading
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 from .records import INDEX_NAME, is_pack_folder, read_index, scan_shard
 
@@ -92,7 +92,7 @@ class FolderSource(ImageSource):
 
     kind = "folder"
 
-    def __init__(self, root: Union[str, os.PathLike]):
+    def __init__(self, root: str | os.PathLike):
         self.path = Path(root)
         if not self.path.is_dir():
             raise FileNotFoundError(f"image folder not found: {str(self.path)!r}")
@@ -147,7 +147,7 @@ class ZipSource(ImageSource):
     MAX_TOTAL_BYTES = 2**40          # 1 TiB (VGGFace2 is about 40 GB)
     MAX_RATIO = 200                  # JPEG/PNG members hardly compress; a bomb compresses 1000x and more
 
-    def __init__(self, path: Union[str, os.PathLike], max_member_bytes: int | None = None,
+    def __init__(self, path: str | os.PathLike, max_member_bytes: int | None = None,
                  max_total_bytes: int | None = None, max_ratio: float | None = None):
         self.path = Path(path)
         if not self.path.is_file():
@@ -247,7 +247,7 @@ class ShardSource(ImageSource):
 
     kind = "shards"
 
-    def __init__(self, folder: Union[str, os.PathLike]):
+    def __init__(self, folder: str | os.PathLike):
         self.path = Path(folder)
         if not self.path.is_dir():
             raise FileNotFoundError(f"pack folder not found: {str(self.path)!r}")
@@ -329,7 +329,7 @@ class ShardSource(ImageSource):
                 f"stored={stored})")
 
 
-def open_image_source(path: Union[str, os.PathLike, ImageSource]) -> ImageSource:
+def open_image_source(path: str | os.PathLike | ImageSource) -> ImageSource:
     """Open an LFW-style image collection.
 
     ``path`` may be

@@ -27,9 +27,9 @@ This module sits on the data floor: NumPy and ``kerasface.data`` only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

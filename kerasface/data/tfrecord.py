@@ -41,10 +41,10 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -99,7 +99,7 @@ def _tf_example(image: bytes, label: int, path: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _encoder(image_size: Optional[int], center_crop: float, fmt: str,
+def _encoder(image_size: int | None, center_crop: float, fmt: str,
              jpeg_quality: int) -> Callable[[bytes, str], bytes]:
     """``(file bytes, name) -> record bytes``; raises CorruptImageError for an undecodable image."""
     def encode(data: bytes, name: str) -> bytes:
@@ -131,7 +131,7 @@ def _fingerprint(index: IdentityIndex) -> str:
     return f"{zlib.crc32(np.ascontiguousarray(index.labels).tobytes(), crc):08x}"
 
 
-def _shard_done(out: Path, name: str) -> Optional[dict]:
+def _shard_done(out: Path, name: str) -> dict | None:
     """The sidecar of a finished shard whose file still matches it, else None."""
     side, f = out / (name[:-len(".tfrecord")] + ".json"), out / name
     if not (side.is_file() and f.is_file()):
@@ -165,9 +165,9 @@ def _remove_stale(out: Path) -> int:
     return gone
 
 
-def pack(src, out, shards: int = 8, image_size: Optional[int] = None, center_crop: float = 1.0,
+def pack(src, out, shards: int = 8, image_size: int | None = None, center_crop: float = 1.0,
          fmt: str = "jpg", jpeg_quality: int = 95, seed: int = 0, min_images: int = 1,
-         workers: Optional[int] = None, progress: bool = True, limit: Optional[int] = None) -> PackSummary:
+         workers: int | None = None, progress: bool = True, limit: int | None = None) -> PackSummary:
     """Write the images of ``src`` into ``shards`` TFRecord files under ``out`` (see the module docstring).
 
     ``src``: folder tree, zip, ``.csv`` file list or saved index (anything
@@ -308,7 +308,7 @@ def pack(src, out, shards: int = 8, image_size: Optional[int] = None, center_cro
 _FEATURES = None
 
 
-def parse_example(record, image_size: Optional[int] = None, with_paths: bool = False):
+def parse_example(record, image_size: int | None = None, with_paths: bool = False):
     """One serialised record -> ``(uint8 image [H, W, 3], int32 label)`` (``+ path`` with ``with_paths``);
     with ``image_size``, resized (area) to ``image_size`` x ``image_size`` when the stored image has another
     size."""
@@ -337,10 +337,10 @@ def parse_example(record, image_size: Optional[int] = None, with_paths: bool = F
     return img, tf.cast(ex["label"], tf.int32)
 
 
-def read_shards(out, image_size: Optional[int] = None, batch_size: Optional[int] = None, shuffle_buffer: int = 0,
-                cache=False, seed: Optional[int] = None, normalize: bool = False, augment=None,
-                repeat: bool = False, drop_remainder: bool = False, cycle_length: Optional[int] = None,
-                files: Optional[list] = None, with_paths: bool = False):
+def read_shards(out, image_size: int | None = None, batch_size: int | None = None, shuffle_buffer: int = 0,
+                cache=False, seed: int | None = None, normalize: bool = False, augment=None,
+                repeat: bool = False, drop_remainder: bool = False, cycle_length: int | None = None,
+                files: list | None = None, with_paths: bool = False):
     """A ``tf.data.Dataset`` of ``(image, label)`` from the shards of ``out``.
 
     Pipeline: shard file names (shuffled when ``shuffle_buffer``, seeded) ->

@@ -15,9 +15,9 @@ rule). Without flip the embeddings are L2-normalised too unless
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import keras
 import numpy as np

@@ -7,18 +7,18 @@ The maths behind the pictures is in :mod:`kerasface.evaluation.metrics` and
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from kerasface.data.images import read_face  # noqa: E402
-from kerasface.evaluation.cases import CasePair, hardest_cases  # noqa: E402
-from kerasface.evaluation.metrics import roc_curve  # noqa: E402
-from kerasface.io import save_figure  # noqa: E402
+from kerasface.data.images import read_face
+from kerasface.evaluation.cases import CasePair, hardest_cases
+from kerasface.evaluation.metrics import roc_curve
+from kerasface.io import save_figure
 
 __all__ = ["plot_history", "plot_roc", "plot_case_pairs", "plot_case_study"]
 

@@ -35,7 +35,7 @@ unfrozen it goes back to batch statistics in training.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import keras
 
@@ -90,8 +90,8 @@ def _refresh(model: keras.Model) -> None:
         model.make_train_function(force=True)
 
 
-def freeze_first(model: keras.Model, n: Optional[int] = None,
-                 prefix: Union[str, Sequence[str], None] = None) -> list[str]:
+def freeze_first(model: keras.Model, n: int | None = None,
+                 prefix: str | Sequence[str] | None = None) -> list[str]:
     """Freeze the first ``n`` layers of ``model.layers`` (input layers not counted), or every layer whose name
     starts with ``prefix``.
 
@@ -132,7 +132,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
     ``(epoch, number of trainable blocks)`` at each change.
     """
 
-    def __init__(self, blocks: Optional[Sequence[Union[str, Sequence[str]]]] = None, every: int = 1, step: int = 1,
+    def __init__(self, blocks: Sequence[str | Sequence[str]] | None = None, every: int = 1, step: int = 1,
                  head: int = 1, verbose: int = 0):
         super().__init__()
         if every < 1 or step < 1 or head < 1:

@@ -23,10 +23,27 @@ import numpy as np
 import pytest
 
 from kerasface.cli import main
-from kerasface.data.align import (ALIGNED, ALIGNED_MULTI, ARCFACE_TEMPLATE, CORRUPT, FALLBACK, NO_FACE, AlignOptions,
-                                  Face, MTCNNDetector, align_face, align_images, choose_face, decode_for_alignment,
-                                  detect_for_alignment, estimate_similarity, face_template, tf_align_fn,
-                                  transform_points, warp_face)
+from kerasface.data.align import (
+    ALIGNED,
+    ALIGNED_MULTI,
+    ARCFACE_TEMPLATE,
+    CORRUPT,
+    FALLBACK,
+    NO_FACE,
+    AlignOptions,
+    Face,
+    MTCNNDetector,
+    align_face,
+    align_images,
+    choose_face,
+    decode_for_alignment,
+    detect_for_alignment,
+    estimate_similarity,
+    face_template,
+    tf_align_fn,
+    transform_points,
+    warp_face,
+)
 from kerasface.data.align_run import CONFIG_NAME, REPORT_COLUMNS, REPORT_NAME, align_tree, read_report
 from kerasface.data.images import CorruptImageError
 

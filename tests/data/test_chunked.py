@@ -12,8 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasface.data import (ChunkedLoader, CorruptImageError, IdentityIndex, ImageDecoder, apply_triplet_selector,
-                            decode_image, fold_identities, offline_triplet_dataset, parse_pairs, pk_batches, pk_plan)
+from kerasface.data import (
+    ChunkedLoader,
+    CorruptImageError,
+    IdentityIndex,
+    ImageDecoder,
+    apply_triplet_selector,
+    decode_image,
+    fold_identities,
+    offline_triplet_dataset,
+    parse_pairs,
+    pk_batches,
+    pk_plan,
+)
 from kerasface.data.images import crop_resize
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # as in tests/conftest.py

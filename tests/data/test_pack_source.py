@@ -8,8 +8,15 @@ import shutil
 import numpy as np
 import pytest
 
-from kerasface.data import (ChunkedLoader, IdentityIndex, PairData, ShardSource, open_image_source, parse_pairs,
-                            resolve_pairs)
+from kerasface.data import (
+    ChunkedLoader,
+    IdentityIndex,
+    PairData,
+    ShardSource,
+    open_image_source,
+    parse_pairs,
+    resolve_pairs,
+)
 from kerasface.data.images import decode_image, read_face
 from kerasface.data.records import INDEX_NAME, scan_shard, shard_name
 from kerasface.data.tfrecord import pack, read_shards

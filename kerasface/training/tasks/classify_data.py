@@ -9,10 +9,8 @@ import tensorflow as tf
 
 from kerasface.config import ClassifyExperiment
 from kerasface.data.augment import make_augment
-from kerasface.data.images import ImageDecoder
-from kerasface.data.sampling import pk_plan
-from kerasface.data.images import TextProgress
-from kerasface.data.sampling import capped_epoch_rows
+from kerasface.data.images import ImageDecoder, TextProgress
+from kerasface.data.sampling import capped_epoch_rows, pk_plan
 from kerasface.ops import normalize_faces
 
 logger = logging.getLogger("kerasface.training")

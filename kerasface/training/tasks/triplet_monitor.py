@@ -10,15 +10,15 @@ import keras
 import numpy as np
 
 from kerasface.config import TripletExperiment
-from kerasface.data.pipelines import embed_images
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.images import read_face
+from kerasface.data.pipelines import embed_images
 from kerasface.data.splits import IdentitySplit
+from kerasface.evaluation.cases import hardest_pairs
 from kerasface.evaluation.embeddings import extract_embeddings
+from kerasface.evaluation.plots import plot_case_study
 from kerasface.io import atomic_path
 from kerasface.ops import normalize_faces
-from kerasface.evaluation.cases import hardest_pairs
-from kerasface.evaluation.plots import plot_case_study
 
 __all__ = ["pick_probe", "probe_statistics", "embed_training_mode", "is_collapsed", "collapse_message",
            "plot_triplet_history", "eval_case_study", "probe_case_study"]
