@@ -110,20 +110,21 @@ def main(argv=None) -> dict:
     res["detect_batched"] = {}
     for bs in args.batch_sizes:
         det(images[:bs])                      # warm-up at this batch shape
-        s, _ = best_of(lambda: detect_all(bs))
+        s, _ = best_of(lambda bs=bs: detect_all(bs))
         res["detect_batched"][bs] = {"s": s, "images_per_s": n / s, "ms_per_image": 1e3 * s / n}
 
     # --min-face-size 40: MTCNN searches a copy shrunk by 20/40 (LFW faces are ~100 px)
     best = max(res["detect_batched"], key=lambda b: res["detect_batched"][b]["images_per_s"])
     detect_all(best, 40)
     s40, _ = best_of(lambda: detect_all(best, 40))
-    res["detect_batched_min_face_40"] = {"batch": best, "s": s40, "images_per_s": n / s40, "ms_per_image": 1e3 * s40 / n}
+    res["detect_batched_min_face_40"] = {"batch": best, "s": s40, "images_per_s": n / s40,
+                                         "ms_per_image": 1e3 * s40 / n}
 
     res["warp_ms_per_image"] = {}
     for size in (112, 160, 224):
         opts = AlignOptions(size=size)
         align_detected(images[0], faces[0], opts)
-        s, out = best_of(lambda: [align_detected(img, f, opts) for img, f in zip(images, faces)])
+        s, out = best_of(lambda opts=opts: [align_detected(img, f, opts) for img, f in zip(images, faces)])
         res["warp_ms_per_image"][size] = 1e3 * s / n
     res["statuses"] = {s: sum(r.status == s for r in out) for s in sorted({r.status for r in out})}
 
@@ -139,7 +140,8 @@ def main(argv=None) -> dict:
     w = res["warp_ms_per_image"][112]
     print(f"{n} images {tuple(images[0].shape)} from {data}; load average {res['load_before']} -> {_load()}; "
           f"fastest of {args.repeats} passes")
-    print(f"MTCNN build + first call: {t_build:.1f} s; read {1e3 * t_read / n:.2f} ms/img, decode {res['decode_ms_per_image']:.2f} ms/img")
+    print(f"MTCNN build + first call: {t_build:.1f} s; read {1e3 * t_read / n:.2f} ms/img, "
+          f"decode {res['decode_ms_per_image']:.2f} ms/img")
     print("| detection | images/s | ms/image |\n|---|---:|---:|")
     print(f"| per image (batch 1) | {n / per_image_s:.1f} | {1e3 * per_image_s / n:.1f} |")
     for bs, r in res["detect_batched"].items():

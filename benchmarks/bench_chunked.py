@@ -104,7 +104,8 @@ def child(args) -> dict:
     out["peak_build_mb"] = _status_kb("VmHWM") / 1024
     out["reset_ok"] = _reset_peak()
     sampler = _AnonSampler()
-    loader = ChunkedLoader(index, chunk_size=args.chunk_size, images_per_identity=40, image_size=args.image_size, prefetch=1)
+    loader = ChunkedLoader(index, chunk_size=args.chunk_size, images_per_identity=40, image_size=args.image_size,
+                           prefetch=1)
     t0 = time.perf_counter()
     n_chunks = loader.num_chunks(0)
     out["plan_s"] = time.perf_counter() - t0
@@ -169,8 +170,10 @@ def main():
                     rows.append(r)
                     print(f"{n:>9,} images  {s}px  {mode:<4}  index {r['index_s']:6.2f} s {r['index_mb']:6.1f} MB  "
                           f"build peak {r['peak_build_mb']:5.0f} MB  iterate peak {r['peak_iterate_mb']:5.0f} MB "
-                          f"(private {r['anon_peak_iterate_mb']:4.0f} MB)  after import {r['rss_after_import_mb']:.0f} MB "
-                          f"(private {r['anon_after_import_mb']:.0f} MB)  {r['images_per_s']:5.0f} images/s", flush=True)
+                          f"(private {r['anon_peak_iterate_mb']:4.0f} MB)  "
+                          f"after import {r['rss_after_import_mb']:.0f} MB "
+                          f"(private {r['anon_after_import_mb']:.0f} MB)  {r['images_per_s']:5.0f} images/s",
+                          flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -53,6 +53,7 @@ from .align import (
     align_detected,
     decode_for_alignment,
     detect_for_alignment,
+    face_template,
 )
 from .images import CorruptImageError, TextProgress
 from .sources import FolderSource, ImageSource, open_image_source
@@ -374,7 +375,9 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
     counts = {s: 0 for s in STATUSES}
     for row in rows.values():
         counts[row["status"]] += 1
-    by = lambda status: [rel for rel in relpaths if rel in rows and rows[rel]["status"] == status]
+    def by(status):
+        return [rel for rel in relpaths if rel in rows and rows[rel]["status"] == status]
+
     return AlignSummary(
         src=str(source.path), dst=str(dst), report=str(report), total=len(relpaths),
         processed=len(todo), resumed=len(done), counts=counts, seconds=seconds, detector_calls=calls,
@@ -395,8 +398,6 @@ def save_alignment_grid(src: str | os.PathLike | ImageSource, dst: str | os.Path
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
-
-    from .align import face_template
 
     dst = Path(dst)
     rows = [r for r in read_report(dst / REPORT_NAME) if r["status"] in (ALIGNED, ALIGNED_MULTI)]

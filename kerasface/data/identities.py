@@ -37,7 +37,6 @@ import zipfile
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -46,7 +45,7 @@ from .sources import IMAGE_EXTENSIONS, ImageSource, open_image_source
 
 __all__ = ["IdentityIndex", "fold_identities"]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 # Words accepted as a header line of a file list ("path,label").
 _HEADER_PATH = {"path", "file", "filename", "image", "img", "relpath"}

@@ -30,7 +30,7 @@ __all__ = [
 
 def lfw_relpath(name: str, idx: int) -> str:
     """Relative path of image ``idx`` of identity ``name``: ``"Name/Name_%04d.jpg"``."""
-    return "%s/%s_%04d.jpg" % (name, name, int(idx))
+    return f"{name}/{name}_{int(idx):04d}.jpg"
 
 
 # --------------------------------------------------------------------------- pairs
@@ -62,7 +62,7 @@ def _read_lines(path_or_lines) -> tuple[str, list[str]]:
         if not p.is_file():
             raise FileNotFoundError(f"pairs list not found: {str(p)!r}")
         return str(p), p.read_text(encoding="utf-8").splitlines()
-    return "<lines>", [str(l).rstrip("\r\n") for l in path_or_lines]
+    return "<lines>", [str(line).rstrip("\r\n") for line in path_or_lines]
 
 
 def _int(field: str, where: str) -> int:
@@ -83,7 +83,7 @@ def parse_pairs(path_or_lines: str | os.PathLike | Iterable[str]) -> list[Pair]:
     line, and when the counts differ from what the header promises.
     """
     src, lines = _read_lines(path_or_lines)
-    numbered = [(i + 1, l.split()) for i, l in enumerate(lines) if l.strip()]
+    numbered = [(i + 1, line.split()) for i, line in enumerate(lines) if line.strip()]
     if not numbered:
         raise ValueError(f"{src}: empty pairs list")
     hline, header = numbered[0]

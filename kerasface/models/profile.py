@@ -110,7 +110,8 @@ def format_profile(p: ModelProfile, per_layer: bool = False) -> str:
         lines.append("")
     lines += [
         f"model                 {p.name}",
-        f"trainable params      {p.trainable_params:,}   (PyTorch-profiler count: weights, BN gamma/beta, PReLU alphas)",
+        f"trainable params      {p.trainable_params:,}   "
+        "(PyTorch-profiler count: weights, BN gamma/beta, PReLU alphas)",
         f"non-trainable params  {p.non_trainable_params:,}   (BN moving mean/variance)",
         f"total params          {p.total_params:,}   (Keras count_params)",
         f"MACs                  {p.macs:,} ({p.macs / 1e6:.2f}M)   (conv + dense multiply-accumulates, one sample)",

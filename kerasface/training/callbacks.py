@@ -10,6 +10,8 @@ import keras
 import numpy as np
 
 from kerasface.data.lfw import open_image_source, parse_pairs
+from kerasface.evaluation.verification import evaluate_pairs
+from kerasface.io import atomic_path, write_json
 from kerasface.models import MarginHead
 from kerasface.ops import normalize_faces
 
@@ -63,8 +65,6 @@ class VerificationCallback(keras.callbacks.Callback):
             for k in self.KEYS:
                 logs[self.prefix + k] = math.nan
             return
-        from kerasface.evaluation.verification import evaluate_pairs
-
         t0 = time.perf_counter()
         scored = self.scored_model if self.scored_model is not None else self.model
         m = evaluate_pairs(scored, self.source, self.pairs, verbose=0, **self.score_kwargs).metrics
@@ -190,8 +190,6 @@ class RunBackup(keras.callbacks.Callback):
 
     def save(self, epochs_done: int, model=None) -> None:
         """Back up ``model`` (default: the callback's) as the state after ``epochs_done`` epochs."""
-        from kerasface.io import atomic_path, write_json
-
         model = model if model is not None else self.model
         epoch = epochs_done - 1
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from kerasface.training.keras_patches import patch_keras_for_multiworker
+from kerasface.training.run_folder import resume_point
 
 __all__ = ["Runtime", "STRATEGIES", "PRECISIONS", "cpu_supports_bf16", "read_tf_config", "settings_for_resume",
            "worker_run", "worker_run_dir"]
@@ -329,8 +330,6 @@ def settings_for_resume(run_dir, resolved: dict) -> dict:
 def resume_epochs(runtime: Runtime, run_dir, resolved: dict) -> int:
     """Epochs already done in ``run_dir`` by a run of the same settings (0 for a new folder; clear errors for
     other settings or a complete run), checked to be the same on every worker of a multiworker run."""
-    from kerasface.training.run_folder import resume_point
-
     done = resume_point(run_dir, settings_for_resume(run_dir, resolved))
     return runtime.agree("the epochs already done in the run folder", done)
 

@@ -81,7 +81,7 @@ def cosine_warm_restarts(initial_lr: float, steps_per_epoch: int, cycle_epochs: 
 
 def _own_layers(model: keras.Model) -> list:
     """``model.layers`` without input layers."""
-    return [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def _refresh(model: keras.Model) -> None:
@@ -108,13 +108,13 @@ def freeze_first(model: keras.Model, n: int | None = None,
         chosen = layers[:n]
     else:
         prefixes = (prefix,) if isinstance(prefix, str) else tuple(prefix)
-        chosen = [l for l in layers if l.name.startswith(prefixes)]
+        chosen = [layer for layer in layers if layer.name.startswith(prefixes)]
         if not chosen:
             raise ValueError(f"no layer of {model.name!r} starts with {prefixes}")
-    for l in chosen:
-        l.trainable = False
+    for layer in chosen:
+        layer.trainable = False
     _refresh(model)
-    return [l.name for l in chosen]
+    return [layer.name for layer in chosen]
 
 
 class GradualUnfreezing(keras.callbacks.Callback):
@@ -146,15 +146,15 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def _resolve(self) -> list[list]:
         layers = _own_layers(self.model)
         if self.block_spec is None:
-            return [[l] for l in layers if l.weights]
-        by_name = {l.name: l for l in layers}
+            return [[layer] for layer in layers if layer.weights]
+        by_name = {layer.name: layer for layer in layers}
         out = []
         for spec in self.block_spec:
             names = [spec] if isinstance(spec, str) else list(spec)
             block = []
             for nm in names:
                 if nm.endswith("*"):
-                    found = [l for l in layers if l.name.startswith(nm[:-1])]
+                    found = [layer for layer in layers if layer.name.startswith(nm[:-1])]
                 else:
                     found = [by_name[nm]] if nm in by_name else []
                 if not found:
@@ -167,8 +167,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
         """Trainable variables of all blocks (call while every block is trainable)."""
         seen, out = set(), []
         for block in self._blocks:
-            for l in block:
-                for v in l.trainable_weights:
+            for layer in block:
+                for v in layer.trainable_weights:
                     if id(v) not in seen:
                         seen.add(id(v))
                         out.append(v)
@@ -179,8 +179,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if opt is None:
             raise ValueError("GradualUnfreezing needs a compiled model")
         for block in self._blocks:  # all blocks trainable while the optimizer is checked/built
-            for l in block:
-                l.trainable = True
+            for layer in block:
+                layer.trainable = True
         wanted = self.model.trainable_variables
         if not opt.built:
             opt.build(wanted)
@@ -199,8 +199,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
             return
         cut = len(self._blocks) - n_open
         for i, block in enumerate(self._blocks):
-            for l in block:
-                l.trainable = i >= cut
+            for layer in block:
+                layer.trainable = i >= cut
         self._n_open = n_open
         self.unfrozen.append((epoch, n_open))
         self.model.make_train_function(force=True)

@@ -118,7 +118,9 @@ def test_face_template_sizes_and_margin():
     # margin m pads the 112 square by 112*m per side, then scales to `size`
     t = face_template(112, margin=0.25)
     np.testing.assert_allclose(t, (ARCFACE_TEMPLATE + 28) * 112 / 168)
-    eye = lambda p: np.linalg.norm(p[1] - p[0])
+    def eye(p):
+        return np.linalg.norm(p[1] - p[0])
+
     assert eye(t) == pytest.approx(eye(ARCFACE_TEMPLATE) / 1.5)
     # the template's centroid stays at the same relative place in the square
     c0 = ARCFACE_TEMPLATE.mean(0) / 112
@@ -153,7 +155,9 @@ def test_estimate_similarity_is_least_squares_and_matches_opencv():
     cv, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
     np.testing.assert_allclose(est, cv, atol=1e-3, rtol=1e-3)
     # and it is a minimum: perturbing it increases the squared error
-    err = lambda m: ((transform_points(m, src) - dst) ** 2).sum()
+    def err(m):
+        return ((transform_points(m, src) - dst) ** 2).sum()
+
     for d in np.eye(6).reshape(6, 2, 3) * 1e-3:
         assert err(est + d) > err(est) and err(est - d) > err(est)
 
@@ -216,7 +220,9 @@ def test_warp_face_outside_image_is_black():
 def test_decode_png_rgba_grey_16bit_and_corrupt():
     bgr = cv2.imread(str(SAMPLE_LFW / LFW_FACES[0]))
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    enc = lambda ext, a: cv2.imencode(ext, a)[1].tobytes()
+    def enc(ext, a):
+        return cv2.imencode(ext, a)[1].tobytes()
+
     img, notes = decode_for_alignment(enc(".png", bgr), "x.png")
     np.testing.assert_array_equal(img, rgb)
     assert notes == []

@@ -226,8 +226,9 @@ def test_balanced_plan_n_identities_m_images(tiny_index):
         plan = loader.plan(e)
         assert [len(r) for r in plan] == [12, 12, 12, 4]
         labels = [tiny_index.labels[r] for r in plan]
-        assert all(set(Counter(l.tolist()).values()) == {4} for l in labels)
-        assert sorted(np.concatenate([np.unique(l) for l in labels]).tolist()) == list(range(10))  # every identity once
+        assert all(set(Counter(lab.tolist()).values()) == {4} for lab in labels)
+        # every identity once
+        assert sorted(np.concatenate([np.unique(lab) for lab in labels]).tolist()) == list(range(10))
         for rows in plan:
             for k in np.unique(tiny_index.labels[rows]).tolist():
                 seen[k].extend(rows[tiny_index.labels[rows] == k].tolist())
@@ -449,9 +450,10 @@ def test_offline_triplet_dataset(sample_index):
     assert np.array_equal(triplets, _first_pass_selector(emb, lab))
     # a broken selector is caught
     with pytest.raises(ValueError, match="negative"):
-        apply_triplet_selector(emb, lab, lambda e, l: np.array([[0, int(np.flatnonzero(l == l[0])[1]), 0]]))
+        apply_triplet_selector(emb, lab,
+                               lambda e, labels: np.array([[0, int(np.flatnonzero(labels == labels[0])[1]), 0]]))
     with pytest.raises(ValueError, match="shape"):
-        apply_triplet_selector(emb, lab, lambda e, l: np.array([0, 1, 2]))
+        apply_triplet_selector(emb, lab, lambda e, labels: np.array([0, 1, 2]))
 
 
 # --------------------------------------------------------------------------- fold hold-out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -43,7 +45,7 @@ def test_settings_are_validated_once_and_frozen():
     assert s.flip and s.metric == "l2" and s.normalization == "kerasface"
     assert EvalSettings.of(s, batch_size=8) == EvalSettings(flip=True, metric="l2", batch_size=8)
     assert EvalSettings.of(s) is s
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.flip = False  # frozen
     with pytest.raises(ValueError, match="metric"):
         EvalSettings(metric="manhattan")

@@ -156,7 +156,7 @@ def test_hard_instance_weights_ties_keep_exactly_k_and_no_gradient():
     losses = np.array([1.0, 3.0, 3.0, 3.0, 0.5, 3.0], np.float32)
     got = hard_instance_weights(losses, keep_fraction=0.5).numpy()
     np.testing.assert_array_equal(got, [0, 2, 2, 2, 0, 0])  # k = 3: the first three of the tied 3.0s
-    _, (g,) = value_and_grad(lambda l: tf.reduce_sum(hard_instance_weights(l, 0.5) * l), losses)
+    _, (g,) = value_and_grad(lambda values: tf.reduce_sum(hard_instance_weights(values, 0.5) * values), losses)
     np.testing.assert_allclose(g, got)  # weights are constants: d/dl (w . l) = w
     with pytest.raises(ValueError):
         hard_instance_weights(losses, keep_fraction=0.0)

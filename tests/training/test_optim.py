@@ -94,7 +94,8 @@ class _Snap(keras.callbacks.Callback):
         self.w = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.w.append({l.name: [np.array(v) for v in l.weights] for l in self.model.layers if l.weights})
+        self.w.append({layer.name: [np.array(v) for v in layer.weights]
+                       for layer in self.model.layers if layer.weights})
 
 
 def _changed(a, b):
@@ -106,7 +107,7 @@ def test_gradual_unfreezing_optimizer_sees_the_change():
     m = _mlp()
     opt = make_optimizer("adamw", 1e-2)
     m.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    start = {l.name: [np.array(v) for v in l.weights] for l in m.layers if l.weights}
+    start = {layer.name: [np.array(v) for v in layer.weights] for layer in m.layers if layer.weights}
     gu = GradualUnfreezing(blocks=[["b0", "b0_bn"], "b1", "b2", "head"], every=2)
     snap = _Snap()
     m.fit(x, y, batch_size=16, epochs=6, verbose=0, callbacks=[gu, snap])

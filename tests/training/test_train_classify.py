@@ -93,7 +93,8 @@ def test_bn_momentum_reaches_every_batch_norm_of_the_backbone(preset, backbone, 
 
     def momenta(cfg):
         _, bb, _ = build_training_model(cfg, num_classes=3)
-        return {round(float(l.momentum), 6) for l in bb.layers if isinstance(l, keras.layers.BatchNormalization)}
+        return {round(float(layer.momentum), 6) for layer in bb.layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
 
     cfg = get_classify_preset(preset).override(backbone=backbone, image_size=64)
     assert momenta(cfg) == {default}  # None: the builder's own default
@@ -193,7 +194,8 @@ def test_resnet34_arcface_with_frozen_stem(tmp_path_factory):
     keras.utils.set_random_seed(cfg.seed)
     init = build_backbone("resnet34", input_shape=(32, 32, 3))
     trained = keras.saving.load_model(r.run_dir / "model.keras")
-    frozen = [l for l in trained.layers if l.weights][:2]  # among the first 3 layers: the stem conv and its BN
+    # among the first 3 layers: the stem conv and its BN
+    frozen = [layer for layer in trained.layers if layer.weights][:2]
     for layer in frozen:
         for a, b in zip(layer.get_weights(), init.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(a, b)
@@ -231,7 +233,7 @@ def test_saved_models_load_in_a_fresh_process(margin_run, angproto_run, fresh_pr
     lab = np.zeros(len(x), np.int32)
     jobs.append((margin_run[1].run_dir / "classifier.keras", [x, lab], np.asarray(clf([x, lab], training=False))))
     results = fresh_process_predict([(path, inputs) for path, inputs, _ in jobs])
-    for (_, _, expected), (pred, info) in zip(jobs, results):
+    for (_, _, expected), (pred, _info) in zip(jobs, results):
         np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-5)
 
 

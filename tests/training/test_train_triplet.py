@@ -13,6 +13,7 @@ end to end with a micro backbone whose training step traces in seconds
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -90,7 +91,7 @@ def test_parse_folds():
     assert parse_folds("1-9") == tuple(range(1, 10))
     assert parse_folds("3, 1,5-6") == (1, 3, 5, 6)
     for bad in ("0", "x", "5-3", "", "-2"):
-        with pytest.raises(Exception):
+        with pytest.raises(argparse.ArgumentTypeError):
             parse_folds(bad)
 
 

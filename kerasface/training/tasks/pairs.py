@@ -97,8 +97,8 @@ class PairTask(Task):
         # Global batches; each worker of a multiworker run keeps its part of every batch (DATA sharding of the
         # in-memory pipeline, which every worker runs with the same seed). Already shuffled (seeded) here.
         light = dict(low_light=cfg.low_light, low_light_seed=cfg.low_light_seed)
-        train = self.train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.augment == "flip",
-                                   **light)
+        train = self.train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   augment=cfg.augment == "flip", **light)
         val = self.val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed, **light)
         self.fit_data = {"x": runtime.shard(train, source="generator"),
                          "validation_data": runtime.shard(val, source="generator"), "shuffle": False}
