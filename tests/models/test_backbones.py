@@ -6,7 +6,8 @@ through the registry (``build_backbone(name, input_shape=...)``) at the smallest
 accepts, with BatchNormalization statistics set away from their initial values so that every
 round trip has to carry them. Every reload happens in ONE fresh Python process (the
 ``fresh_process_predict`` fixture of ``tests/conftest.py``: ``import kerasface, keras``, default
-``safe_mode``, no ``custom_objects``).
+``safe_mode``, no ``custom_objects``), started before the first test of the module so that it runs
+alongside the in-process checks.
 
 What is specific to one architecture (published parameter counts, block layout, grouped-conv
 paths, report figures) stays in that backbone's own test file.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -151,11 +153,17 @@ def test_get_config_round_trip(embed, name):
     np.testing.assert_allclose(_np(clone(x, training=False)), emb, rtol=1e-5, atol=1e-6)
 
 
+RELOAD_TEST = "test_fresh_process_keras_reload"
+
+
 @pytest.fixture(scope="module")
-def reloaded(request, embed, tmp_path_factory, fresh_process_predict):
-    """Every backbone this session tests for reloading, saved here and loaded in ONE fresh process."""
+def reload_started(request, embed, tmp_path_factory, fresh_process_predict):
+    """Every backbone this session tests for reloading, saved here; ONE fresh process loads them all.
+
+    The process runs in a background thread while the in-process checks go on; ``reloaded`` waits for it.
+    """
     names = sorted({item.callspec.params["name"] for item in request.session.items
-                    if getattr(item, "originalname", None) == "test_fresh_process_keras_reload"})
+                    if getattr(item, "originalname", None) == RELOAD_TEST})
     folder = tmp_path_factory.mktemp("backbones")
     jobs = []
     for name in names:
@@ -163,7 +171,21 @@ def reloaded(request, embed, tmp_path_factory, fresh_process_predict):
         path = folder / f"{name}.keras"
         model.save(path)
         jobs.append((path, [x]))
-    return dict(zip(names, fresh_process_predict(jobs)))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield names, pool.submit(fresh_process_predict, jobs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_reloads_first(request):
+    """Start the fresh process before the first test of this module when any reload test is selected."""
+    if any(getattr(item, "originalname", None) == RELOAD_TEST for item in request.session.items):
+        request.getfixturevalue("reload_started")
+
+
+@pytest.fixture(scope="module")
+def reloaded(reload_started):
+    names, future = reload_started
+    return dict(zip(names, future.result()))
 
 
 @pytest.mark.parametrize("name", BACKBONES)
