@@ -81,7 +81,8 @@ class GroupConv2D(keras.layers.Layer):
       ``M = filters // G`` over all input channels, then a reshape and a sum
       over the ``in_channels // G`` inputs of each group. Same MACs as the
       grouped conv; an intermediate ``in_channels // G`` times larger than the
-      output. Fast on TF's CPU kernels in both directions.
+      output. Fast on TF's CPU kernels in both directions. Unequal row and column
+      strides (which TF's CPU depthwise kernel refuses) run the ``"split"`` path.
     * ``"split"``: ``G`` dense convolutions on channel slices, concatenated.
     * ``"auto"``: see :func:`resolve_group_conv_implementation` (the path is
       chosen when the layer is traced, not stored: it is not part of the weights).
@@ -145,6 +146,8 @@ class GroupConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         path = resolve_group_conv_implementation(self.implementation, self.groups)
+        if path == "depthwise" and self.strides[0] != self.strides[1]:
+            path = "split"  # TF's CPU depthwise kernel refuses unequal row/column strides
         if self.groups == 1 or path == "native":
             out = ops.conv(inputs, self.kernel, strides=self.strides, padding=self.padding)
         elif path == "depthwise":

@@ -589,7 +589,10 @@ def test_tf_data_step(mtcnn):
     assert [bool(f) for _, f in out] == [True, True, False]
     assert out[2][0].max() == 0
     expect, _ = align_face(_rgb(SAMPLE_LFW / LFW_FACES[0]), detector=mtcnn, size=160)
-    np.testing.assert_array_equal(out[0][0], expect)
+    # The same detection and warp; the detector runs inside tf.data here, and on some CPUs its
+    # landmarks differ in the last float bits, which moves a few warped pixels by one grey level.
+    diff = np.abs(out[0][0].astype(int) - expect.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
 
 
 def test_cli_align_odd_inputs_and_resume(mtcnn, tmp_path, capsys, monkeypatch):
