@@ -35,19 +35,14 @@ graph), ``metrics.json`` (``"verification"`` on the evaluation pairs,
 ``"case_study"``), ``roc.png``, ``cases.png`` and ``case_study.png`` (the
 hardest positive and negative pairs among the held-out faces).
 
-Hardware (``runtime``, a :class:`~kerasface.training.distribute.Runtime`):
-models are built and compiled inside the strategy's scope after the
-mixed-precision policy is set (embeddings, distances and losses stay
-float32); ``cfg.batch_size`` is the global batch; the ``from_generator``
-batches are DATA-sharded across the workers of a multiworker run (every
-worker loads the same seeded chunks), and only the chief writes the run folder.
+Hardware: as every trainer (:mod:`kerasface.training.runner`); the ``from_generator`` batches are
+DATA-sharded across the workers of a multiworker run (every worker loads the same seeded chunks).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,15 +55,14 @@ from kerasface.config import TripletExperiment
 from kerasface.data.lfw import open_image_source
 from kerasface.data.loaders import ChunkedLoader
 from kerasface.data.locations import data_location
-from kerasface.data.pipelines import embed_images, offline_triplet_dataset, pk_batches
-from kerasface.data.sampling import pk_plan
+from kerasface.data.pipelines import embed_images
 from kerasface.data.splits import IdentitySplit, resolve_identity_split, write_pairs_list
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy
 from kerasface.io import atomic_path, write_json
-from kerasface.losses import select_triplets
 from kerasface.training.distribute import Runtime
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import EpochLoopTask, Stop, Verification, run_training
+from kerasface.training.tasks.triplet_chunks import EpochTally, chunk_dataset, fit_verbosity
 from kerasface.training.tasks.triplet_model import build_embedding_model, compile_triplet, prebuild_training_step
 from kerasface.training.tasks.triplet_monitor import (
     collapse_message,
@@ -95,35 +89,6 @@ class TripletRunResult(RunResult):
     data: IdentitySplit | None = None
 
 
-def _fit_verbose(verbose) -> int:
-    if verbose == "auto":
-        return 1 if sys.stderr.isatty() else 0
-    return int(verbose or 0) if verbose != 2 else 0
-
-
-@dataclass
-class _EpochTally:
-    """One epoch's running sums over its chunks."""
-
-    loss_sum: float = 0.0
-    loss_n: float = 0.0
-    acc_sum: float = 0.0
-    triplets: int = 0
-    ap_pairs: int = 0
-    batches: int = 0
-    selected: int = 0  # offline: triplets selected, before --max-triplets-per-chunk
-
-    def logs(self, offline: bool) -> dict:
-        logs: dict = {"loss": self.loss_sum / self.loss_n if self.loss_n else math.nan}
-        if not offline:
-            logs["batches"] = self.batches
-        else:
-            logs.update(triplets=self.triplets, selected=self.selected,
-                        selected_fraction=self.selected / self.ap_pairs if self.ap_pairs else math.nan,
-                        triplet_accuracy=self.acc_sum / self.loss_n if self.loss_n else math.nan)
-        return logs
-
-
 class TripletTask(EpochLoopTask):
     """Triplets mined offline per chunk or online in P x K batches; a probe watches for collapse."""
 
@@ -143,7 +108,7 @@ class TripletTask(EpochLoopTask):
 
     def prepare(self, run_dir: Path, verbose, runtime: Runtime) -> None:
         cfg, td = self.cfg, self.td
-        self.run_dir, self.runtime, self.fit_verbose = run_dir, runtime, _fit_verbose(verbose)
+        self.run_dir, self.runtime, self.fit_verbose = run_dir, runtime, fit_verbosity(verbose)
         self.say = (lambda *a: logger.info(*a)) if verbose else (lambda *a: logger.debug(*a))
         with atomic_path(run_dir / "train_identities.txt") as tmp:
             tmp.write_text("".join(f"{n}\n" for n in td.train.names))
@@ -187,7 +152,7 @@ class TripletTask(EpochLoopTask):
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, epoch: int, model: keras.Model) -> dict | Stop:
-        tally = _EpochTally()
+        tally = EpochTally()
         for chunk in self.loader.epoch(epoch):
             stop = self._train_chunk(epoch, chunk, model, tally)
             if stop is not None:
@@ -196,40 +161,12 @@ class TripletTask(EpochLoopTask):
         logs.update(self._probe_logs(epoch))
         return logs
 
-    def _chunk_data(self, epoch: int, chunk, tally: _EpochTally) -> tuple:
-        """``(dataset, steps, weight)`` of one chunk: selected triplets (offline) or P x K batches."""
-        cfg = self.cfg
-        chunk_seed = (cfg.seed * 1_000_003 + epoch * 1009 + chunk.number) & 0x7FFFFFFF
-        if cfg.mining != "offline":
-            # a chunk with fewer than P identities (the tail of an epoch) gives no batch
-            steps = len(pk_plan(chunk, self.P, cfg.k_images, epoch=0, seed=chunk_seed))
-            tally.batches += steps
-            self.state["images_seen"] += steps * self.P * cfg.k_images
-            return (pk_batches(chunk, self.P, cfg.k_images, seed=chunk_seed) if steps else None), steps, steps
-        rng = np.random.default_rng(chunk_seed)
-
-        def selector(emb, labels):
-            t = select_triplets(emb, labels, cfg.margin, squared=cfg.squared, fallback=cfg.selection_fallback,
-                                rng=rng)
-            tally.selected += len(t)
-            if cfg.max_triplets_per_chunk and len(t) > cfg.max_triplets_per_chunk:
-                t = t[np.sort(rng.choice(len(t), cfg.max_triplets_per_chunk, replace=False))]
-            return t
-
-        ds, trip = offline_triplet_dataset(chunk, self.embed_fn, selector, batch_size=cfg.batch_size,
-                                           seed=chunk_seed, return_triplets=True)
-        _, counts = np.unique(chunk.labels, return_counts=True)
-        tally.ap_pairs += int((counts * (counts - 1) // 2).sum())
-        weight = len(trip)
-        self.state["images_seen"] += 3 * weight
-        tally.triplets += weight
-        return ds, -(-weight // cfg.batch_size), weight
-
-    def _train_chunk(self, epoch: int, chunk, model: keras.Model, tally: _EpochTally) -> Stop | None:
+    def _train_chunk(self, epoch: int, chunk, model: keras.Model, tally: EpochTally) -> Stop | None:
         cfg = self.cfg
         tc = time.perf_counter()
         sel0 = tally.selected
-        ds, steps, weight = self._chunk_data(epoch, chunk, tally)
+        ds, steps, weight = chunk_dataset(cfg, chunk, epoch, self.P, self.embed_fn, tally)
+        self.state["images_seen"] += 3 * weight if cfg.mining == "offline" else steps * self.P * cfg.k_images
         t_fit0 = time.perf_counter()
         if steps == 0:
             return None
