@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.data.images import load_images
+from kerasface.data.images import CorruptImageError, read_face
 from kerasface.data.lfw import ImageSource, Pair, open_image_source, parse_pairs, resolve_pairs
 from kerasface.data.pairs import stable_image_id
 from kerasface.evaluation.embeddings import embed_views, extract_embeddings, prepare_batch
@@ -214,8 +214,14 @@ def _verifier_pairwise_scores(model, source: ImageSource, pairs, settings: EvalS
     """Any two-input model: both faces of every pair through the whole model."""
     size = model_image_size(model, settings.image_size)
     unique = list(dict.fromkeys(r for p in pairs for r in (p.path1, p.path2)))
-    images, ok_img = load_images(source, unique, size=size, center_crop=settings.center_crop, on_error="skip",
-                                 progress=settings.verbose != 0)
+    images = np.zeros((len(unique), size, size, 3), np.uint8)
+    ok_img = np.ones(len(unique), bool)
+    for i, rel in enumerate(unique):  # decoded as every face of an evaluation is (read_face)
+        try:
+            images[i] = read_face(source, rel, size, settings.center_crop)
+        except CorruptImageError as e:
+            logger.warning("skipping %s", e)
+            ok_img[i] = False
     row = {r: i for i, r in enumerate(unique)}
     index = np.array([[row[p.path1], row[p.path2]] for p in pairs], np.int32)
     cache = tf.constant(images)
