@@ -9,7 +9,7 @@ exercised too.
 
 from __future__ import annotations
 
-from pathlib import Path
+import zipfile
 
 import keras
 import numpy as np
@@ -196,18 +196,48 @@ def test_fit_on_real_faces_teacher_frozen_student_learns(faces, teacher):
     assert end["loss"] < start["loss"] and end["loss_ce"] < start["loss_ce"]
 
 
-OLD_FILE = Path(__file__).parent / "data" / "report002_model.keras"  # saved by main at 77c139f
+@pytest.fixture(scope="module")
+def old_file(tmp_path_factory):
+    """A .keras in the layout the code before the rename wrote: class ``kerasface>Report002Model`` from
+    module ``kerasface.models.teacher_student``, student and teacher, every weight non-trivial.
+
+    The deprecated alias keeps the old class name, so it writes the old registered names and weight
+    paths; only the module string differs, and it is put back as the old code wrote it."""
+    keras.utils.set_random_seed(0)
+    with pytest.warns(DeprecationWarning):
+        teacher = Report002Model(tiny_backbone(12, 6, "teacher_net"), num_classes=3, name="teacher")
+        student = Report002Model(tiny_backbone(16, 4, "student_net"), num_classes=3, teacher=teacher,
+                                 center_weight=0.1, embedding_l2_weight=0.1, soft_ce_weight=0.5, name="student")
+    rng = np.random.default_rng(0)
+    for w in student.weights:  # non-trivial values everywhere (BN statistics, centres, teacher)
+        low = 0.5 if "variance" in w.path else -0.5
+        w.assign(rng.uniform(low, low + 1.0, w.shape).astype("float32"))
+    x = rng.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    saved = tmp_path_factory.mktemp("old") / "saved.keras"
+    student.save(saved)
+    path = saved.with_name("report002_model.keras")
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                data = data.replace(b'"kerasface.models.distillation"', b'"kerasface.models.teacher_student"')
+                assert b"teacher_student" in data
+            dst.writestr(item, data)
+    expected = {"images": x, "logits": keras.ops.convert_to_numpy(student(x, training=False)),
+                "teacher_logits": keras.ops.convert_to_numpy(student.teacher_outputs(x)[1]),
+                "centers": student.center_loss.centers.numpy(),
+                "projection": student.distill_projection.kernel.numpy()}
+    return path, expected
 
 
-def test_a_file_saved_by_the_old_report002_model_loads(fresh_process_predict):
-    """A .keras written before the rename (class ``kerasface>Report002Model`` in
-    ``kerasface.models.teacher_student``, student and teacher; data/make_report002_model.py) loads,
-    in a fresh process with the default safe_mode, as the deprecated alias with every weight."""
-    expected = np.load(OLD_FILE.with_name("report002_model_expected.npz"))
-    ((got, info),) = fresh_process_predict([(OLD_FILE, [expected["images"]])])
+def test_a_file_saved_by_the_old_report002_model_loads(old_file, fresh_process_predict):
+    """A .keras written before the rename loads, in a fresh process with the default safe_mode, as the
+    deprecated alias with every weight."""
+    path, expected = old_file
+    ((got, info),) = fresh_process_predict([(path, [expected["images"]])])
     assert info["class"] == "Report002Model"
     np.testing.assert_allclose(got, expected["logits"], rtol=1e-5, atol=1e-6)
-    loaded = keras.saving.load_model(OLD_FILE)
+    loaded = keras.saving.load_model(path)
     assert isinstance(loaded, DistillationModel) and isinstance(loaded.teacher, DistillationModel)
     np.testing.assert_allclose(loaded(expected["images"], training=False), expected["logits"], rtol=1e-5, atol=1e-6)
     t_logits = loaded.teacher_outputs(expected["images"])[1]
