@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
         detect_for_alignment,
     )
     from kerasface.data.align_run import align_tree
-    from kerasface.data.lfw import open_image_source
+    from kerasface.data.sources import open_image_source
 
     load_before = _load()
     data = args.data or (SHARED_ZIP if SHARED_ZIP.is_file() else REPO / "data" / "lfw_sample")

@@ -28,10 +28,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 try:
-    from kerasface.data.lfw import Pair, open_image_source, parse_pairs
+    from kerasface.data.lfw import Pair, parse_pairs
+    from kerasface.data.sources import open_image_source
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(HERE.parent))
-    from kerasface.data.lfw import Pair, open_image_source, parse_pairs
+    from kerasface.data.lfw import Pair, parse_pairs
+    from kerasface.data.sources import open_image_source
 
 
 def head_pairs(pairs: list[Pair], n: int) -> list[Pair]:

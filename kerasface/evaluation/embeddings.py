@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.data.images import CorruptImageError, read_face
-from kerasface.data.lfw import ImageSource, open_image_source
 from kerasface.data.lowlight import low_light
 from kerasface.data.pairs import stable_image_id
+from kerasface.data.sources import ImageSource, open_image_source
 from kerasface.evaluation.kinds import embedding_submodel, model_image_size, model_kind
 from kerasface.evaluation.settings import NORMALIZATIONS, EvalSettings
 from kerasface.ops import l2_normalize, normalize_faces

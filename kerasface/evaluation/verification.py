@@ -33,8 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.data.images import CorruptImageError, read_face
-from kerasface.data.lfw import ImageSource, Pair, open_image_source, parse_pairs, resolve_pairs
+from kerasface.data.lfw import Pair, parse_pairs, resolve_pairs
 from kerasface.data.pairs import stable_image_id
+from kerasface.data.sources import ImageSource, open_image_source
 from kerasface.evaluation.embeddings import embed_views, extract_embeddings, prepare_batch
 from kerasface.evaluation.kinds import embedding_submodel, model_image_size, model_kind, verifier_head
 from kerasface.evaluation.metrics import accuracy_at, kfold_accuracy, verification_metrics

@@ -9,7 +9,8 @@ import time
 import keras
 import numpy as np
 
-from kerasface.data.lfw import open_image_source, parse_pairs
+from kerasface.data.lfw import parse_pairs
+from kerasface.data.sources import open_image_source
 from kerasface.evaluation.verification import evaluate_pairs
 from kerasface.io import atomic_path, write_json
 from kerasface.models import MarginHead

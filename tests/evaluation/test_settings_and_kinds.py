@@ -10,7 +10,7 @@ import pytest
 
 import kerasface  # noqa: F401
 from kerasface.data import parse_pairs
-from kerasface.data.lfw import ImageSource
+from kerasface.data.sources import ImageSource
 from kerasface.evaluation import embeddings as E
 from kerasface.evaluation import verification as V
 from kerasface.evaluation.baselines import raw_pixels

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from kerasface.data.images import read_face
-from kerasface.data.lfw import open_image_source
+from kerasface.data.sources import open_image_source
 from kerasface.data.splits import split_heldout
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
 from kerasface.training.tasks.classify import stage_blocks, train_classifier

@@ -60,8 +60,8 @@ import keras
 import numpy as np
 
 from kerasface.config import ClassifyExperiment
-from kerasface.data.lfw import open_image_source
 from kerasface.data.locations import data_location
+from kerasface.data.sources import open_image_source
 from kerasface.data.splits import resolve_identity_split, split_heldout, write_pairs_list
 from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history

@@ -52,10 +52,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.config import TripletExperiment
-from kerasface.data.lfw import open_image_source
 from kerasface.data.loaders import ChunkedLoader
 from kerasface.data.locations import data_location
 from kerasface.data.pipelines import embed_images
+from kerasface.data.sources import open_image_source
 from kerasface.data.splits import IdentitySplit, resolve_identity_split, write_pairs_list
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy
 from kerasface.io import atomic_path, write_json
