@@ -21,6 +21,7 @@ __all__ = [
     "LocalResponseNormalization",
     "EuclideanDistance",
     "StackDistances",
+    "FacePreprocessing",
     "resolve_group_conv_implementation",
 ]
 
@@ -410,6 +411,41 @@ class StackDistances(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         pos = tuple(input_shape[0])
         return (pos[0], 2, *pos[1:])
+
+
+@_register
+class FacePreprocessing(keras.layers.Layer):
+    """RGB faces with 0..255 values (uint8 or float) -> ``(x - offset) / scale``, per channel or not.
+
+    The first layer of a model that scales its own input, so that its users (and its
+    ``model.export()`` SavedModel) feed plain image pixels. ``spec`` is the model's
+    :class:`kerasface.face_spec.FaceSpec` as a dict (crop size, alignment, metric, the
+    decision threshold and its source): it does no computation, it travels in the saved
+    config so that ``kerasface verify`` / ``embed`` prepare faces the way the model expects.
+    """
+
+    def __init__(self, offset=127.5, scale=128.0, spec=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.offset = [float(v) for v in offset] if isinstance(offset, (list, tuple)) else float(offset)
+        self.scale = [float(v) for v in scale] if isinstance(scale, (list, tuple)) else float(scale)
+        if min(self.scale if isinstance(self.scale, list) else [self.scale]) <= 0:
+            raise ValueError(f"scale must be positive, got {scale!r}")
+        self.spec = dict(spec) if spec is not None else None
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        offset = ops.convert_to_tensor(self.offset, dtype=self.compute_dtype)
+        scale = ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
+        return (x - offset) / scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(offset=self.offset, scale=self.scale, spec=self.spec)
+        return config
 
 
 def _pair(v):

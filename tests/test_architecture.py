@@ -25,7 +25,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kerasface"
 # Floors, lowest first. A module may import modules of its own floor or of a lower one.
 # "x.*" is the package x and everything under it; "x" is the module x alone.
 FLOORS = {
-    0: ("kerasface._lazy", "kerasface.io", "kerasface.ops", "kerasface.config", "kerasface.layers"),  # contracts
+    0: ("kerasface._lazy", "kerasface.io", "kerasface.ops", "kerasface.config", "kerasface.layers",
+        "kerasface.face_spec"),  # contracts
     1: ("kerasface.losses.*",),  # keras.ops building blocks
     2: ("kerasface.models.*", "kerasface"),  # the package root registers layers, losses and models
     3: ("kerasface.data.*",),  # image sources, decoding, splits, sampling, pipelines
