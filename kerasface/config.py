@@ -293,6 +293,10 @@ class PairExperiment(Settings):
     eval_pairs: str | None = setting(None, group="data", aliases=("--val-pairs",), renamed_from="val_pairs",
                                      help="evaluation (validation) pairs list: validation loss and accuracy, "
                                           "verification metrics (default: pairsDevTest.txt, else pairsVal.txt)")
+    holdout_folds: tuple[int, ...] | None = setting(
+        None, group="data", folds=True, metavar="FOLDS",
+        help="validate on these folds of the training list (a folds list such as pairs.txt) and train on the "
+             "other folds' pairs; LFW's folds are person-disjoint (default: off, validation on --eval-pairs)")
     image_size: int = _image_size(112)
     center_crop: float = _center_crop()
     low_light: bool = setting(False, group="data", help="darken every image with the seeded low-light transform")

@@ -40,7 +40,8 @@ from kerasface.io import atomic_path
 logger = logging.getLogger("kerasface.data")
 
 __all__ = ["TRAIN_VAL_LISTS", "FOLDS_LIST", "HELDOUT_LISTS", "EVALUATION_LISTS", "list_folders", "find_pairs_list",
-           "resolve_pair_lists", "IdentitySplit", "resolve_identity_split", "split_heldout", "write_pairs_list"]
+           "split_pair_folds", "resolve_pair_lists", "IdentitySplit", "resolve_identity_split", "split_heldout",
+           "write_pairs_list"]
 
 #: train + validation lists of the pair verifier: the report's protocol, then the bundled sample's
 TRAIN_VAL_LISTS = (("pairs.txt", "pairsDevTest.txt"), ("pairsTrain.txt", "pairsVal.txt"))
@@ -105,6 +106,24 @@ def resolve_pair_lists(data: Path, train_pairs: str | None, val_pairs: str | Non
                                     f"{', '.join(map(str, list_folders(data)))})")
         found.append(f)
     return found[0], found[1]
+
+
+def split_pair_folds(pairs: Sequence, holdout_folds: Sequence[int], path) -> tuple[list, list]:
+    """``(training pairs, held-out pairs)`` of a folds list: the pairs of ``holdout_folds`` (numbered
+    1..n) are held out, every other fold trains. LFW's ``pairs.txt`` folds are person-disjoint, so no
+    held-out person is seen in training; the pair trainer's ``--holdout-folds`` (an honest figure
+    beside the report-000 protocol, whose validation list shares people with its training list)."""
+    n_folds = 1 + max((p.fold for p in pairs), default=-1)
+    if n_folds < 2:
+        raise ValueError(f"--holdout-folds needs a folds list (such as LFW's pairs.txt); {path} has "
+                         f"{max(n_folds, 0)} fold(s)")
+    bad = sorted(f for f in holdout_folds if not 1 <= f <= n_folds)
+    if bad:
+        raise ValueError(f"held-out fold(s) {bad} do not exist: {path} has folds 1..{n_folds}")
+    held = {f - 1 for f in holdout_folds}
+    if len(held) == n_folds:
+        raise ValueError(f"--holdout-folds holds out every fold of {path}: nothing left to train on")
+    return [p for p in pairs if p.fold not in held], [p for p in pairs if p.fold in held]
 
 
 # --------------------------------------------------------------------------- identity split

@@ -72,3 +72,45 @@ def test_identity_split_evaluates_on_the_heldout_list_next_to_the_data(sample_di
     split = resolve_identity_split(settings, sample_dir)
     assert split.eval_source == str(sample_dir / "pairsVal.txt") and split.folds_file is None
     assert not split.excluded & set(split.train.names) and split.train.num_identities >= 2
+
+
+# --------------------------------------------------------------------------- pair trainer's held-out folds
+def test_pair_folds_split_lfw_into_person_disjoint_train_and_heldout(shared_lfw):
+    from kerasface.data import parse_pairs
+    from kerasface.data.splits import split_pair_folds
+
+    pairs = parse_pairs(shared_lfw / "pairs.txt")
+    train, held = split_pair_folds(pairs, (10,), "pairs.txt")
+    assert (len(train), len(held)) == (5400, 600)
+    assert {p.fold for p in held} == {9} and 9 not in {p.fold for p in train}
+    people = lambda ps: {n for p in ps for n in (p.name1, p.name2)}  # noqa: E731
+    assert not people(train) & people(held)  # LFW's folds are person-disjoint
+
+
+def test_pair_folds_refuse_missing_folds_a_single_fold_list_and_holding_out_everything():
+    from kerasface.data.lfw import Pair
+    from kerasface.data.splits import split_pair_folds
+
+    two = [Pair("a", 1, "a", 2, True, fold=0), Pair("b", 1, "c", 1, False, fold=1)]
+    train, held = split_pair_folds(two, (2,), "x.txt")
+    assert [p.name1 for p in train] == ["a"] and [p.name1 for p in held] == ["b"]
+    with pytest.raises(ValueError, match=r"fold\(s\) \[3\] do not exist"):
+        split_pair_folds(two, (3,), "x.txt")
+    with pytest.raises(ValueError, match="nothing left to train"):
+        split_pair_folds(two, (1, 2), "x.txt")
+    with pytest.raises(ValueError, match="needs a folds list"):
+        split_pair_folds(two[:1], (1,), "x.txt")
+
+
+def test_pair_trainer_holdout_folds_read_one_folds_list_and_refuse_eval_pairs(tmp_path):
+    from kerasface.presets import get_pair_preset
+    from kerasface.training.tasks.pairs import PairTask
+
+    (tmp_path / "pairs.txt").write_text("2\t1\na\t1\t2\nb\t1\tc\t1\n")
+    (tmp_path / "pairsDevTest.txt").write_text("1\na\t1\t2\n")
+    cfg = get_pair_preset("vargface").override(data=str(tmp_path), holdout_folds=(2,))
+    settings = PairTask(cfg).settings()
+    assert settings["train_pairs"] == settings["eval_pairs"] == str(tmp_path / "pairs.txt")
+    assert tuple(settings["holdout_folds"]) == (2,)
+    with pytest.raises(ValueError, match="cannot be combined with --eval-pairs"):
+        PairTask(cfg.override(eval_pairs="pairsDevTest.txt")).settings()

@@ -30,7 +30,7 @@ import keras
 from kerasface.config import PairExperiment
 from kerasface.data import PairData, open_image_source, parse_pairs
 from kerasface.data.locations import data_location
-from kerasface.data.splits import resolve_pair_lists
+from kerasface.data.splits import FOLDS_LIST, find_pairs_list, resolve_pair_lists, split_pair_folds
 from kerasface.io import write_json
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.distribute import Runtime
@@ -64,6 +64,9 @@ def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None) -> keras
 
 def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
     pairs = parse_pairs(pairs_path)
+    if cfg.holdout_folds:
+        train, held = split_pair_folds(pairs, cfg.holdout_folds, pairs_path)
+        pairs = held if what == "validation" else train
     logger.info("%s: %d pairs from %s", what, len(pairs), pairs_path)
     data = PairData.from_pairs(
         pairs, source, size=cfg.image_size, center_crop=cfg.center_crop,
@@ -84,7 +87,14 @@ class PairTask(Task):
     def settings(self) -> dict:
         cfg = self.cfg
         self.data_path = data_location(cfg.data)
-        self.train_list, self.val_list = resolve_pair_lists(self.data_path, cfg.train_pairs, cfg.eval_pairs)
+        if cfg.holdout_folds:
+            if cfg.eval_pairs:
+                raise ValueError("--holdout-folds validates on folds of the training list; "
+                                 "it cannot be combined with --eval-pairs")
+            self.train_list = self.val_list = find_pairs_list(
+                self.data_path, cfg.train_pairs, defaults=(FOLDS_LIST,), what="training pairs list (a folds list)")
+        else:
+            self.train_list, self.val_list = resolve_pair_lists(self.data_path, cfg.train_pairs, cfg.eval_pairs)
         return cfg.to_dict() | {"data": str(self.data_path), "train_pairs": str(self.train_list),
                                 "eval_pairs": str(self.val_list)}
 
