@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     if data is not None and not data.exists():
         raise FileNotFoundError(f"--data not found: {str(data)!r}")
+    if args.scores and Path(args.scores).is_dir():  # said before the evaluation, not after it
+        raise IsADirectoryError(f"--scores {args.scores!r} is a folder; give the CSV file to write")
     pairs = None
     if args.pairs:  # as given, else next to the data (as train looks for its lists)
         near = data if data is not None else _bundled_sample()

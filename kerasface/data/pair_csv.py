@@ -93,6 +93,8 @@ def _relpath(field: str, column: str, where: str) -> str:
     rel = field.strip().replace("\\", "/")
     if not rel:
         raise ValueError(f"{where}: empty {column}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        raise ValueError(f"{where}: {column} {field!r} contains a control character")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         raise ValueError(f"{where}: {column} {field!r} is absolute; paths are relative to the image root "
                          "(the CSV's folder, or --data)")
@@ -127,10 +129,9 @@ def parse_pairs_csv(path) -> list[PathPair]:
     """The pairs of a pairs CSV (see the module docstring); ``ValueError`` naming file and line for a bad row."""
     path = Path(path)
     text = _read_text(path)
-    rows = [(i, row) for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)]
     columns = None
     pairs: list[PathPair] = []
-    for lineno, row in rows:
+    for lineno, row in _rows(path, text):
         if not any(f.strip() for f in row) or row[0].lstrip().startswith("#"):
             continue
         where = f"{path}, line {lineno}"
@@ -169,3 +170,17 @@ def _header(row: list[str], where: str) -> dict:
     columns["width"] = len(row)
     return columns
 
+
+def _rows(path: Path, text: str):
+    """``(line number, fields)`` of every CSV row (a row's number is the line it starts on)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ValueError(f"{path}, line {reader.line_num}: not a valid CSV row ({e})") from None
+        yield start, row
+        start = reader.line_num + 1

@@ -106,3 +106,17 @@ def test_find_pairs_list_next_to_data_and_folders(tmp_path, sample_dir, monkeypa
         find_pairs_list(sample_dir.parent, "lfw_sample")  # a folder next to the data
     with pytest.raises(FileNotFoundError, match="not found"):
         find_pairs_list(sample_dir, "nope.txt")
+
+
+def test_broken_csv_quoting_and_multiline_rows_name_their_line(tmp_path):
+    path = write(tmp_path, 'img1,img2,label,note\na.jpg,b.jpg,1,"two\nlines"\nd.jpg,"e.jpg" x,1,n\n')
+    with pytest.raises(ValueError, match=re.escape(f"{path}, line 4: not a valid CSV row")):
+        parse_pairs_csv(path)
+    path = write(tmp_path, 'img1,img2,label,note\na.jpg,b.jpg,1,"two\nlines"\nc.jpg,d.jpg,maybe,z\n', name="m.csv")
+    with pytest.raises(ValueError, match=re.escape(f"{path}, line 4: label must be")):  # the row after 2 lines
+        parse_pairs_csv(path)
+    for name, text in (("nul.csv", "a.jpg,b.jpg,1\na\x00.jpg,c.jpg,0\n"),
+                       ("nl.csv", 'a.jpg,b.jpg,1\n"a\nb.jpg",c.jpg,0\n')):
+        path = write(tmp_path, text, name=name)
+        with pytest.raises(ValueError, match=re.escape(f"{path}, line 2: img1 ") + ".* contains a control character"):
+            parse_pairs_csv(path)

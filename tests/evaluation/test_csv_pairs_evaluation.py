@@ -176,6 +176,8 @@ def test_cli_csv_errors_are_one_line_exit_2(flat_faces, tmp_path, capsys):
     missing_images.write_text("a.jpg,b.jpg,1\n")
     assert main(["evaluate", "raw-pixels", "--eval-pairs", str(missing_images), "--on-missing", "error"]) == 2
     assert "a.jpg" in capsys.readouterr().err
+    assert main(["evaluate", "raw-pixels", "--eval-pairs", str(root / "pairs.csv"), "--scores", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_cli_pairs_found_next_to_data_and_folder_refused(sample_dir, tmp_path, monkeypatch, capsys):
