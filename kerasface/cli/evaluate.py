@@ -18,10 +18,16 @@ HELP = "verification metrics of a saved model on a pairs list (10-fold, ROC, EER
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="saved .keras model (embedding model, Siamese verifier or triplet graph), "
                                  "or 'raw-pixels' for the non-learned baseline")
-    p.add_argument("--data", help="LFW folder or zip (default: the bundled sample data/lfw_sample)")
+    p.add_argument("--data", help="LFW folder or zip, or the root of a pairs CSV's paths (default: the bundled "
+                                  "sample data/lfw_sample; for a pairs CSV, the CSV's folder)")
     p.add_argument("--eval-pairs", "--pairs", dest="pairs", action=DeprecatedSpelling, aliases=("--pairs",),
-                   help="evaluation pairs list (default: pairs.txt, else pairsDevTest.txt, else pairsVal.txt "
-                        "next to --data)")
+                   help="evaluation pairs: an LFW list, or a CSV of img1,img2,label[,fold] rows (optional header; "
+                        "label 1/0, same/different or true/false; paths relative to the CSV's folder, or to "
+                        "--data when given). A name not found as given is looked for next to --data. "
+                        "Default: pairs.txt, else pairsDevTest.txt, else pairsVal.txt next to --data")
+    p.add_argument("--scores", metavar="CSV",
+                   help="also write every evaluated pair's score to this CSV: img1,img2,label,score "
+                        "(and fold with several folds; for --metric l2/l2sq the score is the distance)")
     p.add_argument("--metric", choices=("cosine", "l2", "l2sq"), default="cosine",
                    help="pair score of embedding models (default: cosine)")
     p.add_argument("--flip", action="store_true",
@@ -47,12 +53,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = Path(args.data) if args.data else bundled_sample_dir()
-    if not data.exists():
+    from kerasface.data.pair_csv import is_pairs_csv
+    from kerasface.data.splits import find_pairs_list  # NumPy: not needed to build the parser
+
+    data = Path(args.data) if args.data else None
+    if data is not None and not data.exists():
         raise FileNotFoundError(f"--data not found: {str(data)!r}")
-    pairs = Path(args.pairs) if args.pairs else None
-    if pairs is not None and not pairs.is_file():
-        raise FileNotFoundError(f"--eval-pairs not found: {str(pairs)!r}")
+    if args.scores and Path(args.scores).is_dir():  # said before the evaluation, not after it
+        raise IsADirectoryError(f"--scores {args.scores!r} is a folder; give the CSV file to write")
+    pairs = None
+    if args.pairs:  # as given, else next to the data (as train looks for its lists)
+        near = data if data is not None else _bundled_sample()
+        pairs = find_pairs_list(near or Path.cwd(), args.pairs, what="--eval-pairs")
+        if pairs != Path(args.pairs):
+            print(f"kerasface evaluate: --eval-pairs {args.pairs} is not in the working folder; using {pairs} "
+                  f"(next to {'--data' if args.data else 'the bundled sample'})", flush=True)
+    if data is None:  # a pairs CSV's paths are relative to its folder; LFW lists read the bundled sample
+        data = pairs.parent if pairs is not None and is_pairs_csv(pairs) else bundled_sample_dir()
 
     # here, not at the top: these import Keras and TensorFlow
     import keras
@@ -80,12 +97,20 @@ def run(args: argparse.Namespace) -> int:
         model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
         metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
         normalization=args.normalization, low_light_seed=args.low_light_seed,
-        batch_size=args.batch_size, on_missing=args.on_missing,
+        batch_size=args.batch_size, on_missing=args.on_missing, scores=args.scores,
         verbose=2 if not sys.stderr.isatty() else "auto",
     )
     if args.json:
         print(json.dumps(result.metrics, indent=2))
     else:
         print(result.summary())
-        print(f"wrote {', '.join(str(out / f) for f in result.metrics['files'].values())}")
+        written = [str(out / f) for f in result.metrics["files"].values()]
+        print(f"wrote {', '.join(written + ([args.scores] if args.scores else []))}")
     return 0
+
+
+def _bundled_sample() -> Path | None:
+    try:
+        return bundled_sample_dir()
+    except FileNotFoundError:
+        return None

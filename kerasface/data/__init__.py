@@ -2,6 +2,7 @@
 
 - ``sources``: image sources (folder, zip, ``kerasface pack`` shards) and ``open_image_source``;
   ``records``: the pack folder's format, read without TensorFlow; ``lfw``: the LFW pairs lists;
+  ``pair_csv``: labelled path pairs in a CSV, and ``read_pairs_list`` for either kind;
 - ``identities``: compact file lists grouped by identity; ``images``: decoding (``ImageDecoder``,
   the one decoder every reader uses), ``load_images``;
 - ``sampling``: epoch, chunk and P x K plans; ``loaders``: chunked loading; ``pipelines``: the
@@ -29,6 +30,11 @@ _EXPORTS = {
     "Pair": "lfw",
     "parse_pairs": "lfw",
     "resolve_pairs": "lfw",
+    # pair_csv.py (stdlib only): labelled path pairs in a CSV; either kind of pairs list
+    "PathPair": "pair_csv",
+    "is_pairs_csv": "pair_csv",
+    "parse_pairs_csv": "pair_csv",
+    "read_pairs_list": "pair_csv",
     # images.py (numpy, cv2): decoding
     "CorruptImageError": "images",
     "ImageDecoder": "images",

@@ -55,6 +55,11 @@ class Pair:
         """Relpath of the second image."""
         return lfw_relpath(self.name2, self.idx2)
 
+    @property
+    def fold_number(self) -> int:
+        """The fold as the LFW documentation numbers it: 1 to 10 (``fold`` counts from 0)."""
+        return self.fold + 1
+
 
 def _read_lines(path_or_lines) -> tuple[str, list[str]]:
     if isinstance(path_or_lines, (str, os.PathLike)):

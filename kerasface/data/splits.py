@@ -62,7 +62,8 @@ def list_folders(data) -> list[Path]:
 def find_pairs_list(data, name: str | None = None, defaults: Sequence[str] = (), what: str = "pairs list",
                     required: bool = True) -> Path | None:
     """The pairs list called ``name`` (as given, else next to ``data``), or with no ``name`` the first of
-    ``defaults`` next to ``data``. Not found: ``FileNotFoundError`` naming where it looked (``required``), else None.
+    ``defaults`` next to ``data``. Not found: ``FileNotFoundError`` naming where it looked (``required``), else None;
+    a folder where the list should be: ``IsADirectoryError`` saying so.
     """
     folders = list_folders(data)
     where = ", ".join(map(str, folders))
@@ -70,6 +71,10 @@ def find_pairs_list(data, name: str | None = None, defaults: Sequence[str] = (),
         if Path(name).is_file():
             return Path(name)
         found = next((d / name for d in folders if (d / name).is_file()), None)
+        if found is None:
+            folder = next((p for p in (Path(name), *(d / name for d in folders)) if p.is_dir()), None)
+            if folder is not None:
+                raise IsADirectoryError(f"{what} {str(folder)!r} is a folder, not a pairs list file")
         if found is None and required:
             raise FileNotFoundError(f"{what} {name!r} not found (looked as given and in {where})")
         return found

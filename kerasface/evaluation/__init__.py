@@ -44,6 +44,8 @@ _EXPORTS = {
     "evaluate_pairs": "verification",
     "evaluate_to_dir": "verification",
     "write_report": "verification",
+    "write_scores": "verification",
+    "image_root": "verification",
     "raw_pixels": "baselines",
 }
 

@@ -16,6 +16,11 @@ Each kind of model (:mod:`kerasface.evaluation.kinds`) has its own scoring path:
 :class:`~kerasface.evaluation.settings.EvalSettings` (or its fields as keywords)
 and the image source is opened once, by the public entry point, and passed down.
 
+Pairs come as a list of pairs or a pairs file: an LFW list (``pairs.txt``) or a CSV of
+labelled image paths (:mod:`kerasface.data.pair_csv`), whose paths are relative to the
+image source given, or to the CSV's own folder when the source is ``None``.
+:func:`write_scores` writes every evaluated pair's score to a CSV.
+
 Pairs whose images are missing from the source are counted and listed and
 left out; pairs touching an undecodable image too. The metrics say over how
 many pairs they were computed (``pairs.evaluated``).
@@ -23,6 +28,7 @@ many pairs they were computed (``pairs.evaluated``).
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -33,7 +39,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.data.images import CorruptImageError, read_face
-from kerasface.data.lfw import Pair, parse_pairs, resolve_pairs
+from kerasface.data.lfw import Pair, resolve_pairs
+from kerasface.data.pair_csv import PathPair, is_pairs_csv, read_pairs_list
 from kerasface.data.pairs import stable_image_id
 from kerasface.data.sources import ImageSource, open_image_source
 from kerasface.evaluation.embeddings import embed_views, extract_embeddings, prepare_batch
@@ -41,7 +48,7 @@ from kerasface.evaluation.kinds import embedding_submodel, model_image_size, mod
 from kerasface.evaluation.metrics import accuracy_at, kfold_accuracy, verification_metrics
 from kerasface.evaluation.plots import plot_case_pairs, plot_roc
 from kerasface.evaluation.settings import METRICS, EvalSettings
-from kerasface.io import write_json
+from kerasface.io import atomic_path, write_json
 
 __all__ = [
     "METRICS",
@@ -53,10 +60,12 @@ __all__ = [
     "evaluate_to_dir",
     "format_metrics",
     "heldout_accuracy",
+    "image_root",
     "score_embedding_pairs",
     "score_pairs",
     "score_verifier_pairs",
     "write_report",
+    "write_scores",
 ]
 
 logger = logging.getLogger("kerasface.evaluation")
@@ -95,15 +104,29 @@ def default_pairs_file(data) -> Path:
     raise FileNotFoundError(f"no pairs.txt, pairsDevTest.txt or pairsVal.txt in {str(folder)!r}; pass --pairs")
 
 
-def _load_pairs(pairs) -> list[Pair]:
+def _load_pairs(pairs) -> list[Pair] | list[PathPair]:
+    if pairs is None:
+        raise ValueError("no pairs given: pass a pairs list (LFW pairs.txt or a CSV of img1,img2,label)")
     if isinstance(pairs, (str, os.PathLike)):
-        return parse_pairs(pairs)
+        return read_pairs_list(pairs)
     return list(pairs)
 
 
-def score_pairs(model: keras.Model, source, pairs, *, kind: str | None = None, settings: EvalSettings | None = None,
-                **setting_kwargs) -> PairScores:
-    """Score every pair of ``pairs`` (a list of :class:`Pair` or a pairs file) with ``model``.
+def image_root(source, pairs):
+    """Where the images of ``pairs`` are: ``source`` when given, else the folder of a pairs CSV
+    (whose paths are relative to it). ``ValueError`` when neither says."""
+    if source is not None:
+        return source
+    if isinstance(pairs, (str, os.PathLike)) and is_pairs_csv(pairs):
+        return Path(pairs).parent
+    raise ValueError("no image source given: pass the images' folder or zip (only a pairs CSV "
+                     "finds its images next to itself)")
+
+
+def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None = None,
+                settings: EvalSettings | None = None, **setting_kwargs) -> PairScores:
+    """Score every pair of ``pairs`` (a list of :class:`Pair` / :class:`PathPair`, or a pairs file:
+    LFW list or CSV) with ``model``, reading the images from ``source`` (:func:`image_root`).
 
     ``kind``: ``"embedding"``, ``"verifier"`` or ``"triplet"`` (default: from the model's signature,
     :func:`~kerasface.evaluation.kinds.model_kind`); ``settings``: an
@@ -112,7 +135,7 @@ def score_pairs(model: keras.Model, source, pairs, *, kind: str | None = None, s
     ``on_missing``, ``verbose``).
     """
     settings = EvalSettings.of(settings, **setting_kwargs)
-    source = open_image_source(source)
+    source = open_image_source(image_root(source, pairs))
     kind = model_kind(model, kind)
     if kind == "verifier":
         return score_verifier_pairs(model, source, pairs, settings)
@@ -124,7 +147,7 @@ def score_pairs(model: keras.Model, source, pairs, *, kind: str | None = None, s
 def score_embedding_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
     """Embedding model (one input): the ``settings.metric`` of the two faces' L2-normalised embeddings."""
     settings = settings or EvalSettings()
-    source = open_image_source(source)
+    source = open_image_source(image_root(source, pairs))
     requested, kept, missing_names = _resolve(source, pairs, settings)
     emb = extract_embeddings(model, source, [r for p in kept for r in (p.path1, p.path2)], settings=settings)
     row = emb.index()
@@ -156,7 +179,7 @@ def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettin
     both faces of every pair.
     """
     settings = settings or EvalSettings()
-    source = open_image_source(source)
+    source = open_image_source(image_root(source, pairs))
     requested, kept, missing_names = _resolve(source, pairs, settings)
     head = verifier_head(model)
     if head is not None:
@@ -254,9 +277,12 @@ class VerificationResult:
         return format_metrics(self.metrics)
 
 
-def evaluate_pairs(model, source, pairs, *, far_targets=(1e-3, 1e-2), **kwargs) -> VerificationResult:
+def evaluate_pairs(model, source=None, pairs=None, *, far_targets=(1e-3, 1e-2), **kwargs) -> VerificationResult:
     """Score ``pairs`` (:func:`score_pairs`, which takes ``kwargs``: ``kind``, ``settings`` or the
     settings as keywords) and compute every metric.
+
+    ``pairs``: a list of pairs, an LFW pairs list, or a CSV of labelled image paths
+    (``evaluate_pairs(model, pairs="pairs.csv")`` reads its images next to the CSV).
 
     Thresholds in the returned metrics are in display units: similarity or
     probability thresholds ("same" when score >= t) or, for ``l2``/``l2sq``,
@@ -355,11 +381,36 @@ def write_report(result: VerificationResult, out_dir, source=None, n_cases: int 
     return {k: str(v) for k, v in paths.items()}
 
 
-def evaluate_to_dir(model, source, pairs, out_dir, *, n_cases: int = 6, title: str = "",
+def evaluate_to_dir(model, source, pairs, out_dir, *, n_cases: int = 6, title: str = "", scores=None,
                     **kwargs) -> VerificationResult:
     """:func:`evaluate_pairs` then :func:`write_report` (file names land in ``metrics['files']``);
-    the image source is opened once for both."""
-    source = open_image_source(source)
+    the image source is opened once for both (``None``: a pairs CSV's folder, :func:`image_root`).
+    ``scores``: also write every pair's score to this CSV (:func:`write_scores`)."""
+    source = open_image_source(image_root(source, pairs))
     result = evaluate_pairs(model, source, pairs, **kwargs)
+    if scores is not None:
+        write_scores(result.scores, scores)
+        result.metrics["scores_file"] = str(scores)
     write_report(result, out_dir, source=source, n_cases=n_cases, title=title)
     return result
+
+
+def write_scores(scores: PairScores | VerificationResult, path) -> Path:
+    """Every evaluated pair's score as a CSV, written atomically: ``img1,img2,label,score`` and ``fold``
+    when the list has several folds (LFW ``pairs.txt``: 1 to 10; a CSV: its own numbers).
+
+    ``label`` is 1 (same person) or 0; ``score`` is in the units of ``metrics.json``: a cosine
+    similarity or a verifier's "same" probability (same when score >= threshold), or for the
+    ``l2`` / ``l2sq`` metrics a distance (same when distance <= threshold). Pairs left out
+    (missing or undecodable images) have no row; ``metrics.json``'s ``pairs_accounting`` lists them.
+    """
+    ps = scores.scores if isinstance(scores, VerificationResult) else scores
+    path = Path(path)
+    with_folds = len(np.unique(ps.folds)) > 1
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["img1", "img2", "label", "score"] + (["fold"] if with_folds else []))
+        for p, label, s in zip(ps.pairs, ps.labels, ps.scores):
+            w.writerow([p.path1, p.path2, int(label), repr(float(ps.to_display(s)))]
+                       + ([p.fold_number] if with_folds else []))
+    return path
