@@ -89,8 +89,8 @@ def find(img, gallery, model=None, *, top: int = 5, pick: str = "largest", detec
 
     ``gallery``: a folder of photos (any layout, embedded now), an embeddings ``.npz`` written by
     ``kerasface embed`` (then ``model`` defaults to the one that wrote it, and another model is refused),
-    or a :class:`~kerasface.recognition.gallery.Gallery`. Each match is ``{"rank", "path", "face", "score",
-    "distance", "same"}`` (``same``: None when the model ships no threshold).
+    or a :class:`~kerasface.recognition.gallery.Gallery`. Each match is ``{"rank", "path", "face", "metric",
+    "score", "distance", "same"}`` (``same``: None when the model ships no threshold).
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
@@ -117,7 +117,8 @@ def rank(spec: FaceSpec, query: np.ndarray, gallery: Gallery, top: int) -> list[
     out = []
     for r, i in enumerate(order, 1):
         s = float(scores[i])
-        out.append({"rank": r, "path": str(gallery.paths[i]), "face": int(gallery.faces[i]), "score": s,
+        out.append({"rank": r, "path": str(gallery.paths[i]), "face": int(gallery.faces[i]), "metric": spec.metric,
+                    "score": s,
                     "distance": 1.0 - s if spec.metric == "cosine" else s,
                     "same": None if spec.threshold is None else bool(spec.same(s))})
     return out

@@ -210,43 +210,48 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
         if rel in done:
             continue
         if not rel.lower().endswith(IMAGE_EXTENSIONS):
-            gallery.skipped[rel] = f"not an image file ({Path(rel).suffix or 'no extension'})"
+            gallery.skipped[rel] = f"{rel}: not an image file ({Path(rel).suffix or 'no extension'})"
             continue
         todo.append(rel)
     bar = TextProgress(len(todo), "embed", enabled=progress and bool(todo), unit="images")
     detect = model.spec.alignment != "none"
     opts = align_options(model.spec, pick, min_confidence) if detect else None
     since_save = 0
-    for start in range(0, len(todo), batch_size):
-        names = todo[start:start + batch_size]
-        photos = {}
-        for rel in names:
-            try:
-                photos[rel] = read_photo(src / rel, rel)[0]
-            except (CorruptImageError, OSError) as e:
-                gallery.skipped[rel] = str(e)
-        found = {}
-        if detect and photos:
-            found = dict(zip(photos, detect_for_alignment(list(photos.values()), detector, opts.detect_max_side,
-                                                          opts.min_face_size)))
-        faces = {}
-        for rel, image in photos.items():
-            try:
-                faces[rel] = face_crops(image, model.spec, rel, all_faces=all_faces, pick=pick,
-                                        min_confidence=min_confidence, faces=found.get(rel))
-            except (NoFaceError, ManyFacesError) as e:
-                gallery.skipped[rel] = str(e)
-        if faces:  # one model call for the batch
-            emb = embed_crops(model, np.stack([c.crop for crops in faces.values() for c in crops]))
-            at = 0
-            for rel, crops in faces.items():
-                gallery.extend(rel, emb[at:at + len(crops)], crops)
-                at += len(crops)
-        since_save += len(names)
-        bar.update(min(start + batch_size, len(todo)))
-        if checkpoint is not None and since_save >= every and start + batch_size < len(todo):
-            gallery.save(checkpoint)
-            since_save = 0
+    try:
+        for start in range(0, len(todo), batch_size):
+            names = todo[start:start + batch_size]
+            photos = {}
+            for rel in names:
+                try:
+                    photos[rel] = read_photo(src / rel, rel)[0]
+                except (CorruptImageError, OSError) as e:
+                    gallery.skipped[rel] = str(e)
+            found = {}
+            if detect and photos:
+                found = dict(zip(photos, detect_for_alignment(list(photos.values()), detector, opts.detect_max_side,
+                                                              opts.min_face_size)))
+            faces = {}
+            for rel, image in photos.items():
+                try:
+                    faces[rel] = face_crops(image, model.spec, rel, all_faces=all_faces, pick=pick,
+                                            min_confidence=min_confidence, faces=found.get(rel))
+                except (NoFaceError, ManyFacesError) as e:
+                    gallery.skipped[rel] = str(e)
+            if faces:  # one model call for the batch
+                emb = embed_crops(model, np.stack([c.crop for crops in faces.values() for c in crops]))
+                at = 0
+                for rel, crops in faces.items():
+                    gallery.extend(rel, emb[at:at + len(crops)], crops)
+                    at += len(crops)
+            since_save += len(names)
+            bar.update(min(start + batch_size, len(todo)))
+            if checkpoint is not None and since_save >= every and start + batch_size < len(todo):
+                gallery.save(checkpoint)
+                since_save = 0
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            gallery.save(checkpoint)  # the photos finished so far: the same command resumes after them
+        raise
     return gallery
 
 

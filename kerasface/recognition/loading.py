@@ -116,4 +116,6 @@ def load_face_model(model=None) -> FaceModel:
         check_embedding_model(net, f"model {name!r}")
         return FaceModel(net, spec_of(net), name, model_fingerprint(net))
     net = check_embedding_model(_load_keras_file(path), str(path))
-    return FaceModel(net, spec_of(net, run_folder), name, model_fingerprint(net))
+    # the absolute path: an embeddings file records it, and `find` reloads the model from anywhere
+    where = str((run_folder if run_folder is not None and Path(name).expanduser().is_dir() else path).resolve())
+    return FaceModel(net, spec_of(net, run_folder), where, model_fingerprint(net))
