@@ -390,6 +390,15 @@ def test_metrics_and_verification(run, sample_dir):
     assert parse_pairs(result.run_dir / "eval_pairs.txt") == parse_pairs(sample_dir / "pairsVal.txt")
 
 
+def test_face_spec_records_how_the_faces_were_prepared(run):
+    cfg, result = run
+    spec = _json(result, "face_spec.json")
+    v = _json(result, "metrics.json")["verification"]
+    assert spec["image_size"] == [cfg.image_size, cfg.image_size] and spec["center_crop"] == cfg.center_crop
+    assert (spec["alignment"], spec["input_scaling"], spec["metric"]) == ("none", "kerasface", "l2")
+    assert spec["threshold"] == pytest.approx(v["best_threshold"]) and "final evaluation" in spec["threshold_source"]
+
+
 def test_held_out_identities_absent_from_training(run, sample_dir):
     _, result = run
     held = _people(parse_pairs(sample_dir / "pairsVal.txt"))
