@@ -57,8 +57,8 @@ def check_embedding_model(model: keras.Model, where: str) -> keras.Model:
     """``model`` when it maps one batch of images to one ``[batch, D]`` embedding; ``ValueError`` otherwise."""
     n_in, n_out = len(model.inputs), len(model.outputs)
     if n_in != 1:
-        raise ValueError(f"{where}: the model has {n_in} inputs (a Siamese verifier or a triplet graph?), "
-                         f"not one embedding output per face; give its embedding model (a run's model.keras)")
+        raise ValueError(f"{where}: the model has {n_in} inputs (a Siamese verifier or a triplet graph?), not one "
+                         f"embedding per face; give an embedding model (one face in, one [batch, D] embedding out)")
     if n_out != 1:
         raise ValueError(f"{where}: the model has {n_out} outputs, not one embedding")
     shape_in, shape_out = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
