@@ -176,6 +176,8 @@ def test_embed_bad_input_writes_nothing(files, capsys, tmp_path, case):
 def test_find_bad_input(files, capsys, tmp_path):
     a = files["same"][0]
     _bad(capsys, ["find", a, "--gallery", tmp_path / "none.npz"], "none.npz")
+    _bad(capsys, ["find", a, "--gallery", tmp_path / "nowhere", "--model", files["plain"]], "gallery not found",
+         "nowhere")
     (tmp_path / "fake.npz").write_bytes(b"PK not really")
     _bad(capsys, ["find", a, "--gallery", tmp_path / "fake.npz"], "fake.npz", "kerasface embed")
     _bad(capsys, ["find", files["dir"] / "broken.jpg", "--gallery", files["lfw"] / "AJ_Cook", "--model",

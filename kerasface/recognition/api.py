@@ -10,6 +10,8 @@ their dot product, ``l2`` their Euclidean distance, and the model's threshold is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from kerasface.data.align import Detector
@@ -101,6 +103,8 @@ def find(img, gallery, model=None, *, top: int = 5, pick: str = "largest", detec
         fm = load_face_model(model if model is not None else g.model)
         g.check_model(fm)
     else:
+        if not Path(gallery).expanduser().is_dir():
+            raise FileNotFoundError(f"gallery not found: {str(gallery)!r} (a folder of photos or an embeddings .npz)")
         fm = load_face_model(model)
         g = embed_tree(gallery, fm, pick=pick, detector=detector, min_confidence=min_confidence, progress=progress)
     if len(g) == 0:
