@@ -112,7 +112,10 @@ def load_face_model(model=None) -> FaceModel:
         raise FileNotFoundError(f"model not found: {name!r} (a .keras file, a run folder, or one of "
                                 f"{', '.join(PRETRAINED_NAMES)})")
     else:
-        net = resolve_model_name(name)
+        try:
+            net = resolve_model_name(name)
+        except ImportError as e:  # a pretrained model's source package is not installed: say how to install it
+            raise ValueError(f"model {name!r}: {e}") from None
         check_embedding_model(net, f"model {name!r}")
         return FaceModel(net, spec_of(net), name, model_fingerprint(net))
     net = check_embedding_model(_load_keras_file(path), str(path))
