@@ -100,6 +100,16 @@ def test_a_model_that_scales_its_own_input_gives_the_same_embeddings(models, val
     assert load_face_model(models["in_model"]).spec.input_scaling == "in-model"
 
 
+def test_a_model_named_twice_is_loaded_once_until_its_file_changes(tmp_path):
+    path = tmp_path / "m.keras"
+    _dense_model().save(path)
+    first = load_face_model(path)
+    assert load_face_model(str(path)) is first
+    _dense_model(seed=3).save(path)  # rewritten: read again, with its new weights
+    again = load_face_model(path)
+    assert again is not first and again.fingerprint != first.fingerprint
+
+
 def test_verify_needs_a_threshold(models, val_pairs):
     a, b, _ = val_pairs[0]
     with pytest.raises(ValueError, match="ships no decision threshold"):

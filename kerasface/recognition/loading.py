@@ -28,7 +28,7 @@ DEFAULT_MODEL = "dlib-resnet-v1"
 PRETRAINED_NAMES = (DEFAULT_MODEL,)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaceModel:
     """An embedding model ready for :func:`kerasface.recognition.represent`: ``model`` (images -> ``[batch, D]``),
     ``spec`` (how it wants its faces), ``name`` (as the user gave it), ``fingerprint`` (of its weights)."""
@@ -98,6 +98,29 @@ def load_face_model(model=None) -> FaceModel:
         check_embedding_model(model, f"model {model.name!r}")
         return FaceModel(model, spec_of(model), model.name, model_fingerprint(model))
     name = str(model if model is not None else DEFAULT_MODEL)
+    key = _cache_key(name)
+    cached = _LOADED.get(key)
+    if cached is None:
+        cached = _load_named(name)
+        _LOADED.clear()  # keep the latest model only: models can be large
+        _LOADED[key] = cached
+    return cached
+
+
+#: The last model :func:`load_face_model` loaded by name or path, so that ``kerasface.verify(a, b)`` in a loop
+#: loads it once (keyed by the name and the files' modification times: a rewritten file is read again).
+_LOADED: dict = {}
+
+
+def _cache_key(name: str) -> tuple:
+    path = Path(name).expanduser()
+    files = [path / "model.keras", path / FACE_SPEC_NAME, path / "config.json", path / "metrics.json"] \
+        if path.is_dir() else [path, path.parent / FACE_SPEC_NAME, path.parent / "config.json"]
+    return (str(path.resolve()) if path.exists() else name,
+            tuple(f.stat().st_mtime_ns if f.is_file() else None for f in files))
+
+
+def _load_named(name: str) -> FaceModel:
     path = Path(name).expanduser()
     run_folder = None
     if path.is_dir():
