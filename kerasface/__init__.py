@@ -34,18 +34,24 @@ __version__ = "0.1.0"
 #: Modules whose import registers kerasface's layers, losses and models with Keras.
 REGISTERING_MODULES = ("kerasface.layers", "kerasface.losses", "kerasface.models")
 _LAZY_SUBMODULES = {"layers", "losses", "models"}
+#: The everyday calls (deepface's names), imported from :mod:`kerasface.recognition` when first read.
+_LAZY_FUNCTIONS = {"verify": "recognition", "represent": "recognition", "find": "recognition"}
 
-__all__ = ["REGISTERING_MODULES", "__version__", "layers", "losses", "models"]
+__all__ = ["REGISTERING_MODULES", "__version__", "find", "layers", "losses", "models", "represent", "verify"]
 
 
 def __getattr__(name: str):
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_FUNCTIONS:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_FUNCTIONS[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY_SUBMODULES)
+    return sorted(set(globals()) | _LAZY_SUBMODULES | set(_LAZY_FUNCTIONS))
 
 
 def _initializing(name: str) -> bool:

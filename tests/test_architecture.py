@@ -30,7 +30,8 @@ FLOORS = {
     1: ("kerasface.losses.*",),  # keras.ops building blocks
     2: ("kerasface.models.*", "kerasface"),  # the package root registers layers, losses and models
     3: ("kerasface.data.*",),  # image sources, decoding, splits, sampling, pipelines
-    4: ("kerasface.evaluation.*",),  # reads images through data/, scores models
+    4: ("kerasface.evaluation.*",  # reads images through data/, scores models
+        "kerasface.recognition.*"),  # verify / represent / find / embed with any model and its FaceSpec
     5: ("kerasface.training.*",),  # the runner and its tasks: take a config, never a preset name
     6: ("kerasface.presets",),  # named settings over the schema
     7: ("kerasface.cli.*", "kerasface.__main__"),  # the command line

@@ -1,7 +1,7 @@
 """The ``kerasface`` command: parser assembly, dispatch, logging, errors -> exit status.
 
-Commands: ``train`` (any preset), ``train-triplet``, ``train-classify``, ``evaluate``, ``presets``,
-``summary``, ``lowlight-grid``, ``align``, ``pack``; one module of :mod:`kerasface.cli` each
+Commands: ``train`` (any preset), ``train-triplet``, ``train-classify``, ``verify``, ``embed``, ``find``,
+``evaluate``, ``presets``, ``summary``, ``lowlight-grid``, ``align``, ``pack``; one module of :mod:`kerasface.cli` each
 (``add_arguments(parser)`` and ``run(args) -> exit status``; the three train commands share
 :mod:`kerasface.cli.train`). Building the parser imports neither Keras nor TensorFlow: a command
 imports what it needs when it runs, after :func:`kerasface.cli.quiet.import_tensorflow` has
@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kerasface.cli import align, evaluate, exit_codes, lowlight_grid, pack, presets, summary, train
+from kerasface.cli import align, embed, evaluate, exit_codes, find, lowlight_grid, pack, presets, summary, train, verify
 from kerasface.cli.quiet import configure_logging, import_tensorflow
 
 __all__ = ["build_parser", "main", "preset_in"]
 
 #: ``{command: module}`` of the commands other than the train commands, in ``--help`` order.
-COMMANDS = {"evaluate": evaluate, "presets": presets, "summary": summary, "lowlight-grid": lowlight_grid,
-            "align": align, "pack": pack}
-DESCRIPTION = ("Face recognition experiments in Keras 3 / TensorFlow: train a preset, evaluate a saved model, "
-               "align and pack faces. `kerasface COMMAND --help` lists a command's flags.")
+COMMANDS = {"verify": verify, "embed": embed, "find": find, "evaluate": evaluate, "presets": presets,
+            "summary": summary, "lowlight-grid": lowlight_grid, "align": align, "pack": pack}
+DESCRIPTION = ("Face recognition in Keras 3 / TensorFlow: verify two photos, embed a folder, find a face in a "
+               "gallery; train a preset, evaluate a saved model, align and pack faces. "
+               "`kerasface COMMAND --help` lists a command's flags.")
 #: Commands that run without TensorFlow.
 LIGHT_COMMANDS = {"presets"}
 

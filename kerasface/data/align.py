@@ -36,6 +36,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import NamedTuple
 
 import cv2
@@ -61,6 +62,7 @@ __all__ = [
     "decode_for_alignment",
     "estimate_similarity",
     "face_template",
+    "format_confidence",
     "tf_align_fn",
     "transform_points",
     "warp_face",
@@ -268,6 +270,13 @@ def decode_for_alignment(data: bytes, name: str) -> tuple[np.ndarray, list[str]]
 
 
 # --------------------------------------------------------------------------- detection
+def format_confidence(confidence: float, decimals: int = 4) -> str:
+    """A detector confidence with ``decimals`` decimals, rounded DOWN (from its exact decimal repr), so a value
+    below a threshold never reads as the threshold: 0.89996 shows ``0.8999``, never ``0.9000``."""
+    value = Decimal(repr(float(confidence))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR)
+    return f"{value:.{decimals}f}"
+
+
 class Face(NamedTuple):
     """One detected face in pixel coordinates of the image it was found in.
 
@@ -504,7 +513,8 @@ def choose_face(faces: Sequence[Face], image_shape, opts: AlignOptions) -> tuple
     keep = [f for f in faces if f.confidence >= opts.min_confidence]
     if not keep:
         best = max(f.confidence for f in faces)
-        return None, 0, f"{n} face(s) detected, none with confidence >= {opts.min_confidence:g} (best {best:.3f})"
+        return None, 0, (f"{n} face(s) detected, none with confidence >= {opts.min_confidence:g} "
+                         f"(best {format_confidence(best)})")
     big = [f for f in keep if f.size >= opts.min_face_size]
     if not big:
         largest = max(f.size for f in keep)

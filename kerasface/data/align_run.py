@@ -54,6 +54,7 @@ from .align import (
     decode_for_alignment,
     detect_for_alignment,
     face_template,
+    format_confidence,
 )
 from .images import CorruptImageError, TextProgress
 from .sources import FolderSource, ImageSource, open_image_source
@@ -133,7 +134,7 @@ def _fmt(values, digits: int = 1) -> str:
 def _row(rel: str, r: AlignResult, output: str) -> dict:
     f = r.face
     return {"file": rel, "status": r.status, "n_faces": r.n_detected,
-            "confidence": "" if f is None else f"{f.confidence:.4f}",
+            "confidence": "" if f is None else format_confidence(f.confidence),
             "box": "" if f is None else _fmt(f.box), "landmarks": "" if f is None else _fmt(f.landmarks),
             "output": output, "reason": r.reason}
 
@@ -424,7 +425,7 @@ def save_alignment_grid(src: str | os.PathLike | ImageSource, dst: str | os.Path
         ax = axes[1, j]
         ax.imshow(crop)
         ax.plot(template[:, 0], template[:, 1], "+", color="red", ms=6, mew=1)
-        ax.set_xlabel(f"{row['status']} {float(row['confidence']):.3f}", fontsize=6.5)
+        ax.set_xlabel(f"{row['status']} {format_confidence(float(row['confidence']))}", fontsize=6.5)
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])

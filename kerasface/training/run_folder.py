@@ -1,6 +1,7 @@
 """Run folders shared by every training script: naming, per-epoch atomic writes, the result.
 
-A run folder holds ``config.json`` (the resolved preset), ``history.json`` and
+A run folder holds ``config.json`` (the resolved preset), ``face_spec.json`` (how its faces
+were prepared, :func:`write_face_spec`), ``history.json`` and
 ``history.csv``, ``curves.png``, the saved model(s) and ``metrics.json``;
 everything is rewritten atomically after every epoch
 (:mod:`kerasface.io`), so a run cut off by a time limit or a kill still leaves
@@ -26,13 +27,15 @@ import keras
 
 from kerasface.config import upgrade_settings
 from kerasface.evaluation.plots import plot_history
+from kerasface.face_spec import FaceSpec
 from kerasface.io import atomic_path, jsonable, save_model, write_json
+from kerasface.recognition.spec import FACE_SPEC_NAME, run_face_spec
 from kerasface.training.callbacks import RunBackup
 
 logger = logging.getLogger("kerasface.training")
 
 __all__ = ["RunResult", "RunFolderWriter", "new_run_dir", "remove_stale_temporaries", "resume_point",
-           "write_history_csv"]
+           "write_face_spec", "write_history_csv"]
 
 
 @dataclass
@@ -92,6 +95,20 @@ def resume_point(run_dir: Path, resolved: dict) -> int:
     logger.info("resuming %s after %d finished epoch(s)%s", run_dir, done,
                 f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "")
     return done
+
+
+def write_face_spec(run_dir, settings: dict, metric: str | None = None,
+                    verification: dict | None = None) -> FaceSpec | None:
+    """``face_spec.json``: how the run's faces were prepared (crop size, alignment of its data, centre crop,
+    kerasface scaling), the metric it verifies with and, once the final evaluation is done (``verification``,
+    as in ``metrics.json``), its best-accuracy threshold; ``kerasface verify`` / ``embed`` / ``find`` follow it
+    (:func:`kerasface.recognition.spec.run_face_spec`). Settings without an ``image_size`` (not a face
+    model) write nothing."""
+    if "image_size" not in settings:
+        return None
+    spec = run_face_spec(settings, verification, metric)
+    write_json(Path(run_dir) / FACE_SPEC_NAME, spec.to_dict())
+    return spec
 
 
 def write_history_csv(path, history: Mapping[str, list]) -> None:

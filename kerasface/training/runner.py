@@ -51,7 +51,7 @@ from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy, 
 from kerasface.io import jsonable, write_json
 from kerasface.training.callbacks import RunBackup, StopOnNaN, VerificationCallback
 from kerasface.training.distribute import Runtime, resume_epochs, worker_run
-from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir
+from kerasface.training.run_folder import RunFolderWriter, RunResult, new_run_dir, write_face_spec
 
 logger = logging.getLogger("kerasface.training")
 
@@ -98,6 +98,8 @@ class Run:
     writer: RunFolderWriter
     backup: RunBackup
     fit_seconds: float = 0.0
+    settings: dict = field(default_factory=dict)  # what config.json records
+    metric: str | None = None  # the embedding metric the run verifies with (face_spec.json)
 
 
 class Task:
@@ -109,6 +111,8 @@ class Task:
     title = ""
     #: files saved after every epoch (``{name: model}``); None: ``model.keras`` = the fitted model
     models: dict | None = None
+    #: how the run's embeddings are compared (``face_spec.json``): ``"cosine"`` or ``"l2"``
+    embedding_metric = "cosine"
 
     def settings(self) -> dict:
         """Resolve the data; the dict ``config.json`` records (and a resumed run must match)."""
@@ -205,9 +209,10 @@ def _run(task: Task, run_dir, verbose, runtime: Runtime, run_name: str, tensorbo
     settings = task.settings()
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, run_name)
     done_epochs = open_run_folder(run_dir, settings, runtime)
-    # 2. seed and data
+    # 2. seed and data; face_spec.json (how the faces were prepared: what verify / embed follow)
     keras.utils.set_random_seed(cfg.seed)
     task.prepare(run_dir, verbose, runtime)
+    write_face_spec(run_dir, settings, task.embedding_metric)
     # 3. the model, on the runtime
     with runtime.precision(), runtime.scope():
         model = task.build(runtime)
@@ -215,7 +220,8 @@ def _run(task: Task, run_dir, verbose, runtime: Runtime, run_name: str, tensorbo
     guard = StopOnNaN()
     writer = RunFolderWriter(run_dir, task.title, task.summary, models=task.models, plot=task.plot, csv=True,
                              nan_guard=guard)
-    run = Run(run_dir, runtime, done_epochs, guard, writer, RunBackup(run_dir / "backup", nan_guard=guard))
+    run = Run(run_dir, runtime, done_epochs, guard, writer, RunBackup(run_dir / "backup", nan_guard=guard),
+              settings=settings, metric=task.embedding_metric)
     # 5. fit
     t0 = time.perf_counter()
     try:
@@ -307,6 +313,7 @@ def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunR
             scores.metrics.update(heldout_accuracy(scores.scores, spec.heldout_folds))
         write_report(scores, run_dir, source=spec.source, title=spec.title, metrics_file=None)
         metrics["verification"] = scores.metrics
+        write_face_spec(run_dir, run.settings, run.metric, scores.metrics)  # with the run's threshold
     metrics = jsonable(task.report(metrics, model, run))  # what metrics.json holds (NaN/inf as None)
     write_json(run_dir / "metrics.json", metrics)
     return task.result(run_dir, metrics, model)

@@ -40,6 +40,7 @@ from kerasface.data.align import (
     detect_for_alignment,
     estimate_similarity,
     face_template,
+    format_confidence,
     tf_align_fn,
     transform_points,
     warp_face,
@@ -255,6 +256,14 @@ def _face(x1, y1, side, conf=0.99):
     return Face(box, conf, lm)
 
 
+@pytest.mark.parametrize("value, shown", [(0.89996, "0.8999"), (0.9, "0.9000"), (0.29, "0.2900"),
+                                          (0.99999999, "0.9999"), (1.0, "1.0000"), (0.0, "0.0000"),
+                                          (0.123456, "0.1234")])
+def test_format_confidence_rounds_down(value, shown):
+    assert format_confidence(value) == shown
+    assert float(shown) <= value  # never above the value: a confidence under a threshold reads under it
+
+
 def test_choose_face_filters_and_picks():
     big_edge, small_centre = _face(0, 0, 120), _face(180, 180, 40)
     shape = (400, 400, 3)
@@ -266,6 +275,9 @@ def test_choose_face_filters_and_picks():
     assert f is big_edge and n == 1
     f, _, why = choose_face([_face(0, 0, 100, conf=0.85)], shape, AlignOptions(min_confidence=0.9))
     assert f is None and "confidence >= 0.9" in why and "0.850" in why
+    # just under the threshold: never shown as the threshold itself (rounded down, not to nearest)
+    f, _, why = choose_face([_face(0, 0, 100, conf=0.89996)], shape, AlignOptions(min_confidence=0.9))
+    assert f is None and "(best 0.8999)" in why and "0.9000" not in why
     f, _, why = choose_face([_face(0, 0, 15)], shape, AlignOptions())
     assert f is None and "at least 20 px" in why
     assert choose_face([], shape, AlignOptions())[2] == "no face detected"

@@ -27,11 +27,15 @@ from kerasface.cli import build_parser, main
 from kerasface.cli.flags import parse_folds, settings_overrides
 from kerasface.config import TripletExperiment
 from kerasface.data.identities import IdentityIndex
+from kerasface.data.images import read_face
 from kerasface.data.lfw import Pair, parse_pairs
+from kerasface.data.sources import FolderSource
 from kerasface.data.splits import resolve_identity_split as resolve_triplet_data
 from kerasface.data.splits import write_pairs_list
 from kerasface.evaluation.cases import hardest_pairs
+from kerasface.ops import normalize_faces
 from kerasface.presets import TRIPLET_PRESETS, get_triplet_preset
+from kerasface.recognition.api import verify
 from kerasface.training.tasks.triplet import train_triplet
 from kerasface.training.tasks.triplet_monitor import (
     collapse_message,
@@ -388,6 +392,29 @@ def test_metrics_and_verification(run, sample_dir):
     r = _json(result, "data_report.json")
     assert r["eval"]["pairs"] == 60 and r["eval"]["people"] == 72 and r["eval"]["list"] == "eval_pairs.txt"
     assert parse_pairs(result.run_dir / "eval_pairs.txt") == parse_pairs(sample_dir / "pairsVal.txt")
+
+
+def test_face_spec_records_how_the_faces_were_prepared(run):
+    cfg, result = run
+    spec = _json(result, "face_spec.json")
+    v = _json(result, "metrics.json")["verification"]
+    assert spec["image_size"] == [cfg.image_size, cfg.image_size] and spec["center_crop"] == cfg.center_crop
+    assert (spec["alignment"], spec["input_scaling"], spec["metric"]) == ("none", "kerasface", "l2")
+    assert spec["threshold"] == pytest.approx(v["best_threshold"]) and "final evaluation" in spec["threshold_source"]
+
+
+def test_verify_follows_the_run_folder(run, sample_dir):
+    _, result = run
+    spec = _json(result, "face_spec.json")
+    pair = parse_pairs(sample_dir / "pairsVal.txt")[0]
+    r = verify(sample_dir / "lfw" / pair.path1, sample_dir / "lfw" / pair.path2, result.run_dir)
+    assert (r["metric"], r["threshold"]) == ("l2", spec["threshold"]) and r["same"] is (r["score"] <= r["threshold"])
+    source = FolderSource(sample_dir / "lfw")
+    ea, eb = (np.asarray(result.model(normalize_faces(read_face(source, rel, spec["image_size"][0],
+                                                                spec["center_crop"])[None])))[0]
+              for rel in (pair.path1, pair.path2))
+    ea, eb = ea / np.linalg.norm(ea), eb / np.linalg.norm(eb)
+    assert r["score"] == pytest.approx(float(np.linalg.norm(ea - eb)), abs=1e-4)
 
 
 def test_held_out_identities_absent_from_training(run, sample_dir):

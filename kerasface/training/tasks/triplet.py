@@ -92,6 +92,8 @@ class TripletRunResult(RunResult):
 class TripletTask(EpochLoopTask):
     """Triplets mined offline per chunk or online in P x K batches; a probe watches for collapse."""
 
+    embedding_metric = "l2"  # as its verification scores (face_spec.json)
+
     def __init__(self, cfg: TripletExperiment):
         self.cfg = cfg
         self.title = f"{cfg.name}: {cfg.backbone} {cfg.image_size}px, {cfg.mining} mining, margin {cfg.margin}"
