@@ -29,7 +29,7 @@ import numpy as np
 
 from kerasface.models.dlib_resnet import DLIB_RESNET_V1_LEVELS
 
-__all__ = ["DatFormatError", "DlibLayer", "DlibNet", "DLIB_RESNET_V1_KINDS", "read_dlib_net"]
+__all__ = ["DatFormatError", "DatReader", "DlibLayer", "DlibNet", "DLIB_RESNET_V1_KINDS", "read_dlib_net"]
 
 
 class DatFormatError(ValueError):
@@ -76,7 +76,9 @@ class DlibNet:
         return [layer for layer in self.layers if layer.kind in ("con", "affine", "fc")]
 
 
-class _Reader:
+class DatReader:
+    """dlib's primitives, read in order from the bytes of a file (``path`` names it in errors)."""
+
     def __init__(self, data: bytes, path: str):
         self.data = data
         self.pos = 0
@@ -153,12 +155,12 @@ class _Reader:
         return s
 
 
-def _multipliers(r: _Reader) -> dict:
+def _multipliers(r: DatReader) -> dict:
     return {"learning_rate_multiplier": r.float(), "weight_decay_multiplier": r.float(),
             "bias_learning_rate_multiplier": r.float(), "bias_weight_decay_multiplier": r.float()}
 
 
-def _read_details(r: _Reader, kind: str) -> DlibLayer:
+def _read_details(r: DatReader, kind: str) -> DlibLayer:
     if kind == "con":
         v = r.name({"con_4", "con_5", "con_6"})
         params = r.tensor().reshape(-1)
@@ -208,7 +210,7 @@ def _read_details(r: _Reader, kind: str) -> DlibLayer:
     raise AssertionError(kind)  # pragma: no cover - the kinds are ours
 
 
-def _read_layer_state(r: _Reader, version: int, *, on_input: bool) -> None:
+def _read_layer_state(r: DatReader, version: int, *, on_input: bool) -> None:
     """What an ``add_layer`` writes after its details: flags and tensors of no use at inference."""
     r.bool()  # this_layer_setup_called
     r.bool()  # gradient_input_is_stale
@@ -233,7 +235,7 @@ def read_dlib_net(path, kinds=None) -> DlibNet:
     """
     path = Path(path)
     kinds = tuple(kinds) if kinds is not None else DLIB_RESNET_V1_KINDS
-    r = _Reader(path.read_bytes(), str(path))
+    r = DatReader(path.read_bytes(), str(path))
     r.version({1})  # add_loss_layer
     lv = r.name({"loss_metric_", "loss_metric_2"})
     loss = DlibLayer("loss_metric", lv, {"margin": r.float(), "distance_threshold": r.float()}

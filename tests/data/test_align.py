@@ -28,6 +28,7 @@ from kerasface.data.align import (
     ALIGNED_MULTI,
     ARCFACE_TEMPLATE,
     CORRUPT,
+    DLIB_TEMPLATE,
     FALLBACK,
     NO_FACE,
     AlignOptions,
@@ -180,6 +181,41 @@ def _blob_image(points, shape, sigma):
     for x, y in points:
         img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
     return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def test_dlib_template_sizes_margin_and_options():
+    np.testing.assert_allclose(face_template(150, template="dlib"), DLIB_TEMPLATE)
+    np.testing.assert_allclose(face_template(300, template="dlib"), 2 * DLIB_TEMPLATE)
+    # margin pads dlib's 150 square by 150*m per side, then scales to `size`
+    np.testing.assert_allclose(face_template(150, 0.25, "dlib"), (DLIB_TEMPLATE + 37.5) * 150 / 225)
+    # dlib's chips frame the face higher than ArcFace's crops (eyes at 0.30 of the side, not 0.46),
+    # both roughly symmetric about the vertical midline
+    dlib_t, arc_t = face_template(150, template="dlib"), face_template(150)
+    assert dlib_t[:2, 1].mean() / 150 < 0.32 < 0.44 < arc_t[:2, 1].mean() / 150
+    assert abs(dlib_t[[0, 1, 3, 4], 0].mean() - 74.5) < 2.0
+    assert face_template(150) == pytest.approx(face_template(150, template="arcface"))
+    with pytest.raises(ValueError, match="template must be one of"):
+        face_template(150, template="insightface")
+    with pytest.raises(ValueError, match="template must be one of"):
+        AlignOptions(template="dlib2")
+    opts = AlignOptions(size=150, template="dlib")
+    assert opts.as_dict()["template"] == "dlib" and AlignOptions().template == "arcface"
+
+
+def test_align_options_template_reaches_the_warp():
+    lm = transform_points(_similarity(1.3, 10.0, 120.0, 110.0), DLIB_TEMPLATE - 75.0)
+    img = _blob_image(lm, (260, 240), sigma=2.5)
+    face = Face(np.array([40.0, 30.0, 200.0, 200.0]), 0.99, lm)
+    matrices = {}
+    for template in ("arcface", "dlib"):
+        r = align_images([img], AlignOptions(size=150, template=template),
+                         detector=lambda images: [[face] for _ in images])[0]
+        assert r.crop.shape == (150, 150, 3)
+        np.testing.assert_allclose(r.matrix, estimate_similarity(lm, face_template(150, 0.0, template)), atol=1e-9)
+        matrices[template] = r.matrix
+    # the landmarks are dlib's template moved by a similarity: the dlib warp puts them exactly on it
+    np.testing.assert_allclose(transform_points(matrices["dlib"], lm), DLIB_TEMPLATE, atol=1e-6)
+    assert np.abs(matrices["dlib"] - matrices["arcface"]).max() > 1.0
 
 
 def _centroids(crop, points, r=6):
