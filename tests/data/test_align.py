@@ -9,6 +9,7 @@ The MTCNN network is built once for the module.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -464,6 +465,26 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="size 112 -> 160"):
         align_tree(tmp_path / "src", tmp_path / "dst", detector=FakeDetector(), size=160, progress=False)
     assert (tmp_path / "dst" / CONFIG_NAME).is_file()
+
+
+def test_cli_align_template_dlib_is_recorded_and_kept_on_resume(tmp_path, monkeypatch, capsys):
+    import kerasface.data.align as align_mod
+
+    monkeypatch.setattr(align_mod, "_DEFAULT_DETECTOR", FakeDetector())
+    _make_tree(tmp_path / "src", n_faces=1)
+    argv = ["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--quiet", "--size", "150"]
+    assert main(argv + ["--template", "dlib"]) == 0
+    cfg = json.loads((tmp_path / "dst" / CONFIG_NAME).read_text())
+    assert cfg["template"] == "dlib" and cfg["size"] == 150
+    crops = sorted((tmp_path / "dst").glob("*/*.jpg"))
+    assert crops and cv2.imread(str(crops[0])).shape == (150, 150, 3)
+    capsys.readouterr()
+    assert main(argv) == 2  # resuming with the default (arcface) template is refused
+    assert "template 'dlib' -> 'arcface'" in capsys.readouterr().err
+    # a folder aligned before templates existed has no "template" in its config: it was arcface
+    del cfg["template"]
+    (tmp_path / "dst" / CONFIG_NAME).write_text(json.dumps(cfg))
+    assert main(argv) == 0
 
 
 def test_killed_process_leaves_whole_files_and_a_valid_report(tmp_path):
