@@ -448,6 +448,9 @@ class ClassifyExperiment(Settings):
     center_crop: float = _center_crop()
     augment: str = setting("none", group="data", choices=AUGMENTATIONS,
                            help="augmentation policy (docs/augmentation.md)")
+    flip: bool = setting(False, group="data",
+                         help="mirror each training face with probability 0.5; with --embedding-teacher the target "
+                              "is the teacher's embedding of the mirrored chip")
     max_per_identity: int = setting(200, group="data", minimum=1,
                                     help="margin objectives: images of one identity per epoch (report 001: 200)")
     cache_mb: int = setting(2048, group="data", minimum=0,
@@ -485,6 +488,22 @@ class ClassifyExperiment(Settings):
     hard_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--hard-ce",
                                     help="teacher-student: cross entropy with the teacher's argmax")
     temperature: float = setting(4.0, group=_DISTILL, above=0.0, help="teacher-student: softmax temperature")
+    embedding_teacher: str | None = setting(
+        None, group=_DISTILL, metavar="MODEL",
+        help="frozen embedding teacher of --embedding-distill: a pretrained name (dlib-resnet-v1), a .keras file or "
+             "a run folder; its embeddings are computed once per image (and per mirror with --flip) and cached "
+             "in the run folder (teacher_embeddings.npy)")
+    teacher_data: str | None = setting(
+        None, group="data", metavar="DIR",
+        help="the embedding teacher's own face chips of the same images, at the same relative paths as --data "
+             "(e.g. `kerasface align SRC DST --template dlib --size 150` for dlib-resnet-v1; default: --data's "
+             "images resized to the teacher's input)")
+    embedding_distill_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--embedding-distill",
+                                              help="teacher-student: unit student embedding regressing the "
+                                                   "--embedding-teacher's unit embedding")
+    embedding_distill_metric: str = setting("cosine", group=_DISTILL, choices=("cosine", "l2"),
+                                            help="--embedding-distill per image: 1 - cosine, or the squared L2 "
+                                                 "distance of the unit vectors (= 2 x the cosine form)")
     optimizer: str = setting("adam", group="optimisation", choices=("adam", "adamw"), help="optimizer")
     learning_rate: float = _learning_rate()
     weight_decay: float = setting(0.01, group="optimisation", minimum=0.0, help="AdamW weight decay")
@@ -512,6 +531,14 @@ class ClassifyExperiment(Settings):
                 bad("--teacher needs --objective distillation (the former objective report002)")
         elif (self.embedding_l2_weight or self.soft_ce_weight or self.hard_ce_weight) and not self.teacher:
             bad("teacher-student terms (embedding_l2 / soft_ce / hard_ce weights) need --teacher RUN_DIR")
+        if self.embedding_teacher and self.objective != "distillation":
+            bad("--embedding-teacher needs --objective distillation")
+        if self.embedding_distill_weight and not self.embedding_teacher:
+            bad("--embedding-distill needs --embedding-teacher (a pretrained name, .keras file or run folder)")
+        if self.teacher_data and not self.embedding_teacher:
+            bad("--teacher-data needs --embedding-teacher")
+        if self.embedding_teacher and self.teacher:
+            bad("--embedding-teacher and --teacher are two kinds of teacher; give one")
         if self.identity_batches:
             if self.m_images < 2:
                 bad(f"m_images must be at least 2 (M - 1 support images and 1 query), got {self.m_images}")

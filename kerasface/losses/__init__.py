@@ -16,7 +16,8 @@ Report 001/003's margin-softmax family (:func:`margin_logits`, used by
 (:class:`AngularPrototypicalLogits` / :class:`AngularPrototypicalLoss`, layers
 because ``w`` and ``b`` are learned) live in ``margin.py`` and ``angular.py``;
 the center loss in ``center.py``, the distillation terms (embedding regression,
-soft / hard cross entropy, logit MSE) in ``distillation.py``, the pre-logit norm
+soft / hard cross entropy, logit MSE) in ``distillation.py``, the unit-embedding
+distillation from a frozen teacher in ``embedding_distillation.py``, the pre-logit norm
 in ``regularizers.py`` and hard instance mining (per-sample reweighting) in
 ``hard_mining.py``.
 Every loss and metric class is registered under the ``kerasface`` package.
@@ -38,6 +39,7 @@ from kerasface.losses.distillation import (
     logit_mse_loss,
     soft_cross_entropy,
 )
+from kerasface.losses.embedding_distillation import EMBEDDING_DISTILL_METRICS, embedding_distillation_loss
 from kerasface.losses.hard_mining import (
     HARD_MINING_RULES,
     hard_instance_count,
@@ -73,6 +75,8 @@ __all__ = [
     "BatchAllTripletLoss",
     "CenterLoss",
     "embedding_l2_loss",
+    "EMBEDDING_DISTILL_METRICS",
+    "embedding_distillation_loss",
     "hard_cross_entropy",
     "hard_instance_count",
     "hard_instance_weights",

@@ -15,15 +15,27 @@ The training model of report 002 (its presets live in :mod:`kerasface.presets`).
   ``.keras`` file (non-trainable) so a loaded model can go on distilling.
   Where its input size differs from the student's, the student's images are
   resized bilinearly (``keras.ops.image.resize``) for it.
+  A teacher may also be a model ``images -> embedding`` (one output, e.g. the
+  pretrained ``dlib-resnet-v1``); then only the embedding terms can use it.
 * ``distill_projection``: a bias-free ``Dense(teacher_dim)`` from the student
-  embedding, created only when the embedding L2 term is on and the two
-  embeddings differ in size (report 002's T-S checkpoints "contain weights of
-  the embedding layer" for this reason). It is not part of ``backbone``.
+  embedding, created only when an embedding term (``embedding_l2``,
+  ``embedding_distill``) is on and the two embeddings differ in size (report
+  002's T-S checkpoints "contain weights of the embedding layer" for this
+  reason). It is not part of ``backbone``. (The classification trainer does not
+  use it: it appends its projection to the student's embedding model instead,
+  so that the saved ``model.keras`` gives the embedding that was distilled.)
 
 Inputs: ``{"image": images, "label": integer labels}`` (the label is read by
 :meth:`compute_loss` when ``y`` is not given; ``call`` ignores it), or images
-alone. ``call`` returns the student's logits. ``model.backbone`` is the
-student embedding model to keep and save on its own.
+alone. The dict may also hold ``"teacher_embedding"``: the teacher's embedding
+of each image, computed beforehand (e.g. cached once per image on the teacher's
+own face chips, :mod:`kerasface.training.teacher_cache`); the
+``embedding_distill`` term then reads it and the teacher is not run (a model
+built with ``teacher=None, teacher_embedding_dim=D`` has no teacher at all).
+Labels are needed only by the label terms (``ce``, ``center``, ``triplet``):
+pure embedding distillation trains without them. ``call`` returns the
+student's logits. ``model.backbone`` is the student embedding model to keep and
+save on its own.
 
 Loss (:meth:`compute_loss`, Keras 3's backend-agnostic hook; every term is
 computed at most once per step, and not at all when its weight is 0):
@@ -42,6 +54,11 @@ metric                term (times its constructor weight)
                       the L2-normalised embedding, margin ``triplet_margin``
 ``loss_embedding_l2`` ``embedding_l2_weight`` x :func:`~kerasface.losses.embedding_l2_loss`
                       (student embedding, projected if needed, vs teacher's)
+``loss_embedding_distill`` ``embedding_distill_weight`` x
+                      :func:`~kerasface.losses.embedding_distillation_loss` (unit
+                      student embedding, projected if needed, vs the unit teacher
+                      embedding; ``embedding_distill_metric`` cosine or l2), the
+                      teacher's from ``x["teacher_embedding"]`` when given
 ``loss_soft_ce``      ``soft_ce_weight`` x :func:`~kerasface.losses.soft_cross_entropy`
                       at ``temperature`` (``T^2 * KL``)
 ``loss_hard_ce``      ``hard_ce_weight`` x :func:`~kerasface.losses.hard_cross_entropy`
@@ -69,6 +86,7 @@ from keras import ops
 
 from kerasface.losses.center import CenterLoss
 from kerasface.losses.distillation import embedding_l2_loss, hard_cross_entropy, logit_mse_loss, soft_cross_entropy
+from kerasface.losses.embedding_distillation import EMBEDDING_DISTILL_METRICS, embedding_distillation_loss
 from kerasface.losses.hard_mining import HARD_MINING_RULES, hard_instance_weights
 from kerasface.losses.online import batch_hard_triplet_loss
 from kerasface.losses.regularizers import prelogit_norm_loss
@@ -80,7 +98,7 @@ except ImportError:  # pragma: no cover - a Keras without it: no strategy-aware 
     def scale_loss_for_distribution(value):
         return value
 
-__all__ = ["LOSS_TERMS", "DistillationModel", "Report002Model"]
+__all__ = ["EMBEDDING_TERMS", "LABEL_TERMS", "LOGIT_TERMS", "LOSS_TERMS", "DistillationModel", "Report002Model"]
 
 # term name -> constructor weight argument; metrics are "loss_" + name
 LOSS_TERMS = {
@@ -92,8 +110,14 @@ LOSS_TERMS = {
     "soft_ce": "soft_ce_weight",
     "hard_ce": "hard_ce_weight",
     "logit_mse": "logit_mse_weight",
+    "embedding_distill": "embedding_distill_weight",
 }
-TEACHER_TERMS = ("embedding_l2", "soft_ce", "hard_ce", "logit_mse")
+TEACHER_TERMS = ("embedding_l2", "soft_ce", "hard_ce", "logit_mse", "embedding_distill")
+#: Terms that read the labels, and terms that read the logits (the classifier trains only with the latter).
+LABEL_TERMS = ("ce", "center", "triplet")
+LOGIT_TERMS = ("ce", "soft_ce", "hard_ce", "logit_mse")
+#: Terms that compare the student's embedding with the teacher's (through ``distill_projection`` if needed).
+EMBEDDING_TERMS = ("embedding_l2", "embedding_distill")
 
 
 class _Stash:
@@ -123,6 +147,11 @@ class DistillationModel(keras.Model):
             norm; triplet_margin: margin of the batch-hard triplet term;
             temperature: ``T`` of the soft cross entropy.
         classifier_bias: the classifier's bias (the report's has one).
+        embedding_distill_weight: weight of the unit-embedding distillation
+            term; ``embedding_distill_metric`` ``"cosine"`` or ``"l2"``.
+        teacher_embedding_dim: the teacher's embedding size when the teacher's
+            embeddings come precomputed in ``x["teacher_embedding"]`` (then
+            ``teacher`` may be None).
     """
 
     default_name = "distillation"
@@ -132,7 +161,8 @@ class DistillationModel(keras.Model):
                  soft_ce_weight=0.0, hard_ce_weight=0.0, logit_mse_weight=0.0,
                  hard_mining_fraction=1.0, hard_mining_rule="top_k", hard_mining_easy_weight=0.1,
                  center_alpha=0.5, prelogit_norm_p=1.0, triplet_margin=0.2, temperature=4.0,
-                 classifier_bias=True, **kwargs):
+                 classifier_bias=True, embedding_distill_weight=0.0, embedding_distill_metric="cosine",
+                 teacher_embedding_dim=None, **kwargs):
         kwargs.setdefault("name", self.default_name)
         trainable = kwargs.pop("trainable", True)
         super().__init__(**kwargs)
@@ -141,7 +171,8 @@ class DistillationModel(keras.Model):
         weights = {"ce_weight": ce_weight, "center_weight": center_weight,
                    "prelogit_norm_weight": prelogit_norm_weight, "triplet_weight": triplet_weight,
                    "embedding_l2_weight": embedding_l2_weight, "soft_ce_weight": soft_ce_weight,
-                   "hard_ce_weight": hard_ce_weight, "logit_mse_weight": logit_mse_weight}
+                   "hard_ce_weight": hard_ce_weight, "logit_mse_weight": logit_mse_weight,
+                   "embedding_distill_weight": embedding_distill_weight}
         for key, value in weights.items():
             if not value >= 0.0:
                 raise ValueError(f"{key} must be >= 0, got {value}")
@@ -151,6 +182,13 @@ class DistillationModel(keras.Model):
             raise ValueError(f"hard_mining_fraction must be in (0, 1], got {hard_mining_fraction}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if embedding_distill_metric not in EMBEDDING_DISTILL_METRICS:
+            raise ValueError(f"embedding_distill_metric must be one of {EMBEDDING_DISTILL_METRICS}, "
+                             f"got {embedding_distill_metric!r}")
+        if teacher_embedding_dim is not None and int(teacher_embedding_dim) < 1:
+            raise ValueError(f"teacher_embedding_dim must be positive, got {teacher_embedding_dim}")
+        self.embedding_distill_metric = embedding_distill_metric
+        self.teacher_embedding_dim = None if teacher_embedding_dim is None else int(teacher_embedding_dim)
         self.num_classes = int(num_classes)
         self.term_weights = {term: float(weights[arg]) for term, arg in LOSS_TERMS.items()}
         self.hard_mining_fraction = float(hard_mining_fraction)
@@ -169,27 +207,37 @@ class DistillationModel(keras.Model):
                                              dtype="float32", name="classifier")
         self.classifier.build((None, dim))
 
-        needs_teacher = [t for t in TEACHER_TERMS if self.term_weights[t] > 0]
+        needs_teacher = [t for t in TEACHER_TERMS if self.term_weights[t] > 0
+                         and not (t == "embedding_distill" and self.teacher_embedding_dim is not None)]
         if needs_teacher and teacher is None:
-            raise ValueError(f"terms {needs_teacher} need a teacher")
+            raise ValueError(f"terms {needs_teacher} need a teacher"
+                             + (" (or teacher_embedding_dim, with x['teacher_embedding'] given)"
+                                if needs_teacher == ["embedding_distill"] else ""))
         self.teacher = teacher
         self.distill_projection = None
         self._teacher_size = None
+        t_emb_dim = self.teacher_embedding_dim
         if teacher is not None:
             teacher.trainable = False
             t_backbone = teacher.backbone if isinstance(teacher, DistillationModel) else teacher
             t_emb_dim, t_classes = self._teacher_dims(teacher)
-            if any(self.term_weights[t] > 0 for t in ("soft_ce", "hard_ce", "logit_mse")) \
-                    and t_classes != self.num_classes:
+            logit_terms = [t for t in ("soft_ce", "hard_ce", "logit_mse") if self.term_weights[t] > 0]
+            if logit_terms and t_classes is None:
+                raise ValueError(f"terms {logit_terms} need a teacher with logits; this one gives an embedding only")
+            if logit_terms and t_classes != self.num_classes:
                 raise ValueError(f"teacher has {t_classes} classes, the student {self.num_classes}")
+            if self.teacher_embedding_dim is not None and self.teacher_embedding_dim != t_emb_dim:
+                raise ValueError(f"teacher_embedding_dim {self.teacher_embedding_dim} but the teacher's "
+                                 f"embedding has {t_emb_dim}")
             t_size = tuple(t_backbone.input_shape[1:3]) if not isinstance(t_backbone.input_shape, list) \
                 else tuple(t_backbone.input_shape[0][1:3])
             if None not in t_size and t_size != tuple(backbone.input_shape[1:3]):
                 self._teacher_size = tuple(int(s) for s in t_size)
-            if self.term_weights["embedding_l2"] > 0 and t_emb_dim != dim:
-                self.distill_projection = keras.layers.Dense(t_emb_dim, use_bias=False, dtype="float32",
-                                                             name="distill_projection")
-                self.distill_projection.build((None, dim))
+        if t_emb_dim is not None and t_emb_dim != dim \
+                and any(self.term_weights[t] > 0 for t in EMBEDDING_TERMS):
+            self.distill_projection = keras.layers.Dense(t_emb_dim, use_bias=False, dtype="float32",
+                                                         name="distill_projection")
+            self.distill_projection.build((None, dim))
 
         self.center_loss = None
         if self.term_weights["center"] > 0:
@@ -200,6 +248,8 @@ class DistillationModel(keras.Model):
         for term in self._active:
             setattr(self, f"_{term}_tracker", keras.metrics.Mean(name=f"loss_{term}"))
         self._stash = _Stash()
+        if not any(self.term_weights[t] > 0 for t in LOGIT_TERMS):
+            self.classifier.trainable = False  # no term reads the logits: nothing would train it
         self.built = True
         if not trainable:  # after every sublayer exists, so that it reaches them all
             self.trainable = False
@@ -210,6 +260,8 @@ class DistillationModel(keras.Model):
         if isinstance(teacher, DistillationModel):
             return teacher.embedding_dim, teacher.num_classes
         shapes = teacher.output_shape
+        if isinstance(shapes, tuple) and len(shapes) == 2 and isinstance(shapes[-1], int):
+            return int(shapes[-1]), None  # images -> embedding
         if not isinstance(shapes, (list, tuple)) or len(shapes) != 2 or not isinstance(shapes[0], (list, tuple)):
             raise ValueError("teacher must be a DistillationModel or a model images -> [embedding, logits], "
                              f"got output shape {shapes}")
@@ -224,7 +276,8 @@ class DistillationModel(keras.Model):
         return inputs, None
 
     def teacher_outputs(self, images):
-        """``(embedding, logits)`` of the frozen teacher for the student's images (resized if needed)."""
+        """``(embedding, logits)`` of the frozen teacher for the student's images (resized if needed);
+        ``logits`` is None for a teacher that gives an embedding only."""
         if self.teacher is None:
             raise ValueError("this model has no teacher")
         x = images
@@ -233,9 +286,12 @@ class DistillationModel(keras.Model):
         if isinstance(self.teacher, DistillationModel):
             emb = self.teacher.backbone(x, training=False)
             logits = self.teacher.classifier(emb)
+        elif self._teacher_dims(self.teacher)[1] is None:
+            emb, logits = self.teacher(x, training=False), None
         else:
             emb, logits = self.teacher(x, training=False)
-        return ops.stop_gradient(ops.cast(emb, "float32")), ops.stop_gradient(ops.cast(logits, "float32"))
+        emb = ops.stop_gradient(ops.cast(emb, "float32"))
+        return emb, (None if logits is None else ops.stop_gradient(ops.cast(logits, "float32")))
 
     # --- forward and loss ----------------------------------------------------------------------
     def call(self, inputs, training=None):
@@ -245,10 +301,13 @@ class DistillationModel(keras.Model):
         self._stash.logits, self._stash.embedding = logits, embedding
         return logits
 
-    def loss_terms(self, images, labels, embedding, logits, sample_weight=None, training=False):
-        """``{term: weighted value}`` for the active terms, each computed once."""
+    def loss_terms(self, images, labels, embedding, logits, sample_weight=None, training=False,
+                   teacher_embedding=None):
+        """``{term: weighted value}`` for the active terms, each computed once. ``teacher_embedding``: the
+        teacher's embeddings of the images, precomputed (read by ``embedding_distill`` instead of the teacher)."""
         w = self.term_weights
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        if labels is not None:
+            labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         emb = ops.cast(embedding, "float32")
         logits = ops.cast(logits, "float32")
         terms = {}
@@ -268,10 +327,18 @@ class DistillationModel(keras.Model):
         if w["triplet"] > 0:
             terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, l2_normalize(emb),
                                                                       margin=self.triplet_margin)
-        if any(w[t] > 0 for t in TEACHER_TERMS):
+        s_emb = self.distill_projection(emb) if self.distill_projection is not None else emb
+        if w["embedding_distill"] > 0:
+            if teacher_embedding is None:
+                if self.teacher is None:
+                    raise ValueError("embedding_distill without a teacher needs x['teacher_embedding']")
+                teacher_embedding = self.teacher_outputs(images)[0]
+            value = embedding_distillation_loss(s_emb, teacher_embedding, self.embedding_distill_metric,
+                                                sample_weight)
+            terms["embedding_distill"] = w["embedding_distill"] * value
+        if any(w[t] > 0 for t in TEACHER_TERMS if t != "embedding_distill"):
             t_emb, t_logits = self.teacher_outputs(images)
             if w["embedding_l2"] > 0:
-                s_emb = self.distill_projection(emb) if self.distill_projection is not None else emb
                 terms["embedding_l2"] = w["embedding_l2"] * embedding_l2_loss(s_emb, t_emb)
             if w["soft_ce"] > 0:
                 terms["soft_ce"] = w["soft_ce"] * soft_cross_entropy(logits, t_logits, self.temperature)
@@ -283,9 +350,10 @@ class DistillationModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels = self._split(x)
+        teacher_embedding = x.get("teacher_embedding") if isinstance(x, dict) else None
         if y is not None:
             labels = y
-        if labels is None:
+        if labels is None and any(self.term_weights[t] > 0 for t in LABEL_TERMS):
             raise ValueError(f"{type(self).__name__} needs labels: x['label'] or y")
         if y_pred is not None and y_pred is self._stash.logits:
             embedding, logits = self._stash.embedding, y_pred
@@ -293,7 +361,7 @@ class DistillationModel(keras.Model):
             embedding = self.backbone(images, training=training)
             logits = self.classifier(embedding)
         self._stash.logits = self._stash.embedding = None
-        terms = self.loss_terms(images, labels, embedding, logits, sample_weight, training)
+        terms = self.loss_terms(images, labels, embedding, logits, sample_weight, training, teacher_embedding)
         total = ops.convert_to_tensor(0.0, "float32")
         for term, value in terms.items():
             getattr(self, f"_{term}_tracker").update_state(value)
@@ -324,6 +392,8 @@ class DistillationModel(keras.Model):
             "triplet_margin": self.triplet_margin,
             "temperature": self.temperature,
             "classifier_bias": self.classifier_bias,
+            "embedding_distill_metric": self.embedding_distill_metric,
+            "teacher_embedding_dim": self.teacher_embedding_dim,
         }
         config.update({arg: self.term_weights[term] for term, arg in LOSS_TERMS.items()})
         return config

@@ -16,7 +16,8 @@ from kerasface.io import atomic_path, write_json
 from kerasface.models import MarginHead
 from kerasface.ops import normalize_faces
 
-__all__ = ["VerificationCallback", "StopOnNaN", "RunBackup", "HeldOutAccuracy", "LogLearningRate"]
+__all__ = ["VerificationCallback", "StopOnNaN", "RunBackup", "HeldOutAccuracy", "HeldOutTeacherCosine",
+           "LogLearningRate"]
 
 logger = logging.getLogger("kerasface.training")
 
@@ -250,3 +251,30 @@ class HeldOutAccuracy(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and len(self.images):
             logs.update(self.evaluate())
+
+
+class HeldOutTeacherCosine(keras.callbacks.Callback):
+    """``val_teacher_cosine``: the mean cosine similarity between the student's embeddings of held-out faces
+    (uint8 ``images``, scaled by :func:`~kerasface.ops.normalize_faces`) and the teacher's embeddings of the
+    same faces (``targets`` ``[n, D]``, any norm), after every epoch (1 = the student points where the
+    teacher does). The student model must give ``D``-d embeddings (its projection included)."""
+
+    def __init__(self, student: keras.Model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64):
+        super().__init__()
+        self.student, self.images = student, images
+        t = np.asarray(targets, np.float32)
+        self.targets = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        self.batch_size = batch_size
+
+    def evaluate(self) -> float:
+        emb = []
+        for b in range(0, len(self.images), self.batch_size):
+            x = normalize_faces(self.images[b:b + self.batch_size])
+            emb.append(keras.ops.convert_to_numpy(self.student(x, training=False)))
+        e = np.concatenate(emb).astype(np.float32)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        return float(np.mean(np.sum(e * self.targets, axis=1)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and len(self.images):
+            logs["val_teacher_cosine"] = self.evaluate()

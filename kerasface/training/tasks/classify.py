@@ -22,7 +22,19 @@ Objectives (:class:`~kerasface.config.ClassifyExperiment`):
   cross entropy, centre loss, pre-logit norm, batch-hard triplet (then the
   batches are N identities x M images), hard instance mining, and with
   ``teacher`` (a report-002 run folder, frozen) embedding L2 and soft cross
-  entropy; each term is logged as ``loss_<term>``.
+  entropy; each term is logged as ``loss_<term>``. With ``embedding_teacher``
+  (a pretrained name, ``.keras`` file or run folder, frozen) the
+  ``embedding_distill`` term regresses the student's unit embedding onto the
+  teacher's: the teacher embeds every training and held-out image once, on its
+  own chips (``teacher_data``, the same relative paths as ``data``), and with
+  ``flip`` also their mirrors; the values are cached in the run folder
+  (:mod:`kerasface.training.teacher_cache`) and each batch carries them as
+  ``x["teacher_embedding"]``, so a step runs only the student. When the
+  student's embedding size differs from the teacher's, a bias-free
+  ``Dense(teacher size)`` (``distill_projection``) is appended to the student's
+  embedding model: ``model.keras`` gives the projected, distilled embedding.
+  ``val_teacher_cosine`` (each epoch) is the mean cosine between the student's
+  and the teacher's embeddings of the held-out images.
 * ``"angproto"``: batches of ``N = batch_size // m_images`` identities x
   ``M = m_images`` images (:func:`~kerasface.data.sampling.pk_plan`), the
   angular prototypical loss with its learnable scale and bias
@@ -68,17 +80,18 @@ from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
 from kerasface.models import DistillationModel, MarginHead, build_backbone
-from kerasface.training.callbacks import HeldOutAccuracy, LogLearningRate
+from kerasface.training.callbacks import HeldOutAccuracy, HeldOutTeacherCosine, LogLearningRate
 from kerasface.training.distribute import Runtime
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import Task, Verification, run_training
 from kerasface.training.tasks.classify_data import ImageStore, batch_plan, train_dataset
+from kerasface.training.teacher_cache import load_embedding_teacher, teacher_embeddings
 
 logger = logging.getLogger("kerasface.training")
 
 __all__ = ["ClassifyTask", "load_init_model", "load_teacher", "build_training_model", "stage_blocks",
-           "train_classifier"]
+           "train_classifier", "with_projection"]
 
 
 # --------------------------------------------------------------------------- models
@@ -110,17 +123,30 @@ def load_teacher(path, train_names: list[str]) -> keras.Model:
     return keras.saving.load_model(f, compile=False)
 
 
+def with_projection(backbone: keras.Model, dim: int) -> keras.Model:
+    """``backbone`` when it gives ``dim``-d embeddings, else the same layers followed by a bias-free
+    ``Dense(dim)`` named ``distill_projection`` (a model of the same name)."""
+    if int(backbone.outputs[0].shape[-1]) == int(dim):
+        return backbone
+    proj = keras.layers.Dense(int(dim), use_bias=False, name="distill_projection")
+    return keras.Model(backbone.inputs, proj(backbone.outputs[0]), name=backbone.name)
+
+
 def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: keras.Model | None = None,
-                         teacher: keras.Model | None = None):
+                         teacher: keras.Model | None = None, teacher_embedding_dim: int | None = None):
     """``(train_model, backbone, head)``; ``head`` is the MarginHead (margin), the angproto logits layer or the
     Dense classifier of a :class:`~kerasface.models.DistillationModel` (objective distillation).
 
+    ``teacher_embedding_dim``: the size of the cached teacher embeddings of an ``embedding_teacher``; a
+    student of another size gets the projection of :func:`with_projection` (part of its embedding model).
     The training graph uses the backbone's own layers (not a nested copy), so
     freezing / unfreezing a backbone layer acts on both.
     """
     if backbone is None:
         extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
+    if teacher_embedding_dim is not None:
+        backbone = with_projection(backbone, teacher_embedding_dim)
     side = backbone.inputs[0].shape[1]
     if side is not None and side != cfg.image_size:
         raise ValueError(f"the backbone takes {side}x{side} images but image_size is {cfg.image_size}")
@@ -136,6 +162,8 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
             triplet_weight=cfg.triplet_weight, triplet_margin=cfg.triplet_margin,
             hard_mining_fraction=cfg.hard_mining_fraction, embedding_l2_weight=cfg.embedding_l2_weight,
             soft_ce_weight=cfg.soft_ce_weight, hard_ce_weight=cfg.hard_ce_weight, temperature=cfg.temperature,
+            embedding_distill_weight=cfg.embedding_distill_weight,
+            embedding_distill_metric=cfg.embedding_distill_metric, teacher_embedding_dim=teacher_embedding_dim,
             name=f"{backbone.name}_distillation")
         head = model.classifier
     else:
@@ -196,6 +224,9 @@ class ClassifyTask(Task):
         if len(store.bad_rows):
             self.train_rows = self.train_rows[~np.isin(self.train_rows, store.bad_rows)]
             self.val_rows = self.val_rows[~np.isin(self.val_rows, store.bad_rows)]
+        self.teacher_table = None
+        if cfg.embedding_teacher:
+            self._prepare_teacher(run_dir)
         train_rows, val_rows = self.train_rows, self.val_rows
         self.labels = np.asarray(index.labels[train_rows], np.int32)
         # The held-out images (line i: label = line number of its identity in train_identities.txt, path).
@@ -213,8 +244,34 @@ class ClassifyTask(Task):
         report["heldout"] = {"images": int(len(val_rows)), "identities": int(len(np.unique(index.labels[val_rows]))),
                              "fraction": cfg.val_fraction, "min_images": cfg.val_min_images}
         report["decode"] = {"in_memory": store.in_memory, **store.stats}
+        if self.teacher_table is not None:
+            report["teacher"] = self.teacher_report
         self.data_report = report
         write_json(run_dir / "data_report.json", report)
+
+    def _prepare_teacher(self, run_dir: Path) -> None:
+        """The embedding teacher's (cached) embeddings of the training and held-out images: ``teacher_table``
+        ``[index rows, views, D]``; images whose teacher chip is missing leave training."""
+        cfg, index = self.cfg, self.split.train
+        self.embedding_teacher = teacher = load_embedding_teacher(cfg.embedding_teacher)
+        chips = cfg.teacher_data or self.data_path
+        rows = np.concatenate([self.train_rows, self.val_rows])
+        values, ok, stats = teacher_embeddings(teacher, index.paths(rows), chips, cache_dir=run_dir,
+                                               mirrors=cfg.flip, center_crop=1.0 if cfg.teacher_data
+                                               else cfg.center_crop, on_error=cfg.on_error)
+        table = np.full((len(index), values.shape[1], values.shape[2]), np.nan, np.float32)
+        table[rows] = values
+        bad = rows[~ok]
+        if len(bad):
+            logger.warning("%d images have no teacher chip in %s (e.g. %s): left out", len(bad), chips,
+                           index.path(int(bad[0])))
+            self.train_rows = self.train_rows[~np.isin(self.train_rows, bad)]
+            self.val_rows = self.val_rows[~np.isin(self.val_rows, bad)]
+        self.teacher_table = table
+        self.teacher_report = {"model": teacher.name, "weights_fingerprint": teacher.fingerprint,
+                               "embedding_dim": teacher.dim, "image_size": list(teacher.spec.image_size),
+                               "alignment": teacher.spec.alignment, "chips": str(chips),
+                               "views": int(values.shape[1]), **stats}
 
     def build(self, runtime: Runtime) -> keras.Model:
         cfg, init_model = self.cfg, self.init_model
@@ -224,28 +281,40 @@ class ClassifyTask(Task):
             fresh.set_weights(init_model.get_weights())
             init_model = fresh
         teacher = load_teacher(cfg.teacher, self.split.train.names) if cfg.teacher else None
+        t_dim = self.embedding_teacher.dim if self.teacher_table is not None else None
         model, self.backbone, self.head = build_training_model(cfg, self.split.train.num_identities,
-                                                               backbone=init_model, teacher=teacher)
+                                                               backbone=init_model, teacher=teacher,
+                                                               teacher_embedding_dim=t_dim)
         if cfg.freeze_first:
             frozen = freeze_first(self.backbone, cfg.freeze_first)
             logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
         schedule = (cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
                     if cfg.schedule == "cosine_restarts" else None)
         optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
-        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # pure embedding distillation trains no classifier: its accuracy would mean nothing
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if self.uses_classifier else []
         # distillation: its compute_loss sums the preset's terms (each logged as loss_<term>)
         loss = None if cfg.objective == "distillation" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy], **runtime.compile_kwargs())
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **runtime.compile_kwargs())
         self.models = {"model.keras": self.backbone} | ({"classifier.keras": model}
                                                         if cfg.objective != "angproto" else {})
         return model
 
+    @property
+    def uses_classifier(self) -> bool:
+        """Whether a term trains the classifier (a distillation with only embedding terms trains none)."""
+        cfg = self.cfg
+        return cfg.objective != "distillation" or bool(cfg.ce_weight or cfg.soft_ce_weight or cfg.hard_ce_weight)
+
     def callbacks(self) -> list:
         cfg, index = self.cfg, self.split.train
         out = [LogLearningRate()]
-        if cfg.objective != "angproto" and len(self.val_rows):
+        if cfg.objective != "angproto" and len(self.val_rows) and self.uses_classifier:
             out.append(HeldOutAccuracy(self.backbone, self.head, self.store.get(self.val_rows),
                                        index.labels[self.val_rows]))
+        if self.teacher_table is not None and len(self.val_rows):
+            out.append(HeldOutTeacherCosine(self.backbone, self.store.get(self.val_rows),
+                                            self.teacher_table[self.val_rows, 0]))
         if cfg.unfreeze_every:
             blocks = stage_blocks(self.backbone) + [[self.head.name]]
             out.append(GradualUnfreezing(blocks=blocks, every=cfg.unfreeze_every, head=2, verbose=1))
@@ -264,11 +333,13 @@ class ClassifyTask(Task):
         logger.info("%s: %d classes, %d training images (%d a epoch, %d steps of %d), %d held-out images, "
                     "%d evaluation pairs", cfg.name, self.split.train.num_identities, len(self.train_rows),
                     plan0.size, len(plan0), plan0.shape[1], len(self.val_rows), len(self.split.eval_pairs))
-        ds = train_dataset(cfg, self.store, self.train_rows, self.labels, start_epoch=first_epoch)
+        ds = train_dataset(cfg, self.store, self.train_rows, self.labels, start_epoch=first_epoch,
+                           teacher=None if self.teacher_table is None else self.teacher_table[self.train_rows])
         return {"x": self.runtime.shard(ds, source="generator"), "steps_per_epoch": len(plan0)}
 
     def plot(self, history: dict, path) -> None:
-        keys = [k for k in ("loss", "accuracy", "verify_eer", "verify_accuracy") if k in history]
+        keys = [k for k in ("loss", "accuracy", "val_teacher_cosine", "verify_eer", "verify_accuracy")
+                if k in history]
         plot_history(history, path, title=self.title, metrics=tuple(keys))
 
     def summary(self, h: dict, epoch_seconds: list, complete: bool) -> dict:
@@ -281,7 +352,8 @@ class ClassifyTask(Task):
                "heldout_images": int(len(self.val_rows)), "images_per_epoch": images,
                "epoch_seconds": epoch_seconds, "seconds_per_epoch": per_epoch,
                "train_images_per_second": images / per_epoch}
-        for key, better in (("val_accuracy", max), ("verify_eer", min), ("verify_accuracy", max)):
+        for key, better in (("val_accuracy", max), ("val_teacher_cosine", max), ("verify_eer", min),
+                            ("verify_accuracy", max)):
             col = [(v, i) for i, v in enumerate(h.get(key, [])) if not math.isnan(v)]
             if col:
                 v, i = better(col)

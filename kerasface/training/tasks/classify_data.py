@@ -8,14 +8,14 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.config import ClassifyExperiment
-from kerasface.data.augment import make_augment
+from kerasface.data.augment import make_augment, sub_seed
 from kerasface.data.images import ImageDecoder, TextProgress
 from kerasface.data.sampling import capped_epoch_rows, pk_plan
 from kerasface.ops import normalize_faces
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["ImageStore", "batch_plan", "train_dataset"]
+__all__ = ["FLIP_SEED", "ImageStore", "batch_plan", "flip_faces", "train_dataset"]
 
 
 class ImageStore:
@@ -76,11 +76,31 @@ def batch_plan(cfg: ClassifyExperiment, labels: np.ndarray, epoch: int) -> np.nd
     return pos[:n * cfg.batch_size].reshape(n, cfg.batch_size)
 
 
+#: The sub-seed (:func:`~kerasface.data.augment.sub_seed` of a batch's seed) of the ``flip`` draws.
+FLIP_SEED = 7919
+
+
+def flip_faces(x, seed, targets=None):
+    """Mirror each face of a batch left-right with probability 0.5 (seeded); ``targets`` ``[n, 2, D]``
+    (the teacher's embeddings of each face and of its mirror) -> the ``[n, D]`` target of each returned face."""
+    n = tf.shape(x)[0]
+    flip = tf.random.stateless_uniform([n], seed=sub_seed(seed, FLIP_SEED)) < 0.5
+    x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    if targets is None:
+        return x, None
+    return x, tf.where(flip[:, None], targets[:, 1], targets[:, 0])
+
+
 def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, labels: np.ndarray,
-                  start_epoch: int) -> tf.data.Dataset:
+                  start_epoch: int, teacher: np.ndarray | None = None) -> tf.data.Dataset:
     """Endless batches from epoch ``start_epoch`` on: margin ``((x, y), y)``, angproto ``(x, arange(N))``,
-    the summed objective ``({"image": x, "label": y}, y)``."""
+    the summed objective ``({"image": x, "label": y}, y)``; with ``teacher`` (``[len(rows), views, D]``, the
+    cached teacher embeddings of ``rows``: of each image and, with ``cfg.flip``, of its mirror) the summed
+    objective's dict also holds ``"teacher_embedding"`` ``[n, D]``, the target of each (mirrored or not) face.
+    ``cfg.flip`` mirrors each face with probability 0.5 before the ``cfg.augment`` policy."""
     s = store.size
+    if teacher is not None and cfg.flip and teacher.shape[1] < 2:
+        raise ValueError("flip needs the teacher's embeddings of the mirrored faces (views = 2)")
 
     def gen():
         e = start_epoch
@@ -89,14 +109,31 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
             if not len(plan):
                 raise RuntimeError(f"epoch {e} has no full batch")
             for b in plan:
-                yield store.get(rows[b]), labels[b].astype(np.int32)
+                if teacher is None:
+                    yield store.get(rows[b]), labels[b].astype(np.int32)
+                else:
+                    yield store.get(rows[b]), labels[b].astype(np.int32), teacher[b]
             e += 1
 
     n = cfg.identities_per_batch * cfg.m_images if cfg.identity_batches else cfg.batch_size
     sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32))
+    if teacher is not None:
+        sig += (tf.TensorSpec((n,) + tuple(teacher.shape[1:]), tf.float32),)
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    policy = make_augment(cfg.augment)
+    augment = make_augment(cfg.augment)
     rnd = tf.data.Dataset.random(seed=cfg.seed + 1000 * start_epoch, rerandomize_each_iteration=False)
+
+    def policy(x, r):
+        return augment(flip_faces(x, r)[0] if cfg.flip else x, r)
+
+    if teacher is not None:
+        def fmt(batch, r):
+            x, y, t = batch
+            x, target = flip_faces(x, r, t) if cfg.flip else (x, t[:, 0])
+            return {"image": normalize_faces(augment(x, r)), "label": y, "teacher_embedding": target}, y
+
+        ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(2)
 
     if cfg.objective == "angproto":
         target = tf.range(cfg.identities_per_batch, dtype=tf.int32)
