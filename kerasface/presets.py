@@ -175,10 +175,35 @@ for _w, _bb, _plain, _ts in (("1.0", "sqnxt23v5_w1", None, 78.42), ("2.0", "sqnx
          "embedding_l2_weight": 1.0, "soft_ce_weight": 1.0, "temperature": 4.0},
     ]
 
+# --- report 002's idea with a pretrained teacher: embedding distillation from dlib-resnet-v1 -------------
+
+_DISTILL_PRETRAINED = ("Students of {bb} distilled from the frozen pretrained dlib-resnet-v1 (its embeddings "
+                       "of its own 150x150 dlib chips, --teacher-data, cached once per image and mirror): 1 - "
+                       "cosine of the unit embeddings, no labels; 112x112 ArcFace-aligned crops (--data), random "
+                       "flips; LFW pairs.txt folds 1-9's people, fold 10 held out; Adam 1e-3, cosine restarts, "
+                       "batch 64, {epochs} epochs (docs/experiments/teacher-student.md)")
+# Report 002's basic augmentation (rotation, scale, colour) is not in this release's augmentations: flips only.
+_DISTILL_PRETRAINED_COMMON = {
+    "objective": "distillation", "embedding_teacher": "dlib-resnet-v1", "teacher_data": "REQUIRED",
+    "embedding_distill_weight": 1.0, "embedding_distill_metric": "cosine", "ce_weight": 0.0,
+    "image_size": 112, "flip": True, "augment": "none", "train_folds": tuple(range(1, 10)), "holdout_folds": (10,),
+    "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine_restarts", "min_lr": 1e-5,
+    "batch_size": 64, "max_per_identity": 200, "verify_every": 2,
+}
+_DISTILL_PRETRAINED_PRESETS = [
+    {"name": "distill-sqnxt23v5-1.0", "backbone": "sqnxt23v5_w1", "epochs": 12, "cycle_epochs": 12.0,
+     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 1.0 (128-d)", epochs=12)},
+    {"name": "distill-sqnxt23v5-2.0", "backbone": "sqnxt23v5_w2", "epochs": 6, "cycle_epochs": 6.0,
+     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 2.0 (128-d)", epochs=6)},
+    {"name": "distill-vargfacenet", "backbone": "vargfacenet", "epochs": 4, "cycle_epochs": 4.0,
+     "description": _DISTILL_PRETRAINED.format(bb="VarGFaceNet (512-d, + a 128-d projection)", epochs=4)},
+]
+
 CLASSIFY_PRESETS: dict[str, ClassifyExperiment] = {
     **_table(ClassifyExperiment, _report001(), _R001_COMMON),
     **_table(ClassifyExperiment, _REPORT003, _R003_COMMON),
     **_table(ClassifyExperiment, _REPORT002, _R002_COMMON),
+    **_table(ClassifyExperiment, _DISTILL_PRETRAINED_PRESETS, _DISTILL_PRETRAINED_COMMON),
 }
 
 
