@@ -255,6 +255,9 @@ class ClassifyTask(Task):
         cfg, index = self.cfg, self.split.train
         self.embedding_teacher = teacher = load_embedding_teacher(cfg.embedding_teacher)
         chips = cfg.teacher_data or self.data_path
+        if cfg.teacher_data and not Path(cfg.teacher_data).expanduser().exists():
+            raise FileNotFoundError(f"--teacher-data {cfg.teacher_data}: not found (the teacher's own face chips of "
+                                    "--data's images, e.g. `kerasface align SRC DST --template dlib --size 150`)")
         rows = np.concatenate([self.train_rows, self.val_rows])
         values, ok, stats = teacher_embeddings(teacher, index.paths(rows), chips, cache_dir=run_dir,
                                                mirrors=cfg.flip, center_crop=1.0 if cfg.teacher_data

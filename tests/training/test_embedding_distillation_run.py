@@ -1,0 +1,198 @@
+"""Embedding distillation from a frozen teacher through the classification trainer, on real faces.
+
+Two chip folders of the bundled LFW sample with the same relative paths stand in for
+`kerasface align --size 112` and `kerasface align --template dlib --size 150`: the student's
+(central half of each photo at 32x32) and the teacher's own (central 60 % at 48x48, another
+framing and size). The teacher is a small frozen network saved as a ``.keras`` file (the
+pretrained dlib ResNet is too slow to embed every sample image in CI; it goes through the same
+path, a model with a FaceSpec). Checked: the cached teacher embeddings equal ones recomputed
+here by hand (image and mirror), are reused on a second call and recomputed for another
+teacher; a short run from a saved initial student lowers the distillation loss and raises the
+student's cosine similarity to the teacher on the held-out people (never trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from kerasface.config import ClassifyExperiment
+from kerasface.data.identities import IdentityIndex
+from kerasface.data.lfw import parse_pairs
+from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
+from kerasface.training.tasks.classify import train_classifier, with_projection
+from kerasface.training.teacher_cache import CACHE_NAME, load_embedding_teacher, teacher_embeddings
+
+STUDENT, TEACHER, DIM = 32, 48, 16
+
+
+def _central(img, fraction, size):
+    h, w = img.shape[:2]
+    side = int(round(min(h, w) * fraction))
+    top, left = (h - side) // 2, (w - side) // 2
+    return cv2.resize(img[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory, sample_dir):
+    """``(student folder, teacher folder, relative paths)``: JPEG chips under identical relative paths."""
+    root = tmp_path_factory.mktemp("chips")
+    index = IdentityIndex.from_source(sample_dir)
+    read = index.reader()
+    rels = index.paths(range(len(index)))
+    for rel in rels:
+        img = cv2.imdecode(np.frombuffer(read(rel), np.uint8), cv2.IMREAD_COLOR)
+        for folder, fraction, size in (("student", 0.5, STUDENT), ("teacher", 0.6, TEACHER)):
+            out = root / folder / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out), _central(img, fraction, size), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    shutil.copy(Path(sample_dir) / "pairsVal.txt", root / "student" / "pairsVal.txt")
+    return root / "student", root / "teacher", rels
+
+
+def tiny_student(dim: int = 32) -> keras.Model:
+    """A small convolutional embedding model (quick to trace on a loaded CPU)."""
+    x = keras.Input((STUDENT, STUDENT, 3))
+    y = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="stem_conv")(x)
+    y = keras.layers.BatchNormalization(name="stem_bn")(y)
+    y = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="stage1_conv")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="stage1_pool")(y)
+    return keras.Model(x, keras.layers.Dense(dim, name="embedding")(y), name="tiny_student")
+
+
+def tiny_teacher(path: Path, seed: int) -> Path:
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((TEACHER, TEACHER, 3))
+    y = keras.layers.Conv2D(12, 5, strides=2, activation="relu")(x)
+    y = keras.layers.Conv2D(24, 3, strides=2, activation="relu")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    keras.Model(x, keras.layers.Dense(DIM)(y), name=f"teacher{seed}").save(path)
+    return path
+
+
+def by_hand(model_path: Path, folder: Path, rels: list[str], mirror: bool = False) -> np.ndarray:
+    """The teacher's unit embeddings computed here: cv2 read, RGB, (x - 127.5) / 128, the model."""
+    model = keras.saving.load_model(model_path)
+    imgs = np.stack([cv2.cvtColor(cv2.imread(str(folder / r)), cv2.COLOR_BGR2RGB) for r in rels]).astype(np.float32)
+    if mirror:
+        imgs = imgs[:, :, ::-1]
+    e = keras.ops.convert_to_numpy(model((imgs - 127.5) / 128.0)).astype(np.float64)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_cached_teacher_embeddings_equal_recomputed_ones_and_follow_the_teacher(chips, tmp_path):
+    _, teacher_dir, rels = chips
+    rels = rels[:40] + ["Nobody/Nobody_0001.jpg"]  # the last has no chip
+    first = tiny_teacher(tmp_path / "t1.keras", 1)
+    cache = tmp_path / "run"
+    values, ok, stats = teacher_embeddings(load_embedding_teacher(first), rels, teacher_dir, cache_dir=cache,
+                                           mirrors=True, save_every=16)
+    assert values.shape == (41, 2, DIM) and ok[:40].all() and not ok[40] and not values[40].any()
+    assert stats["computed"] == 41 and stats["reused"] == 0 and stats["missing"] == 1
+    np.testing.assert_allclose(values[:40, 0], by_hand(first, teacher_dir, rels[:40]), atol=1e-5)
+    np.testing.assert_allclose(values[:40, 1], by_hand(first, teacher_dir, rels[:40], mirror=True), atol=1e-5)
+    assert (cache / f"{CACHE_NAME}.npy").is_file()
+    meta = json.loads((cache / f"{CACHE_NAME}.json").read_text())
+    assert meta["paths"] == rels and meta["fingerprint"]["views"] == 2
+
+    # the same teacher again (reloaded): everything from the cache, the same values; a subset in another order too
+    again, ok2, stats2 = teacher_embeddings(load_embedding_teacher(first), rels[::-1], teacher_dir, cache_dir=cache,
+                                            mirrors=True)
+    assert stats2["reused"] == 41 and stats2["computed"] == 0
+    np.testing.assert_array_equal(again[::-1], values)
+    np.testing.assert_array_equal(ok2[::-1], ok)
+
+    # another teacher (other weights) in the same run folder: the cache is stale, everything is recomputed
+    second = tiny_teacher(tmp_path / "t2.keras", 2)
+    other, _, stats3 = teacher_embeddings(load_embedding_teacher(second), rels, teacher_dir, cache_dir=cache,
+                                          mirrors=True)
+    assert stats3["reused"] == 0 and stats3["computed"] == 41
+    np.testing.assert_allclose(other[:40, 0], by_hand(second, teacher_dir, rels[:40]), atol=1e-5)
+    assert np.abs(other[:40] - values[:40]).max() > 1e-2
+    # and without mirrors the fingerprint differs too (other views)
+    _, _, stats4 = teacher_embeddings(load_embedding_teacher(second), rels, teacher_dir, cache_dir=cache)
+    assert stats4["reused"] == 0
+
+
+def _cosine_to_teacher(student, student_dir, teacher_values, rels):
+    imgs = np.stack([cv2.cvtColor(cv2.imread(str(student_dir / r)), cv2.COLOR_BGR2RGB) for r in rels])
+    e = keras.ops.convert_to_numpy(student((imgs.astype(np.float32) - 127.5) / 128.0)).astype(np.float64)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    own = float(np.mean(np.sum(e * teacher_values, axis=1)))
+    # per face, beyond the common direction: both sides centred on their mean, own target vs another face's
+    ec, tc = e - e.mean(0), teacher_values - teacher_values.mean(0)
+    ec /= np.linalg.norm(ec, axis=1, keepdims=True)
+    tc /= np.linalg.norm(tc, axis=1, keepdims=True)
+    centred_own = float(np.mean(np.sum(ec * tc, axis=1)))
+    centred_other = float(np.mean(np.sum(ec * np.roll(tc, 1, axis=0), axis=1)))
+    return own, centred_own, centred_other
+
+
+def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips, tmp_path):
+    student_dir, teacher_dir, rels = chips
+    teacher = tiny_teacher(tmp_path / "teacher.keras", 3)
+    # the starting student, saved, so that "before" is exactly where the run starts (--init-from); it gives
+    # 32-d embeddings, the teacher 16-d: the trainer's projection is part of the saved student
+    keras.utils.set_random_seed(0)
+    start = with_projection(tiny_student(32), DIM)
+    assert start.get_layer("distill_projection").units == DIM
+    start.save(tmp_path / "start.keras")
+    held_names = {n for p in parse_pairs(student_dir / "pairsVal.txt") for n in (p.name1, p.name2)}
+    held = [r for r in rels if r.split("/")[0] in held_names]
+    target = by_hand(teacher, teacher_dir, held)
+    before, before_centred, _ = _cosine_to_teacher(start, student_dir, target, held)
+
+    cfg = ClassifyExperiment(name="distill-test", backbone="tiny_student", data=str(student_dir),
+                             image_size=STUDENT, objective="distillation", ce_weight=0.0,
+                             embedding_teacher=str(teacher), teacher_data=str(teacher_dir),
+                             embedding_distill_weight=1.0, flip=True, init_from=str(tmp_path / "start.keras"),
+                             epochs=5, batch_size=32, learning_rate=3e-3, verify_every=0)
+    run = train_classifier(cfg, run_dir=tmp_path / "run", verbose=0)
+    h = json.loads((run.run_dir / "history.json").read_text())
+    assert [k for k in h if k.startswith("loss_")] == ["loss_embedding_distill"]
+    assert "accuracy" not in h and "val_accuracy" not in h  # no classifier is trained
+    assert h["loss_embedding_distill"][-1] < 0.8 * h["loss_embedding_distill"][0]
+    assert h["val_teacher_cosine"][-1] > h["val_teacher_cosine"][0]
+    report = json.loads((run.run_dir / "data_report.json").read_text())["teacher"]
+    assert report["views"] == 2 and report["computed"] == report["images"] and report["missing"] == 0
+    assert (run.run_dir / f"{CACHE_NAME}.npy").is_file()
+
+    trained = keras.saving.load_model(run.run_dir / "model.keras")
+    assert trained.outputs[0].shape[-1] == DIM
+    after, after_centred, other_face = _cosine_to_teacher(trained, student_dir, target, held)
+    assert after > before + 0.1, (before, after)
+    # it follows each face's own target, not only the mean direction of the teacher's embeddings
+    assert after_centred > before_centred + 0.1 and after_centred > other_face + 0.1, \
+        (before_centred, after_centred, other_face)
+
+
+def test_presets_and_settings_rules():
+    for name, bb in (("distill-sqnxt23v5-1.0", "sqnxt23v5_w1"), ("distill-sqnxt23v5-2.0", "sqnxt23v5_w2"),
+                     ("distill-vargfacenet", "vargfacenet")):
+        p = CLASSIFY_PRESETS[name]
+        assert p.backbone == bb and p.embedding_teacher == "dlib-resnet-v1" and p.embedding_distill_weight > 0
+        assert p.ce_weight == 0 and p.flip and p.image_size == 112
+        assert p.train_folds == tuple(range(1, 10)) and p.holdout_folds == (10,)
+    with pytest.raises(ValueError, match="--embedding-teacher"):
+        get_classify_preset("sqnxt23v5-1.0").override(embedding_distill_weight=1.0)
+    with pytest.raises(ValueError, match="--teacher-data needs"):
+        get_classify_preset("sqnxt23v5-1.0").override(teacher_data="x")
+    with pytest.raises(ValueError, match="objective distillation"):
+        get_classify_preset("thinresnet34-amsoftmax").override(embedding_teacher="dlib-resnet-v1")
+
+
+def test_missing_teacher_data_is_one_clear_line(chips, tmp_path):
+    student_dir, _, _ = chips
+    teacher = tiny_teacher(tmp_path / "teacher.keras", 4)
+    cfg = ClassifyExperiment(name="distill-bad", backbone="tiny_student", data=str(student_dir),
+                             image_size=STUDENT, objective="distillation", ce_weight=0.0,
+                             embedding_teacher=str(teacher), teacher_data=str(tmp_path / "nope"),
+                             embedding_distill_weight=1.0, epochs=1, batch_size=32, verify_every=0)
+    with pytest.raises(FileNotFoundError, match="--teacher-data .*nope: not found"):
+        train_classifier(cfg, run_dir=tmp_path / "run", verbose=0)
