@@ -448,9 +448,9 @@ class ClassifyExperiment(Settings):
     center_crop: float = _center_crop()
     augment: str = setting("none", group="data", choices=AUGMENTATIONS,
                            help="augmentation policy (docs/augmentation.md)")
-    flip: bool = setting(False, group="data",
-                         help="mirror each training face with probability 0.5; with --embedding-teacher the target "
-                              "is the teacher's embedding of the mirrored chip")
+    flip: bool | None = setting(None, group="data",
+                                help="mirror each training face with probability 0.5; with --embedding-teacher the "
+                                     "target is the teacher's embedding of the mirrored chip (default: off)")
     max_per_identity: int = setting(200, group="data", minimum=1,
                                     help="margin objectives: images of one identity per epoch (report 001: 200)")
     cache_mb: int = setting(2048, group="data", minimum=0,
@@ -498,12 +498,14 @@ class ClassifyExperiment(Settings):
         help="the embedding teacher's own face chips of the same images, at the same relative paths as --data "
              "(e.g. `kerasface align SRC DST --template dlib --size 150` for dlib-resnet-v1; default: --data's "
              "images resized to the teacher's input)")
-    embedding_distill_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--embedding-distill",
-                                              help="teacher-student: unit student embedding regressing the "
-                                                   "--embedding-teacher's unit embedding")
-    embedding_distill_metric: str = setting("cosine", group=_DISTILL, choices=("cosine", "l2"),
-                                            help="--embedding-distill per image: 1 - cosine, or the squared L2 "
-                                                 "distance of the unit vectors (= 2 x the cosine form)")
+    # the settings added after run folders of earlier releases were written default to None (= off / the
+    # default), so that those folders, which lack them, still resume with the same command
+    embedding_distill_weight: float | None = setting(None, group=_DISTILL, minimum=0.0, flag="--embedding-distill",
+                                                     help="teacher-student: unit student embedding regressing the "
+                                                          "--embedding-teacher's unit embedding (default: off)")
+    embedding_distill_metric: str | None = setting(None, group=_DISTILL, choices=("cosine", "l2"),
+                                                   help="--embedding-distill per image: 1 - cosine (default), or "
+                                                        "the squared L2 distance of the unit vectors (= 2 x cosine)")
     optimizer: str = setting("adam", group="optimisation", choices=("adam", "adamw"), help="optimizer")
     learning_rate: float = _learning_rate()
     weight_decay: float = setting(0.01, group="optimisation", minimum=0.0, help="AdamW weight decay")

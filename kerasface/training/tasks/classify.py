@@ -162,8 +162,9 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
             triplet_weight=cfg.triplet_weight, triplet_margin=cfg.triplet_margin,
             hard_mining_fraction=cfg.hard_mining_fraction, embedding_l2_weight=cfg.embedding_l2_weight,
             soft_ce_weight=cfg.soft_ce_weight, hard_ce_weight=cfg.hard_ce_weight, temperature=cfg.temperature,
-            embedding_distill_weight=cfg.embedding_distill_weight,
-            embedding_distill_metric=cfg.embedding_distill_metric, teacher_embedding_dim=teacher_embedding_dim,
+            embedding_distill_weight=cfg.embedding_distill_weight or 0.0,
+            embedding_distill_metric=cfg.embedding_distill_metric or "cosine",
+            teacher_embedding_dim=teacher_embedding_dim,
             name=f"{backbone.name}_distillation")
         head = model.classifier
     else:
@@ -260,7 +261,7 @@ class ClassifyTask(Task):
                                     "--data's images, e.g. `kerasface align SRC DST --template dlib --size 150`)")
         rows = np.concatenate([self.train_rows, self.val_rows])
         values, ok, stats = teacher_embeddings(teacher, index.paths(rows), chips, cache_dir=run_dir,
-                                               mirrors=cfg.flip, center_crop=1.0 if cfg.teacher_data
+                                               mirrors=bool(cfg.flip), center_crop=1.0 if cfg.teacher_data
                                                else cfg.center_crop, on_error=cfg.on_error)
         table = np.full((len(index), values.shape[1], values.shape[2]), np.nan, np.float32)
         table[rows] = values

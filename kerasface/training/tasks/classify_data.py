@@ -99,7 +99,7 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
     objective's dict also holds ``"teacher_embedding"`` ``[n, D]``, the target of each (mirrored or not) face.
     ``cfg.flip`` mirrors each face with probability 0.5 before the ``cfg.augment`` policy."""
     s = store.size
-    if teacher is not None and cfg.flip and teacher.shape[1] < 2:
+    if teacher is not None and bool(cfg.flip) and teacher.shape[1] < 2:
         raise ValueError("flip needs the teacher's embeddings of the mirrored faces (views = 2)")
 
     def gen():
@@ -124,12 +124,12 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
     rnd = tf.data.Dataset.random(seed=cfg.seed + 1000 * start_epoch, rerandomize_each_iteration=False)
 
     def policy(x, r):
-        return augment(flip_faces(x, r)[0] if cfg.flip else x, r)
+        return augment(flip_faces(x, r)[0] if bool(cfg.flip) else x, r)
 
     if teacher is not None:
         def fmt(batch, r):
             x, y, t = batch
-            x, target = flip_faces(x, r, t) if cfg.flip else (x, t[:, 0])
+            x, target = flip_faces(x, r, t) if bool(cfg.flip) else (x, t[:, 0])
             return {"image": normalize_faces(augment(x, r)), "label": y, "teacher_embedding": target}, y
 
         ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
