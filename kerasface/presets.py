@@ -179,9 +179,10 @@ for _w, _bb, _plain, _ts in (("1.0", "sqnxt23v5_w1", None, 78.42), ("2.0", "sqnx
 
 _DISTILL_PRETRAINED = ("Students of {bb} distilled from the frozen pretrained dlib-resnet-v1 (its embeddings "
                        "of its own 150x150 dlib chips, --teacher-data, cached once per image and mirror): 1 - "
-                       "cosine of the unit embeddings, no labels; 112x112 ArcFace-aligned crops (--data), random "
-                       "flips; LFW pairs.txt folds 1-9's people, fold 10 held out; Adam 1e-3, cosine restarts, "
-                       "batch 64, {epochs} epochs (docs/experiments/teacher-student.md)")
+                       "cosine of the unit embeddings, no labels (people with one image too); 112x112 "
+                       "ArcFace-aligned crops (--data), random flips; LFW pairs.txt folds 1-9's people, fold 10 "
+                       "held out; Adam 1e-3, cosine restarts, batch 64, {epochs} epochs "
+                       "(docs/experiments/teacher-student.md)")
 # Report 002's basic augmentation (rotation, scale, colour) is not in this release's augmentations: flips only.
 _DISTILL_PRETRAINED_COMMON = {
     "objective": "distillation", "embedding_teacher": "dlib-resnet-v1", "teacher_data": "REQUIRED",
@@ -189,6 +190,7 @@ _DISTILL_PRETRAINED_COMMON = {
     "image_size": 112, "flip": True, "augment": "none", "train_folds": tuple(range(1, 10)), "holdout_folds": (10,),
     "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine_restarts", "min_lr": 1e-5,
     "batch_size": 64, "max_per_identity": 200, "verify_every": 2,
+    "min_images": 1,  # no labels are used: people with one image teach as much as the others
 }
 _DISTILL_PRETRAINED_PRESETS = [
     {"name": "distill-sqnxt23v5-1.0", "backbone": "sqnxt23v5_w1", "epochs": 12, "cycle_epochs": 12.0,
