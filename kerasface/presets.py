@@ -191,6 +191,7 @@ _DISTILL_PRETRAINED_COMMON = {
     "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine_restarts", "min_lr": 1e-5,
     "batch_size": 64, "max_per_identity": 200, "verify_every": 2,
     "min_images": 1,  # no labels are used: people with one image teach as much as the others
+    "bn_momentum": 0.99,  # runs of 900-1,800 steps: the BN statistics the saved student uses must keep up
 }
 _DISTILL_PRETRAINED_PRESETS = [
     {"name": "distill-sqnxt23v5-1.0", "backbone": "sqnxt23v5_w1", "epochs": 12, "cycle_epochs": 12.0,
