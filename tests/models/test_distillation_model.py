@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from kerasface.losses import (
     batch_hard_triplet_loss,
+    embedding_distillation_loss,
     embedding_l2_loss,
     hard_cross_entropy,
     logit_mse_loss,
@@ -30,7 +31,7 @@ from kerasface.models.distillation import LOSS_TERMS
 P, K = 4, 4  # identities x images per identity
 WEIGHTS = {"ce_weight": 1.0, "center_weight": 0.3, "prelogit_norm_weight": 0.01, "triplet_weight": 0.7,
            "embedding_l2_weight": 0.05, "soft_ce_weight": 0.5, "hard_ce_weight": 0.2,
-           "logit_mse_weight": 0.1}
+           "logit_mse_weight": 0.1, "embedding_distill_weight": 0.4}
 
 
 def tiny_backbone(size, dim, name):
@@ -93,6 +94,7 @@ def independent_terms(model, images, labels):
         "soft_ce": float(soft_cross_entropy(logits, t_logits, 3.0)),
         "hard_ce": float(hard_cross_entropy(logits, t_logits)),
         "logit_mse": float(logit_mse_loss(logits, t_logits)),
+        "embedding_distill": float(embedding_distillation_loss(proj, t_emb, "cosine")),
     }
 
 
