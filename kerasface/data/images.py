@@ -260,7 +260,7 @@ def check_image_size(data: bytes, name: str) -> tuple[str, int, int]:
     if dims is None:
         fmt = image_format(data)
         if fmt is None:
-            raise CorruptImageError(f"corrupt image {name!r}: not an image in a supported format "
+            raise CorruptImageError(f"corrupt image {name!r}: cannot decode, not an image in a supported format "
                                     f"({', '.join(CHECKED_FORMATS)}); first bytes {bytes(data[:8])!r}")
         raise CorruptImageError(f"corrupt image {name!r}: cannot decode, {fmt} header is truncated or gives no size")
     fmt, w, h = dims
