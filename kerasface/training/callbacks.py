@@ -134,7 +134,9 @@ class RunBackup(keras.callbacks.Callback):
     ``on_train_begin`` it restores that state and sets the model's initial
     epoch, so ``fit`` runs only the remaining epochs.  ``nan_guard``: a
     :class:`StopOnNaN` whose trip stops further saving.  The folder is
-    deleted when training ends normally (``delete_on_end``).
+    deleted when training ends normally (``delete_on_end``); the trainers turn
+    that off and delete it (:meth:`delete`) only once ``metrics.json`` says the
+    run is complete, so a kill during the final evaluation loses nothing.
     """
 
     STATE = "state.json"

@@ -89,8 +89,11 @@ def resume_point(run_dir: Path, resolved: dict) -> int:
         raise ValueError(f"run folder {run_dir} already holds a complete run; choose a new --run-dir")
     stale = remove_stale_temporaries(run_dir)
     done = RunBackup.saved_epoch(run_dir / "backup")
-    logger.info("resuming %s after %d finished epoch(s)%s", run_dir, done,
-                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "")
+    planned = resolved.get("epochs")
+    finished = (f"; all {done} epoch(s) are finished: completing the final evaluation and report"
+                if isinstance(planned, int) and done >= planned > 0 else "")
+    logger.info("resuming %s after %d finished epoch(s)%s%s", run_dir, done,
+                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "", finished)
     return done
 
 

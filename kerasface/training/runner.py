@@ -215,7 +215,8 @@ def _run(task: Task, run_dir, verbose, runtime: Runtime, run_name: str, tensorbo
     guard = StopOnNaN()
     writer = RunFolderWriter(run_dir, task.title, task.summary, models=task.models, plot=task.plot, csv=True,
                              nan_guard=guard)
-    run = Run(run_dir, runtime, done_epochs, guard, writer, RunBackup(run_dir / "backup", nan_guard=guard))
+    run = Run(run_dir, runtime, done_epochs, guard, writer, RunBackup(run_dir / "backup", nan_guard=guard,
+                                                                   delete_on_end=False))
     # 5. fit
     t0 = time.perf_counter()
     try:
@@ -260,6 +261,9 @@ def _callbacks(task: Task, run: Run, tensorboard) -> list:
 def _fit_keras(task: Task, model: keras.Model, run: Run, verbose, tensorboard) -> Stop | None:
     """Keras's ``fit``; the backup restores a resumed run in ``on_train_begin``."""
     run.writer.resume(run.done_epochs)
+    if run.done_epochs >= task.cfg.epochs:  # every epoch finished, the report did not: the last epoch's model
+        run.backup.restore(model)
+        return None
     callbacks = _callbacks(task, run, tensorboard)
     model.fit(epochs=task.cfg.epochs, callbacks=callbacks, verbose=verbose, **task.fit_arguments(run.done_epochs))
     if run.guard.tripped:
@@ -287,8 +291,7 @@ def _fit_epoch_loop(task: EpochLoopTask, model: keras.Model, run: Run) -> Stop |
         stop = task.end_epoch(epoch, logs, writer.epoch_seconds[-1])
         if stop is not None:
             return stop
-    backup.delete()  # complete: nothing to resume (a stopped run keeps it)
-    return None
+    return None  # the backup stays until metrics.json says complete (_finish)
 
 
 def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunResult:
@@ -309,6 +312,10 @@ def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunR
         metrics["verification"] = scores.metrics
     metrics = jsonable(task.report(metrics, model, run))  # what metrics.json holds (NaN/inf as None)
     write_json(run_dir / "metrics.json", metrics)
+    if metrics.get("complete"):
+        # only now: a kill during the final evaluation or report above leaves the backup, and the same
+        # command then completes the report (every epoch done) instead of training again
+        run.backup.delete()
     return task.result(run_dir, metrics, model)
 
 
