@@ -5,7 +5,8 @@ from __future__ import annotations
 __all__ = ["BAD_INPUT", "COLLAPSED", "EXIT_CODES", "FAILURE", "INTERRUPTED", "NON_FINITE_LOSS", "OK", "epilog"]
 
 OK = 0
-#: an unexpected error (its traceback is printed), or a run that stopped for another reason
+#: an unexpected error (one line with its type; --verbose prints the traceback), or a run that stopped
+#: for another reason
 FAILURE = 1
 #: bad command line or input: unknown preset or flag value, missing data, unwritable folder, ...
 BAD_INPUT = 2
@@ -18,7 +19,7 @@ INTERRUPTED = 130
 
 EXIT_CODES = {
     OK: "success",
-    FAILURE: "failure (an unexpected error, with its traceback)",
+    FAILURE: "failure (an unexpected error: one line with its type; --verbose prints the traceback)",
     BAD_INPUT: "bad command line or input (unknown preset, missing data, unwritable folder, ...)",
     NON_FINITE_LOSS: "training stopped on a NaN/inf loss (the run folder keeps the last good epoch)",
     COLLAPSED: "triplet training stopped: the embeddings collapsed (--collapse-floor)",
