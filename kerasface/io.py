@@ -80,8 +80,13 @@ def load_model(path, **kwargs):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {str(path)!r}" + (" (it is a folder)" if path.is_dir() else ""))
+    import zipfile
+
     import keras
 
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(f"cannot load the model {str(path)!r}: the file exists but is not a .keras zip archive "
+                         f"(corrupt or truncated, {path.stat().st_size} bytes)")
     try:
         return keras.saving.load_model(path, **kwargs)
     except Exception as e:
