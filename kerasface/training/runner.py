@@ -40,6 +40,7 @@ A task, in short::
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,14 +204,20 @@ def _run(task: Task, run_dir, verbose, runtime: Runtime, run_name: str, tensorbo
     cfg = task.cfg
     # 1. run folder: new, or the same settings resumed
     settings = task.settings()
+    made_here = not run_dir
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, run_name)
-    done_epochs = open_run_folder(run_dir, settings, runtime)
-    # 2. seed and data
-    keras.utils.set_random_seed(cfg.seed)
-    task.prepare(run_dir, verbose, runtime)
-    # 3. the model, on the runtime
-    with runtime.precision(), runtime.scope():
-        model = task.build(runtime)
+    try:
+        done_epochs = open_run_folder(run_dir, settings, runtime)
+        # 2. seed and data
+        keras.utils.set_random_seed(cfg.seed)
+        task.prepare(run_dir, verbose, runtime)
+        # 3. the model, on the runtime
+        with runtime.precision(), runtime.scope():
+            model = task.build(runtime)
+    except Exception:
+        if made_here:  # a failed start leaves no junk folder behind (a named --run-dir is replaced by a rerun)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     # 4. per-epoch machinery: NaN stop, run folder writer, kill-safe backup
     guard = StopOnNaN()
     writer = RunFolderWriter(run_dir, task.title, task.summary, models=task.models, plot=task.plot, csv=True,
