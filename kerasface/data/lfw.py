@@ -61,8 +61,18 @@ def _read_lines(path_or_lines) -> tuple[str, list[str]]:
         p = Path(path_or_lines)
         if not p.is_file():
             raise FileNotFoundError(f"pairs list not found: {str(p)!r}")
-        return str(p), p.read_text(encoding="utf-8").splitlines()
-    return "<lines>", [str(line).rstrip("\r\n") for line in path_or_lines]
+        data = p.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")  # a byte-order mark (Notepad's UTF-8) is accepted
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{p}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                             "save the list as UTF-8") from None
+        return str(p), text.splitlines()
+    lines = [str(line).rstrip("\r\n") for line in path_or_lines]
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return "<lines>", lines
 
 
 def _int(field: str, where: str) -> int:
