@@ -117,8 +117,10 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def message(self) -> str:
         s = self.stopped or {}
+        epoch = s.get("epoch") or 1
+        kept = f"; the run folder keeps the model of epoch {epoch - 1}" if epoch > 1 else ""  # none in epoch 1
         return (f"training stopped: the loss became {s.get('loss')} at epoch {s.get('epoch')}, step {s.get('step')} "
-                f"(global step {s.get('global_step')}); the run folder keeps the model of the last finished epoch")
+                f"(global step {s.get('global_step')}){kept}")
 
 
 class RunBackup(keras.callbacks.Callback):

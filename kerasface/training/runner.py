@@ -335,6 +335,6 @@ def _stop_on_nan(task: Task, run: Run, stop: Stop) -> None:
         where = f": {run_dir}"
     else:
         base = {"preset": task.cfg.name, "complete": False, "epochs_run": 0, "epochs_planned": task.cfg.epochs}
-        where = f": no epoch finished, no model was written ({run_dir})"
+        where = f"; no epoch finished, no model was written ({run_dir})"
     write_json(run_dir / "metrics.json", jsonable(base | task.stop_fields(stop)))
     raise FloatingPointError(stop.message + where)
