@@ -221,6 +221,11 @@ def pack(src, out, shards: int = 8, image_size: int | None = None, center_crop: 
     else:
         if not Path(src).exists():
             raise FileNotFoundError(f"SRC {src}: no such file or folder")
+        if Path(src).is_file():
+            with open(src, "rb") as f:
+                fmt = image_format(f.read(64))
+            if fmt is not None:
+                raise ValueError(f"SRC {src} is a {fmt} image, not a folder tree, zip or file list")
         index, src_name = IdentityIndex.open(src), str(Path(src).resolve())
     if min_images > 1:
         index = index.filter(min_images=min_images)

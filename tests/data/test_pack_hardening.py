@@ -95,3 +95,10 @@ def test_a_full_disk_is_an_oserror_naming_the_shard(odd_formats, tmp_path, monke
 def test_pack_refuses_values_out_of_range(odd_formats, tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         pack(odd_formats, tmp_path / "out", shards=1, progress=False, **kw)
+
+
+def test_an_image_given_as_src_is_one_clear_error(sample_dir, tmp_path):
+    jpeg = sorted((sample_dir / "lfw").glob("*/*.jpg"))[0]
+    with pytest.raises(ValueError, match=rf"SRC {jpeg} is a jpeg image, not a folder tree, zip or file list"):
+        pack(jpeg, tmp_path / "out", shards=1, progress=False)
+    assert not (tmp_path / "out").exists()
