@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,24 @@ def parse_pairs(path_or_lines: str | os.PathLike | Iterable[str]) -> list[Pair]:
     return pairs
 
 
+def _other_normalisation(source: ImageSource, names: Sequence[str], checked: int = 100) -> str:
+    """A note when missing names exist in ``source`` spelled in another Unicode normalisation form (a list
+    in NFC against folders in NFD print identically), else ``""``."""
+    found = []
+    for rel in names[:checked]:
+        for form in ("NFC", "NFD"):
+            alt = unicodedata.normalize(form, rel)
+            if alt != rel and source.exists(alt):
+                found.append((rel, form))
+                break
+    if not found:
+        return ""
+    rel, form = found[0]
+    return (f"; {len(found)} of them exist spelled in Unicode {form} (e.g. {rel!r}), the list spells them "
+            f"otherwise: they look the same but are different names; rename the folders or rewrite the list "
+            f"in {form}")
+
+
 def resolve_pairs(pairs: Sequence[Pair], source: ImageSource | str | os.PathLike,
                   on_missing: str = "skip") -> tuple[list[Pair], list[tuple[Pair, str]]]:
     """Check that both images of every pair exist in ``source``.
@@ -165,7 +184,7 @@ def resolve_pairs(pairs: Sequence[Pair], source: ImageSource | str | os.PathLike
         names = list(dict.fromkeys(rel for _, rel in missing))
         n_dropped = len(pairs) - len(kept)
         msg = (f"{n_dropped} of {len(pairs)} pairs reference {len(names)} image(s) missing from {source!r}; "
-               f"first: {', '.join(names[:5])}")
+               f"first: {', '.join(names[:5])}") + _other_normalisation(source, names)
         if on_missing == "error":
             raise FileNotFoundError(msg)
         logger.warning("%s -- these pairs are skipped", msg)

@@ -100,3 +100,20 @@ def test_pairs_lists_with_a_bom_or_in_latin_1(tmp_path):
     latin.write_bytes("1\nJos\xe9\t1\t2\nAnn\t1\tBob\t1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin.txt, line 2: not UTF-8 text \(byte 0xe9"):
         parse_pairs(latin)
+
+
+def test_names_in_nfc_against_folders_in_nfd_are_said_so(sample_dir, tmp_path):
+    import shutil
+    import unicodedata
+
+    from kerasface.data.lfw import resolve_pairs
+
+    face = sorted((sample_dir / "lfw").glob("*/*.jpg"))[0]
+    nfc, nfd = unicodedata.normalize("NFC", "José_Doe"), unicodedata.normalize("NFD", "José_Doe")
+    assert nfc != nfd
+    for i in (1, 2):
+        (tmp_path / "lfw" / nfd).mkdir(parents=True, exist_ok=True)
+        shutil.copy(face, tmp_path / "lfw" / nfd / f"{nfd}_000{i}.jpg")
+    pairs = parse_pairs(["1", f"{nfc}\t1\t2", f"{nfc}\t1\t{nfc}\t2"])
+    with pytest.raises(FileNotFoundError, match=r"exist spelled in Unicode NFD .*look the same but are different"):
+        resolve_pairs(pairs, tmp_path, on_missing="error")
