@@ -73,3 +73,17 @@ def test_train_classify_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     straight, resumed = _straight_and_resumed(lambda d: train_classifier(cfg, run_dir=d, verbose=0), tmp_path,
                                               monkeypatch)
     _same_run(straight, resumed, lambda r: r.model)
+
+
+def test_train_triplet_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    from kerasface.models import registry
+    from kerasface.presets import get_triplet_preset
+    from kerasface.training.tasks.triplet import train_triplet
+
+    monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
+    cfg = get_triplet_preset("facenet-nn2").override(
+        backbone="micro_nan", image_size=32, mining="semi_hard", batch_size=32, k_images=4, epochs=3,
+        chunk_size=1000, images_per_identity=10, center_crop=0.6, probe_size=32, verify_every=0)
+    straight, resumed = _straight_and_resumed(lambda d: train_triplet(cfg, run_dir=d, verbose=0), tmp_path,
+                                              monkeypatch)
+    _same_run(straight, resumed, lambda r: r.model)
