@@ -17,6 +17,7 @@ Settings renamed since an older run folder was written are mapped back by
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 import warnings
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ __all__ = [
     "SettingInfo",
     "Settings",
     "TripletExperiment",
+    "COMMAND_SETTINGS",
+    "check_command_setting",
     "setting",
     "setting_info",
     "upgrade_settings",
@@ -114,6 +117,9 @@ class SettingInfo:
         return None
 
     def in_range(self, value) -> bool:
+        """Within the bounds; a NaN or infinite number is never in a declared range."""
+        if isinstance(value, float) and not math.isfinite(value) and self.describe_range():
+            return False
         return not ((self.minimum is not None and value < self.minimum)
                     or (self.maximum is not None and value > self.maximum)
                     or (self.above is not None and value <= self.above)
@@ -134,6 +140,36 @@ def setting(default=dataclasses.MISSING, *, help: str, group: str = "settings", 
 def setting_info(field: dataclasses.Field) -> SettingInfo:
     """The :class:`SettingInfo` of a schema field."""
     return field.metadata[_KEY]
+
+
+def _command_setting(help: str, **bounds) -> SettingInfo:
+    return setting_info(setting(help=help, **bounds))
+
+
+#: The numeric flags of the commands that take no preset (evaluate, align, pack), declared here with
+#: their ranges like the schema's fields, so that every command refuses the same values with the same
+#: words (:func:`check_command_setting`; ``kerasface.cli.flags.ranged`` turns them into flag types).
+COMMAND_SETTINGS = {
+    "image_size": _command_setting("input side in pixels", minimum=1),
+    "center_crop": _command_setting("fraction of the shorter side kept", above=0.0, maximum=1.0),
+    "batch_size": _command_setting("images per batch", minimum=1),
+    "cases": _command_setting("pairs of each kind drawn", minimum=0),
+    "jpeg_quality": _command_setting("JPEG quality", minimum=1, maximum=100),
+    "limit": _command_setting("first N images only", minimum=1),
+    "shards": _command_setting("shard files", minimum=1),
+    "workers": _command_setting("decoding threads", minimum=1),
+    "min_images": _command_setting("fewest images of an identity", minimum=1),
+    "grid_n": _command_setting("faces drawn", minimum=1),
+}
+
+
+def check_command_setting(name: str, value, flag: str | None = None):
+    """``value`` when it is in the range of ``COMMAND_SETTINGS[name]``; ``ValueError`` naming the flag
+    otherwise (a NaN or infinite number is never in range)."""
+    info = COMMAND_SETTINGS[name]
+    if value is not None and not info.in_range(value):
+        raise ValueError(f"{flag or '--' + name.replace('_', '-')} must be {info.describe_range()}, got {value}")
+    return value
 
 
 class Settings:

@@ -268,8 +268,7 @@ class ClassifyTask(Task):
         return {"x": self.runtime.shard(ds, source="generator"), "steps_per_epoch": len(plan0)}
 
     def plot(self, history: dict, path) -> None:
-        keys = [k for k in ("loss", "accuracy", "verify_eer", "verify_accuracy") if k in history]
-        plot_history(history, path, title=self.title, metrics=tuple(keys))
+        plot_history(history, path, title=self.title)  # CURVE_PANELS: the panel order of every trainer
 
     def summary(self, h: dict, epoch_seconds: list, complete: bool) -> dict:
         later = epoch_seconds[1:] or epoch_seconds

@@ -88,30 +88,34 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
             plan = batch_plan(cfg, labels, e)
             if not len(plan):
                 raise RuntimeError(f"epoch {e} has no full batch")
-            for b in plan:
-                yield store.get(rows[b]), labels[b].astype(np.int32)
+            for i, b in enumerate(plan):
+                yield store.get(rows[b]), labels[b].astype(np.int32), np.array([e, i], np.int64)
             e += 1
 
     n = cfg.identities_per_batch * cfg.m_images if cfg.identity_batches else cfg.batch_size
-    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32))
+    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32), tf.TensorSpec((2,), tf.int64))
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
     policy = make_augment(cfg.augment)
-    rnd = tf.data.Dataset.random(seed=cfg.seed + 1000 * start_epoch, rerandomize_each_iteration=False)
+    base = tf.constant([cfg.seed, 1000], tf.int64)
+
+    def batch_seed(epoch_batch):
+        # the augmentation of batch b of epoch e depends on (seed, e, b) only: a resumed run augments as one
+        # that never stopped
+        key = tf.random.experimental.stateless_fold_in(base, epoch_batch[0])
+        key = tf.random.experimental.stateless_fold_in(key, epoch_batch[1])
+        return tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
 
     if cfg.objective == "angproto":
         target = tf.range(cfg.identities_per_batch, dtype=tf.int32)
 
-        def fmt(pair, r):
-            x, _ = pair
-            return normalize_faces(policy(x, r)), target
+        def fmt(x, _, eb):
+            return normalize_faces(policy(x, batch_seed(eb))), target
     elif cfg.objective == "distillation":
-        def fmt(pair, r):
-            x, y = pair
-            return {"image": normalize_faces(policy(x, r)), "label": y}, y
+        def fmt(x, y, eb):
+            return {"image": normalize_faces(policy(x, batch_seed(eb))), "label": y}, y
     else:
-        def fmt(pair, r):
-            x, y = pair
-            return (normalize_faces(policy(x, r)), y), y
+        def fmt(x, y, eb):
+            return (normalize_faces(policy(x, batch_seed(eb))), y), y
 
-    ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2)
