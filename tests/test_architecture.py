@@ -28,7 +28,8 @@ FLOORS = {
     0: ("kerasface._lazy", "kerasface.io", "kerasface.ops", "kerasface.config", "kerasface.layers",
         "kerasface.face_spec"),  # contracts
     1: ("kerasface.losses.*",),  # keras.ops building blocks
-    2: ("kerasface.models.*", "kerasface"),  # the package root registers layers, losses and models
+    # the package root registers layers, losses and models; pretrained/ converts published weights
+    2: ("kerasface.models.*", "kerasface.pretrained.*", "kerasface"),
     3: ("kerasface.data.*",),  # image sources, decoding, splits, sampling, pipelines
     4: ("kerasface.evaluation.*",  # reads images through data/, scores models
         "kerasface.recognition.*"),  # verify / represent / find / embed with any model and its FaceSpec

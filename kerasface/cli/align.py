@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", type=int, default=112, help="crop side in pixels: 112 (ArcFace, default), 160, 224, ...")
     g.add_argument("--margin", type=float, default=0.0,
                    help="context added around the ArcFace framing, as a fraction of it per side (default 0)")
+    g.add_argument("--template", choices=("arcface", "dlib"), default="arcface",
+                   help="where the eyes, nose and mouth go: arcface (default) or dlib (dlib's face chips, "
+                        "for the dlib-resnet-v1 pretrained model: --template dlib --size 150)")
     g.add_argument("--format", dest="fmt", choices=("jpg", "png"), default="jpg", help="crop file format (default jpg)")
     g.add_argument("--jpeg-quality", type=ranged("jpeg_quality"), default=95,
                    help="JPEG quality of the crops (default 95)")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from kerasface.data.align import AlignOptions
     from kerasface.data.align_run import align_tree, save_alignment_grid
 
-    opts = AlignOptions(size=args.size, margin=args.margin, pick=args.pick, min_confidence=args.min_confidence,
+    opts = AlignOptions(size=args.size, margin=args.margin, template=args.template, pick=args.pick,
+                        min_confidence=args.min_confidence,
                         min_face_size=args.min_face_size, on_no_face=args.on_no_face,
                         center_crop=args.center_crop, detect_max_side=args.detect_max_side)
     try:

@@ -17,6 +17,7 @@ HELP = "verification metrics of a saved model on a pairs list (10-fold, ROC, EER
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="saved .keras model (embedding model, Siamese verifier or triplet graph), "
+                                 "a training run folder, a pretrained model name (dlib-resnet-v1), "
                                  "or 'raw-pixels' for the non-learned baseline")
     p.add_argument("--data", help="LFW folder or zip, or the root of a pairs CSV's paths (default: the bundled "
                                   "sample data/lfw_sample; for a pairs CSV, the CSV's folder)")
@@ -35,8 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=ranged("image_size"), help="input side (default: the model's; raw-pixels: 64)")
     p.add_argument("--center-crop", type=ranged("center_crop", float), default=1.0,
                    help="fraction of the image kept before resizing (default 1.0: whole image)")
-    p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default="kerasface",
-                   help="pixel scaling the model expects: kerasface (x-127.5)/128 (default), unit x/255, raw 0..255")
+    p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default=None,
+                   help="pixel scaling the model expects: kerasface (x-127.5)/128, unit x/255, raw 0..255 "
+                        "(default: raw for a model that scales its own input, such as the pretrained ones, "
+                        "else kerasface)")
     p.add_argument("--low-light-seed", type=int,
                    help="darken every face with the report-000 low-light transform of this seed "
                         "(the vargface-lowlight presets use 1234)")
@@ -77,11 +80,17 @@ def run(args: argparse.Namespace) -> int:
     from kerasface.evaluation.embeddings import embedding_submodel
     from kerasface.evaluation.verification import default_pairs_file, evaluate_to_dir
     from kerasface.io import load_model
+    from kerasface.pretrained import NAMES, face_spec, resolve
 
     pairs = pairs or default_pairs_file(data)
+    normalization = args.normalization
     if args.model in BASELINES:
         model = BASELINES[args.model](args.image_size or 64)
         default_out = Path("runs") / f"{args.model}-eval-{pairs.stem}"
+    elif args.model in NAMES or Path(args.model).is_dir():
+        model = resolve(args.model)  # a pretrained name (built into the user cache) or a run folder
+        name = args.model if args.model in NAMES else Path(args.model).name
+        default_out = Path("runs") / f"{name}-eval-{pairs.stem}"
     else:
         path = Path(args.model)
         if not path.is_file():
@@ -91,12 +100,15 @@ def run(args: argparse.Namespace) -> int:
         if args.backbone_only:
             model = embedding_submodel(model)
             default_out = path.parent / f"eval-{pairs.stem}-backbone"
+    if normalization is None:  # a model whose first layer scales 0..255 pixels itself takes them raw
+        spec = face_spec(model) if hasattr(model, "layers") else None
+        normalization = "raw" if spec is not None and spec.input_scaling == "in-model" else "kerasface"
     out = Path(args.out) if args.out else default_out
     print(f"kerasface evaluate: {args.model} on {pairs} (images from {data})", flush=True)
     result = evaluate_to_dir(
         model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
         metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
-        normalization=args.normalization, low_light_seed=args.low_light_seed,
+        normalization=normalization, low_light_seed=args.low_light_seed,
         batch_size=args.batch_size, on_missing=args.on_missing, scores=args.scores,
         verbose=2 if not sys.stderr.isatty() else "auto",
     )

@@ -5,7 +5,8 @@ The pieces, from the bottom up:
 * :data:`ARCFACE_TEMPLATE` -- the five reference points (eye centres, nose tip,
   mouth corners) of the standard 112x112 ArcFace crop, and
   :func:`face_template`, the same points for a ``size`` x ``size`` crop with an
-  optional ``margin`` of extra context;
+  optional ``margin`` of extra context; :data:`DLIB_TEMPLATE`, where the same five
+  points fall in dlib's 150x150 face chips (``template="dlib"``);
 * :func:`estimate_similarity` -- the least-squares similarity transform
   (rotation, uniform scale, translation; no reflection, no shear) between two
   point sets, Umeyama's closed form, in NumPy;
@@ -47,6 +48,8 @@ from .images import CorruptImageError
 
 __all__ = [
     "ARCFACE_TEMPLATE",
+    "DLIB_TEMPLATE",
+    "TEMPLATES",
     "LANDMARK_NAMES",
     "AlignOptions",
     "AlignResult",
@@ -79,6 +82,26 @@ ARCFACE_TEMPLATE = np.array(
      [41.5493, 92.3655],
      [70.7299, 92.2041]], dtype=np.float64)
 ARCFACE_SIZE = 112
+
+#: Where MTCNN's five points (same order as above) fall in dlib's 150x150 face chips
+#: (``dlib.get_face_chip(image, shape, 150, 0.25)``: dlib's HOG detector, 5-point shape predictor
+#: and mean-face similarity transform), the chips dlib's ResNet face descriptor was trained on.
+#: Measured, not derived (dlib's 5 points are eye corners and the nose bottom, not MTCNN's):
+#: the mean over LFW images of MTCNN's points mapped into dlib's chip with dlib's own chip
+#: transform (``benchmarks/calibrate_dlib_template.py``: 391 of 400 seeded LFW images where both
+#: found the same face; per-point standard deviation 1.7 px at the eyes, 4-6 px at the nose and
+#: mouth; dlib's chip rebuilt from that transform differs from ``get_face_chip``'s by 0.49 / 255
+#: per pixel on average; docs/alignment.md).
+DLIB_TEMPLATE = np.array(
+    [[46.9585, 44.8011],
+     [100.4792, 44.7397],
+     [73.4151, 76.7495],
+     [50.1095, 104.0266],
+     [97.4127, 104.0202]], dtype=np.float64)
+DLIB_SIZE = 150
+
+#: Alignment templates: name -> (five points, the crop side they are given for).
+TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, ARCFACE_SIZE), "dlib": (DLIB_TEMPLATE, DLIB_SIZE)}
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 PICKS = ("largest", "central")
@@ -95,22 +118,27 @@ STATUSES = (ALIGNED, ALIGNED_MULTI, FALLBACK, NO_FACE, CORRUPT, ERROR)
 
 
 # --------------------------------------------------------------------------- geometry
-def face_template(size: int = ARCFACE_SIZE, margin: float = 0.0) -> np.ndarray:
+def face_template(size: int = ARCFACE_SIZE, margin: float = 0.0, template: str = "arcface") -> np.ndarray:
     """The five template points ``[5, 2]`` for a ``size`` x ``size`` crop.
 
-    ``margin`` adds context around the ArcFace framing: the 112x112 ArcFace
-    square is padded by ``margin`` x 112 pixels on every side and the result is
+    ``template``: ``"arcface"`` (:data:`ARCFACE_TEMPLATE`, the 112x112 ArcFace framing) or
+    ``"dlib"`` (:data:`DLIB_TEMPLATE`, dlib's 150x150 face chips with their 0.25 padding).
+    ``margin`` adds context around the template's framing: the template's square (112 or
+    150) is padded by ``margin`` x its side on every side and the result is
     scaled to ``size``.  ``margin=0`` gives ``ARCFACE_TEMPLATE * size / 112``
     (the same framing at any resolution); ``margin=0.1`` makes the face 1/1.2 as
     large, with a 10 % border of context each side.
     """
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {tuple(TEMPLATES)}, got {template!r}")
+    points, side = TEMPLATES[template]
     size = int(size)
     if size < 16:
         raise ValueError(f"crop size must be at least 16 pixels, got {size}")
     if not 0.0 <= margin < 2.0:
         raise ValueError(f"margin must be in [0, 2), got {margin}")
-    pad = ARCFACE_SIZE * float(margin)
-    return (ARCFACE_TEMPLATE + pad) * (size / (ARCFACE_SIZE + 2.0 * pad))
+    pad = side * float(margin)
+    return (points + pad) * (size / (side + 2.0 * pad))
 
 
 def estimate_similarity(src, dst) -> np.ndarray:
@@ -167,7 +195,7 @@ _PRESHRINK_BELOW = 0.75
 
 
 def warp_face(image: np.ndarray, landmarks, size: int = ARCFACE_SIZE, margin: float = 0.0,
-              matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              matrix: np.ndarray | None = None, template: str = "arcface") -> tuple[np.ndarray, np.ndarray]:
     """Warp ``image`` so that ``landmarks`` ``[5, 2]`` land on :func:`face_template`.
 
     Returns ``(crop, matrix)``: the uint8 ``[size, size, C]`` crop and the
@@ -179,7 +207,7 @@ def warp_face(image: np.ndarray, landmarks, size: int = ARCFACE_SIZE, margin: fl
     then warped bilinearly.  Pixels from outside the image are black.
     """
     if matrix is None:
-        matrix = estimate_similarity(landmarks, face_template(size, margin))
+        matrix = estimate_similarity(landmarks, face_template(size, margin, template))
     matrix = np.asarray(matrix, dtype=np.float64)
     h, w = image.shape[:2]
     a = matrix[:, :2]
@@ -407,8 +435,10 @@ class AlignOptions:
     """How faces are chosen and cropped.
 
     * ``size``: output side in pixels (112 = ArcFace; 160 / 224 for FaceNet-style models);
-    * ``margin``: extra context around the ArcFace framing, as a fraction of it per side
+    * ``margin``: extra context around the template's framing, as a fraction of it per side
       (see :func:`face_template`);
+    * ``template``: ``"arcface"`` (ArcFace's 112x112 framing) or ``"dlib"`` (dlib's face chips:
+      ``AlignOptions(size=150, template="dlib")`` makes the chips of dlib's ResNet descriptor);
     * ``pick``: among several faces, ``"largest"`` box or most ``"central"`` box centre;
     * ``min_confidence``: faces scored lower are ignored;
     * ``min_face_size``: faces whose box (longer side, original pixels) is smaller are ignored;
@@ -423,6 +453,7 @@ class AlignOptions:
 
     size: int = 112
     margin: float = 0.0
+    template: str = "arcface"
     pick: str = "largest"
     min_confidence: float = 0.9
     min_face_size: float = 20.0
@@ -431,7 +462,7 @@ class AlignOptions:
     detect_max_side: int = 1024
 
     def __post_init__(self):
-        face_template(self.size, self.margin)   # validates size and margin
+        face_template(self.size, self.margin, self.template)   # validates size, margin and template
         if self.pick not in PICKS:
             raise ValueError(f"pick must be one of {PICKS}, got {self.pick!r}")
         if self.on_no_face not in ON_NO_FACE:
@@ -537,7 +568,7 @@ def align_detected(image: np.ndarray, faces: Sequence[Face], opts: AlignOptions,
             return AlignResult(FALLBACK, crop=center_crop(image, opts.size, opts.center_crop),
                                n_detected=len(faces), reason=reason)
         return AlignResult(NO_FACE, n_detected=len(faces), reason=reason)
-    crop, matrix = warp_face(image, chosen.landmarks, opts.size, opts.margin)
+    crop, matrix = warp_face(image, chosen.landmarks, opts.size, opts.margin, template=opts.template)
     status = ALIGNED if n_ok == 1 else ALIGNED_MULTI
     return AlignResult(status, crop=crop, face=chosen, matrix=matrix, n_detected=len(faces), n_faces=n_ok,
                        reason="; ".join(filter(None, [why, extra])))

@@ -72,7 +72,7 @@ FORMATS = ("jpg", "png")
 _FINISHED = (ALIGNED, ALIGNED_MULTI, FALLBACK, NO_FACE, CORRUPT)
 _WITH_OUTPUT = (ALIGNED, ALIGNED_MULTI, FALLBACK)
 # Settings that change the crops: resuming with different values is refused.
-_CONFIG_KEYS = ("size", "margin", "pick", "min_confidence", "min_face_size", "on_no_face", "center_crop",
+_CONFIG_KEYS = ("size", "margin", "template", "pick", "min_confidence", "min_face_size", "on_no_face", "center_crop",
                 "detect_max_side", "format")
 
 
@@ -210,6 +210,7 @@ def _check_config(dst: Path, cfg: dict) -> None:
             old = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ValueError(f"{p}: unreadable align config ({e}); delete it to start afresh") from None
+        old.setdefault("template", "arcface")  # folders aligned before templates existed
         diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in cfg.items() if old.get(k) != v]
         if diff:
             raise ValueError(f"{dst} holds crops made with other settings ({'; '.join(diff)}); "
@@ -405,7 +406,7 @@ def save_alignment_grid(src: str | os.PathLike | ImageSource, dst: str | os.Path
     if not rows:
         raise ValueError(f"{dst / REPORT_NAME}: no aligned image to show")
     cfg = json.loads((dst / CONFIG_NAME).read_text(encoding="utf-8"))
-    template = face_template(cfg["size"], cfg["margin"])
+    template = face_template(cfg["size"], cfg["margin"], cfg.get("template", "arcface"))
     idx = list(dict.fromkeys(np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)))
     picked = [rows[i] for i in idx]
     source = open_image_source(src)

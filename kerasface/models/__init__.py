@@ -2,6 +2,7 @@
 the registry and the profiler."""
 
 from kerasface.models.distillation import DistillationModel, Report002Model
+from kerasface.models.dlib_resnet import ChannelAffine, ZeroPadAdd, dlib_resnet_v1
 from kerasface.models.facenet_nn2 import FaceNetNN2, facenet_nn2
 from kerasface.models.heads import MarginHead, classification_model
 from kerasface.models.inception_resnet import inception_resnet_v1
@@ -26,6 +27,7 @@ from kerasface.models.vargfacenet import (
 
 __all__ = [
     "BACKBONES",
+    "ChannelAffine",
     "DistillationModel",
     "FaceNetNN2",
     "MarginHead",
@@ -36,8 +38,10 @@ __all__ = [
     "ThinResNet",
     "TripletModel",
     "VarGFaceNet",
+    "ZeroPadAdd",
     "build_backbone",
     "classification_model",
+    "dlib_resnet_v1",
     "facenet_nn2",
     "format_profile",
     "get_embedding_model",

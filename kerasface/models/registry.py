@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import keras
 
+from kerasface.models.dlib_resnet import dlib_resnet_v1
 from kerasface.models.facenet_nn2 import facenet_nn2
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, inception_resnet_v1
 from kerasface.models.resnet import resnet18, resnet34
@@ -23,6 +24,7 @@ def _report002_inception_resnet_v1(**kwargs):
 
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    "dlib_resnet_v1": dlib_resnet_v1,
     "facenet_nn2": facenet_nn2,
     "inception_resnet_v1": _report002_inception_resnet_v1,
     "resnet18": resnet18,

@@ -9,6 +9,7 @@ The MTCNN network is built once for the module.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from kerasface.data.align import (
     ALIGNED_MULTI,
     ARCFACE_TEMPLATE,
     CORRUPT,
+    DLIB_TEMPLATE,
     FALLBACK,
     NO_FACE,
     AlignOptions,
@@ -181,6 +183,41 @@ def _blob_image(points, shape, sigma):
     for x, y in points:
         img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
     return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def test_dlib_template_sizes_margin_and_options():
+    np.testing.assert_allclose(face_template(150, template="dlib"), DLIB_TEMPLATE)
+    np.testing.assert_allclose(face_template(300, template="dlib"), 2 * DLIB_TEMPLATE)
+    # margin pads dlib's 150 square by 150*m per side, then scales to `size`
+    np.testing.assert_allclose(face_template(150, 0.25, "dlib"), (DLIB_TEMPLATE + 37.5) * 150 / 225)
+    # dlib's chips frame the face higher than ArcFace's crops (eyes at 0.30 of the side, not 0.46),
+    # both roughly symmetric about the vertical midline
+    dlib_t, arc_t = face_template(150, template="dlib"), face_template(150)
+    assert dlib_t[:2, 1].mean() / 150 < 0.32 < 0.44 < arc_t[:2, 1].mean() / 150
+    assert abs(dlib_t[[0, 1, 3, 4], 0].mean() - 74.5) < 2.0
+    assert face_template(150) == pytest.approx(face_template(150, template="arcface"))
+    with pytest.raises(ValueError, match="template must be one of"):
+        face_template(150, template="insightface")
+    with pytest.raises(ValueError, match="template must be one of"):
+        AlignOptions(template="dlib2")
+    opts = AlignOptions(size=150, template="dlib")
+    assert opts.as_dict()["template"] == "dlib" and AlignOptions().template == "arcface"
+
+
+def test_align_options_template_reaches_the_warp():
+    lm = transform_points(_similarity(1.3, 10.0, 120.0, 110.0), DLIB_TEMPLATE - 75.0)
+    img = _blob_image(lm, (260, 240), sigma=2.5)
+    face = Face(np.array([40.0, 30.0, 200.0, 200.0]), 0.99, lm)
+    matrices = {}
+    for template in ("arcface", "dlib"):
+        r = align_images([img], AlignOptions(size=150, template=template),
+                         detector=lambda images: [[face] for _ in images])[0]
+        assert r.crop.shape == (150, 150, 3)
+        np.testing.assert_allclose(r.matrix, estimate_similarity(lm, face_template(150, 0.0, template)), atol=1e-9)
+        matrices[template] = r.matrix
+    # the landmarks are dlib's template moved by a similarity: the dlib warp puts them exactly on it
+    np.testing.assert_allclose(transform_points(matrices["dlib"], lm), DLIB_TEMPLATE, atol=1e-6)
+    assert np.abs(matrices["dlib"] - matrices["arcface"]).max() > 1.0
 
 
 def _centroids(crop, points, r=6):
@@ -440,6 +477,26 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="size 112 -> 160"):
         align_tree(tmp_path / "src", tmp_path / "dst", detector=FakeDetector(), size=160, progress=False)
     assert (tmp_path / "dst" / CONFIG_NAME).is_file()
+
+
+def test_cli_align_template_dlib_is_recorded_and_kept_on_resume(tmp_path, monkeypatch, capsys):
+    import kerasface.data.align as align_mod
+
+    monkeypatch.setattr(align_mod, "_DEFAULT_DETECTOR", FakeDetector())
+    _make_tree(tmp_path / "src", n_faces=1)
+    argv = ["align", str(tmp_path / "src"), str(tmp_path / "dst"), "--quiet", "--size", "150"]
+    assert main(argv + ["--template", "dlib"]) == 0
+    cfg = json.loads((tmp_path / "dst" / CONFIG_NAME).read_text())
+    assert cfg["template"] == "dlib" and cfg["size"] == 150
+    crops = sorted((tmp_path / "dst").glob("*/*.jpg"))
+    assert crops and cv2.imread(str(crops[0])).shape == (150, 150, 3)
+    capsys.readouterr()
+    assert main(argv) == 2  # resuming with the default (arcface) template is refused
+    assert "template 'dlib' -> 'arcface'" in capsys.readouterr().err
+    # a folder aligned before templates existed has no "template" in its config: it was arcface
+    del cfg["template"]
+    (tmp_path / "dst" / CONFIG_NAME).write_text(json.dumps(cfg))
+    assert main(argv) == 0
 
 
 def test_killed_process_leaves_whole_files_and_a_valid_report(tmp_path):

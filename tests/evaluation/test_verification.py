@@ -257,6 +257,27 @@ def test_cli_evaluate_saved_model(sample_dir, val_pairs, tmp_path):
     assert (out / "roc.png").is_file() and (out / "cases.png").is_file()
 
 
+def test_cli_evaluate_run_folder_of_a_model_that_scales_its_own_input(sample_dir, tmp_path):
+    """A run folder is a model; a model whose first layer is FacePreprocessing gets raw 0..255 pixels."""
+    from kerasface.cli import main
+    from kerasface.face_spec import FaceSpec
+    from kerasface.layers import FacePreprocessing
+
+    inner = tiny_embedder(5)
+    x = keras.Input((SIZE, SIZE, 3), name="face")
+    spec = FaceSpec(image_size=SIZE, input_scaling="in-model", metric="l2").to_dict()
+    model = keras.Model(x, inner(FacePreprocessing(offset=127.5, scale=128.0, spec=spec)(x)))
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(sample_dir), "--metric", "l2",
+                 "--cases", "0", "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["normalization"] == "raw"
+    # the same as the plain embedder fed kerasface-normalised faces: scaled once, in the model
+    ref = evaluate_pairs(inner, sample_dir, parse_pairs(sample_dir / "pairsVal.txt"), metric="l2", verbose=0).metrics
+    assert m["auc"] == pytest.approx(ref["auc"], abs=1e-6) and m["eer_percent"] == pytest.approx(ref["eer_percent"])
+
+
 def test_cli_evaluate_errors(tmp_path, sample_dir, capsys):
     from kerasface.cli import main
 

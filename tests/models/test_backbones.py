@@ -29,6 +29,7 @@ from kerasface.ops import normalize_faces
 
 # name -> (smallest input the layout accepts, embedding size)
 SMALL = {
+    "dlib_resnet_v1": ((131, 131, 3), 128),  # sides at least 131 (unpadded strided convolutions)
     "facenet_nn2": ((32, 32, 3), 128),  # sides divisible by 32
     "inception_resnet_v1": ((75, 75, 3), 512),  # sides at least 75 (valid-padded stem)
     "resnet18": ((32, 32, 3), 512),
@@ -42,6 +43,8 @@ SMALL = {
     "vargfacenet_reduced": ((32, 32, 3), 512),
     "vargfacenet_tiny": ((32, 32, 3), 128),
 }
+# backbones without BatchNormalization statistics: dlib's ResNet has inference-time "affine" layers
+NO_BATCH_STATISTICS = {"dlib_resnet_v1"}
 N_FACES = 4
 BACKBONES = list_backbones()
 
@@ -118,7 +121,8 @@ def test_builds_at_its_smallest_input(backbone, class_names, name):
     names = [layer.name for layer in model.layers]
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
     assert not [n for n in names if "1x1" in n]  # layer names say what a layer does, not its kernel
-    assert model.non_trainable_weights  # BN statistics: the round trips below must carry them
+    # BN statistics: the round trips below must carry them
+    assert bool(model.non_trainable_weights) != (name in NO_BATCH_STATISTICS)
     # a .keras file of this backbone loads under safe_mode: no Python code (Lambda) in its config
     classes = class_names(keras.saving.serialize_keras_object(model))
     assert "InputLayer" in classes  # the walk reaches the layers: the check below is not vacuous
