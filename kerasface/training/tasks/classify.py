@@ -136,6 +136,11 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
             triplet_weight=cfg.triplet_weight, triplet_margin=cfg.triplet_margin,
             hard_mining_fraction=cfg.hard_mining_fraction, embedding_l2_weight=cfg.embedding_l2_weight,
             soft_ce_weight=cfg.soft_ce_weight, hard_ce_weight=cfg.hard_ce_weight, temperature=cfg.temperature,
+            hard_mining_threshold=cfg.hard_mining_threshold, center_update=cfg.center_update,
+            triplet_embedding_dim=cfg.triplet_embedding_dim, triplet_normalize=cfg.triplet_normalize,
+            triplet_average=cfg.triplet_average, soft_ce_kind=cfg.soft_ce_kind,
+            projected_soft_ce_weight=cfg.projected_soft_ce_weight, embedding_l2_reduction=cfg.embedding_l2_reduction,
+            projection_bias=cfg.projection_bias, loss_sum=cfg.loss_sum,
             name=f"{backbone.name}_distillation")
         head = model.classifier
     else:
@@ -229,8 +234,12 @@ class ClassifyTask(Task):
         if cfg.freeze_first:
             frozen = freeze_first(self.backbone, cfg.freeze_first)
             logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
-        schedule = (cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
-                    if cfg.schedule == "cosine_restarts" else None)
+        schedule = None
+        if cfg.schedule == "cosine_restarts":
+            schedule = cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
+        elif cfg.schedule == "exponential_staircase":
+            schedule = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, cfg.decay_steps,
+                                                                   cfg.decay_rate, staircase=True)
         optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         # distillation: its compute_loss sums the preset's terms (each logged as loss_<term>)
