@@ -44,7 +44,8 @@ __all__ = [
 GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split")
 #: Augmentation policies of the classification trainer: the names of
 #: ``kerasface.data.augment.AUGMENTATIONS``, here without importing TensorFlow (a test keeps them equal).
-AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003")
+AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003", "basic",
+                 "basic-seaweed")
 #: Augmentation of the pair trainer: none, or an independent random horizontal flip of each face.
 PAIR_AUGMENTATIONS = ("none", "flip")
 #: Triplet selection: "offline" = FaceNet's selection within each decoded chunk (semi-hard negatives,

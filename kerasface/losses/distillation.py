@@ -6,8 +6,8 @@ keras.ops only; computed in float32; the teacher's side is always held constant
 * :func:`embedding_l2_loss`: regression of the student's embedding onto the teacher's;
 * :func:`soft_cross_entropy`: ``T^2 * KL`` (or CE) of the temperature-softened distributions;
 * :func:`hard_cross_entropy`: student logits against the teacher's argmax;
-* :func:`logit_mse_loss`: mean squared difference of the logits (report 002's ``train_TS.py``,
-  used there with the ground-truth CE).
+* :func:`logit_mse_loss`: mean squared difference of the logits (an option; report 002's
+  ``train_TS.py`` regresses the pre-logits instead, :func:`embedding_l2_loss` with ``reduction="mean"``).
 
 :class:`kerasface.models.DistillationModel` combines them (each term computed once).
 """
@@ -84,7 +84,7 @@ def hard_cross_entropy(student_logits, teacher_logits):
 
 
 def logit_mse_loss(student_logits, teacher_logits):
-    """``mean_{i,c} (s_ic - t_ic)^2`` (report 002's ``train_TS.py``); teacher held constant."""
+    """``mean_{i,c} (s_ic - t_ic)^2``; teacher held constant."""
     s = _f32(student_logits)
     t = ops.stop_gradient(_f32(teacher_logits))
     return ops.mean(ops.square(s - t))

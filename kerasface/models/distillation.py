@@ -58,7 +58,7 @@ metric                term (times its constructor weight)
 ``loss_hard_ce``      ``hard_ce_weight`` x :func:`~kerasface.losses.hard_cross_entropy`
                       (against the teacher's argmax)
 ``loss_logit_mse``    ``logit_mse_weight`` x :func:`~kerasface.losses.logit_mse_loss`
-                      (report 002's ``train_TS.py``: logit MSE + CE)
+                      (an option; report 002's ``train_TS.py`` does not use it)
 ====================  =====================================================
 
 The metrics hold the *weighted* terms, so with ``loss_sum="once"`` (the

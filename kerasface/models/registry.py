@@ -22,7 +22,17 @@ def _report002_inception_resnet_v1(**kwargs):
     return inception_resnet_v1(**kwargs)
 
 
+def _inception_resnet_v1_nobn(**kwargs):
+    """Inception-ResNet-v1 as report 002's ``model/teacher.py`` builds it: convolutions with bias and no BN,
+    no bottleneck (the 1792-d pooled, dropped-out features are the pre-logits); 224x224, the size its
+    ``data_reader.py`` feeds in training. With a ``Dense(2360)`` classifier: 26,781,288 parameters."""
+    kwargs.setdefault("input_shape", (224, 224, 3))
+    kwargs.pop("bn_momentum", None)
+    return inception_resnet_v1(embedding_dim=None, batch_norm=False, name="inception_resnet_v1_nobn", **kwargs)
+
+
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    "inception_resnet_v1_nobn": _inception_resnet_v1_nobn,
     "facenet_nn2": facenet_nn2,
     "inception_resnet_v1": _report002_inception_resnet_v1,
     "resnet18": resnet18,

@@ -31,6 +31,7 @@ from kerasface.ops import normalize_faces
 SMALL = {
     "facenet_nn2": ((32, 32, 3), 128),  # sides divisible by 32
     "inception_resnet_v1": ((75, 75, 3), 512),  # sides at least 75 (valid-padded stem)
+    "inception_resnet_v1_nobn": ((75, 75, 3), 1792),
     "resnet18": ((32, 32, 3), 512),
     "resnet34": ((32, 32, 3), 512),
     "sqnxt23v5_w1": ((32, 32, 3), 128),  # sides at least 32
