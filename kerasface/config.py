@@ -349,7 +349,14 @@ class TripletExperiment(Settings):
     center_crop: float = _center_crop()
     on_error: str = _on_corrupt("it")
     embedding_dim: int = setting(128, group="model", minimum=1, help="embedding size")
-    norm: str = setting("batch", group="model", choices=("batch", "lrn"), help="NN2 normalisation")
+    norm: str = setting("batch", group="model", choices=("batch", "lrn", "none"),
+                        help="NN2 normalisation: BN after every conv (the report's fix), the paper's LRN, or none")
+    l2_normalize: bool = setting(True, group="model",
+                                 help="the final L2 normalisation of the embedding (--no-l2-normalize: removed, "
+                                      "one of report 004's fixes)")
+    distance_epsilon: float = setting(1e-12, group="triplets", above=0.0,
+                                      help="floor of the squared distance under the square root (report 004's "
+                                           "Keras K.epsilon() 1e-7 gives the sqrt(1e-7) = 3.1622776e-04 it printed)")
     l2_pooling: bool = setting(True, group="model", help="NN2: L2 pooling where the table says L2 "
                                                          "(--no-l2-pooling: max pooling)")
     bn_momentum: float = setting(0.99, group="model", minimum=0.0, below=1.0, help="BatchNormalization momentum")

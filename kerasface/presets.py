@@ -80,7 +80,8 @@ _FACENET = ("Report 004 (FaceNet monograph): NN2 at 224x224, 128-d unit embeddin
 
 TRIPLET_PRESETS: dict[str, TripletExperiment] = _table(TripletExperiment, [
     {"name": "facenet-nn2", "report": {"report": "004"},
-     "description": f"{_FACENET}; the full-set settings: chunks of 8,000 photos, batch 80."},
+     "description": f"{_FACENET}; the full-set settings: chunks of 8,000 photos, batch 80, 100 epochs.",
+     "epochs": 100},
     {"name": "facenet-nn2-finetune", "report": {"report": "004"},
      "description": f"{_FACENET}; the fine-tune-set settings: chunks of 1,000 photos, batch 100, 100 epochs.",
      "chunk_size": 1000, "batch_size": 100, "epochs": 100},
