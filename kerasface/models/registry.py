@@ -10,7 +10,7 @@ from kerasface.models.facenet_nn2 import facenet_nn2
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, inception_resnet_v1
 from kerasface.models.resnet import resnet18, resnet34
 from kerasface.models.squeezenext import sqnxt23v5_w1, sqnxt23v5_w2
-from kerasface.models.thinresnet import thin_resnet34, thin_resnet50, thin_resnet50_v2
+from kerasface.models.thinresnet import ThinResNet, thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
 __all__ = ["BACKBONES", "build_backbone", "list_backbones"]
@@ -31,6 +31,13 @@ def _inception_resnet_v1_nobn(**kwargs):
     return inception_resnet_v1(embedding_dim=None, batch_norm=False, name="inception_resnet_v1_nobn", **kwargs)
 
 
+def _thin_bottleneck(variant):
+    def build(**kwargs):
+        return ThinResNet(variant, layout="bottleneck", **kwargs)
+    build.__doc__ = f"{variant} as report 001's table draws it: bottleneck blocks, 64-channel 7x7 stem."
+    return build
+
+
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "inception_resnet_v1_nobn": _inception_resnet_v1_nobn,
     "facenet_nn2": facenet_nn2,
@@ -42,6 +49,9 @@ BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "thin_resnet34": thin_resnet34,
     "thin_resnet50": thin_resnet50,
     "thin_resnet50_v2": thin_resnet50_v2,
+    "thin_resnet34_bottleneck": _thin_bottleneck("thin_resnet34"),
+    "thin_resnet50_bottleneck": _thin_bottleneck("thin_resnet50"),
+    "thin_resnet50_v2_bottleneck": _thin_bottleneck("thin_resnet50_v2"),
     "vargfacenet": vargfacenet,
     "vargfacenet_reduced": vargfacenet_reduced,
     "vargfacenet_tiny": vargfacenet_tiny,

@@ -39,6 +39,9 @@ SMALL = {
     "thin_resnet34": ((32, 32, 3), 512),  # sides divisible by 32
     "thin_resnet50": ((32, 32, 3), 512),
     "thin_resnet50_v2": ((32, 32, 3), 512),
+    "thin_resnet34_bottleneck": ((32, 32, 3), 512),
+    "thin_resnet50_bottleneck": ((32, 32, 3), 512),
+    "thin_resnet50_v2_bottleneck": ((32, 32, 3), 512),
     "vargfacenet": ((32, 32, 3), 512),  # sides divisible by 16
     "vargfacenet_reduced": ((32, 32, 3), 512),
     "vargfacenet_tiny": ((32, 32, 3), 128),
