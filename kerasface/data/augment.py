@@ -27,7 +27,7 @@ Ops (formulas in ``docs/augmentation.md``):
 Policies: :class:`Report001Augment` (crop then jitter, each switchable),
 :class:`BasicAugment` (report 002's code's "basic" set: flip, rotation, scale, colour
 shift, random grey; with ``seaweed=True`` then its "seaweed" bands) and
-:class:`Report003Augment` (exactly one of five ops per image, chosen uniformly);
+:class:`Report003Augment` (the original or exactly one of five ops per image, chosen uniformly);
 :func:`make_augment` builds them by name, :func:`augment_dataset` maps one over a
 ``tf.data.Dataset`` with a per-batch seed stream, :func:`save_augment_grid` draws a
 PNG of what a policy does.
@@ -47,7 +47,7 @@ __all__ = [
     "random_resized_crop", "color_jitter", "to_grayscale3", "brightness_jitter", "posterize", "equalize",
     "hflip", "Report001Augment", "Report003Augment", "make_augment", "augment_dataset", "save_augment_grid",
     "AUGMENTATIONS", "GREY_WEIGHTS", "random_flip", "random_rotate", "random_scale", "colour_shift",
-    "random_channel_mean_grey", "seaweed_bands", "BasicAugment",
+    "random_channel_mean_grey", "seaweed_bands", "BasicAugment", "autocontrast", "with_probability",
 ]
 
 #: ITU-R 601-2 luma weights (PIL ``convert("L")``); torchvision's tensor path uses 0.2989 for red.
@@ -259,42 +259,79 @@ def hflip(x, seed=None) -> tf.Tensor:
 
 
 # --------------------------------------------------------------------------- policies
-class Report003Augment:
-    """Report 003's five augmentations, *one at a time*: each image gets exactly one, chosen uniformly.
+def autocontrast(x, seed=None) -> tf.Tensor:
+    """Per image and channel, stretch ``[min, max]`` to ``[0, 255]`` (channels with ``max == min`` unchanged),
+    rounded down as torchvision's ``autocontrast`` on uint8 images (its float result cast back)."""
+    x, single = _batch(x)
+    lo = tf.reduce_min(x, axis=[1, 2], keepdims=True)
+    hi = tf.reduce_max(x, axis=[1, 2], keepdims=True)
+    flat = tf.equal(hi, lo)
+    scale = tf.where(flat, 1.0, 255.0 / tf.where(flat, 1.0, hi - lo))
+    y = tf.where(flat, x, tf.floor(_clip((x - lo) * scale)))
+    return _out(y, single)
 
-    ``ops``: ``(name, fn(x, seed))`` pairs, default greyscale (3 channels),
-    brightness jitter 0.5, posterize to 2 bits, equalize, horizontal flip (the
-    report names four torchvision transforms and a fifth that is cut off in the
-    text; the flip is our choice for it).  For batch seed ``seed``, the choice
-    of image ``b`` is ``choices(seed, B)[b]`` (from ``sub_seed(seed, 0)``) and op
-    ``i`` runs with ``sub_seed(seed, i + 1)``.  Every op runs on the whole batch
-    and each image keeps the one output it was assigned (5 ops' work; these ops
-    are cheap next to a model step).
+
+def with_probability(op: Callable, prob: float) -> Callable:
+    """``op`` applied to each image with probability ``prob`` (torchvision's ``Random*`` transforms, p = 0.5),
+    the others left as they are; the coin uses ``sub_seed(seed, 0)``, the op ``sub_seed(seed, 1)``."""
+    def apply(x, seed):
+        x, single = _batch(x)
+        y = op(x, sub_seed(seed, 1))
+        pick = _uniform(sub_seed(seed, 0), tf.shape(x)[0], 0.0, 1.0) < prob
+        return _out(tf.where(pick[:, None, None, None], y, x), single)
+    return apply
+
+
+class Report003Augment:
+    """Report 003's colour augmentations, *one at a time*, the original image as one of the choices.
+
+    The report multiplies its training set 6x: the originals plus one copy through each of five
+    torchvision transforms, never composed. This policy draws, per image, one of six: the original
+    (choice 0) or op ``k`` (choice ``k + 1``), uniformly, so an epoch sees each variant with the
+    probability it has in the 6x set; :meth:`variants` gives all six of every image, to build the fixed
+    6x set itself. Default ops: ``Grayscale(3)``; ``ColorJitter(brightness=0.5)``;
+    ``RandomPosterize(bits=2)``, ``RandomEqualize()`` and ``RandomAutocontrast()``, each with torchvision's
+    default p = 0.5 (so half of their copies stay unchanged, as in the report's set). The report's list is
+    cut off after ``RandomEqualize``: the fifth transform is not known; ``RandomAutocontrast`` (another
+    colour transform of torchvision with the same p) is this package's choice for it, ``ops`` replaces it.
+    Op ``i`` runs with ``sub_seed(seed, i + 1)``; the choice of image ``b`` is ``choices(seed, B)[b]``
+    (from ``sub_seed(seed, 0)``). Every op runs on the whole batch and each image keeps the one output
+    it was assigned.
     """
 
-    def __init__(self, brightness: float = 0.5, bits: int = 2, ops: Sequence[tuple[str, Callable]] | None = None):
+    def __init__(self, brightness: float = 0.5, bits: int = 2, prob: float = 0.5,
+                 ops: Sequence[tuple[str, Callable]] | None = None, include_original: bool = True):
         if ops is None:
             ops = (
                 ("greyscale", to_grayscale3),
                 (f"brightness {brightness:g}", lambda x, s: brightness_jitter(x, s, brightness)),
-                (f"posterize {bits} bits", lambda x, s: posterize(x, bits)),
-                ("equalize", equalize),
-                ("hflip", hflip),
+                (f"posterize {bits} bits p {prob:g}", with_probability(lambda x, s: posterize(x, bits), prob)),
+                (f"equalize p {prob:g}", with_probability(equalize, prob)),
+                (f"autocontrast p {prob:g}", with_probability(autocontrast, prob)),
             )
         self._ops = list(ops)
+        self.include_original = bool(include_original)
         self.name = "report003"
 
     def ops(self) -> list[tuple[str, Callable]]:
-        """``(name, fn(x, seed))`` of each single op, in choice order."""
+        """``(name, fn(x, seed))`` of each single op, in choice order (after the original)."""
         return list(self._ops)
 
     def choices(self, seed, n) -> tf.Tensor:
-        """int32 ``[n]``: which op each image of a batch of ``n`` gets."""
-        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=len(self._ops), dtype=tf.int32)
+        """int32 ``[n]``: 0 = the original, ``k + 1`` = op ``k`` (without originals: op ``k`` is ``k``)."""
+        count = len(self._ops) + int(self.include_original)
+        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=count, dtype=tf.int32)
+
+    def variants(self, x, seed) -> tf.Tensor:
+        """float32 ``[1 + n_ops, B, H, W, 3]``: the originals, then every op's copy (the fixed 6x set)."""
+        x, _ = _batch(x)
+        return tf.stack([x] + [fn(x, sub_seed(seed, i + 1)) for i, (_, fn) in enumerate(self._ops)])
 
     def __call__(self, x, seed) -> tf.Tensor:
         x, single = _batch(x)
-        outs = tf.stack([fn(x, sub_seed(seed, i + 1)) for i, (_, fn) in enumerate(self._ops)])  # [n_ops, B, H, W, 3]
+        outs = self.variants(x, seed)
+        if not self.include_original:
+            outs = outs[1:]
         k = self.choices(seed, tf.shape(x)[0])
         y = tf.gather(tf.transpose(outs, [1, 0, 2, 3, 4]), k, batch_dims=1)
         return _out(y, single)
@@ -573,7 +610,7 @@ def save_augment_grid(images, path: str | os.PathLike, policy: str | Callable, s
     rows.append((f"{getattr(pol, 'name', 'policy')} (policy)", pol(imgs, seed).numpy()))
     labels = None
     if isinstance(pol, Report003Augment):
-        names = [n for n, _ in pol.ops()]
+        names = (["original"] if pol.include_original else []) + [n for n, _ in pol.ops()]
         labels = [names[k] for k in pol.choices(seed, len(imgs)).numpy()]
     n = imgs.shape[0]
     fig = Figure(figsize=(1.5 * n, 1.5 * len(rows) + (0.4 if title else 0.1)), dpi=100)
