@@ -469,6 +469,10 @@ class ClassifyExperiment(Settings):
     easy_margin: bool = setting(False, group="model", help="ArcFace easy margin")
     m_images: int = setting(2, group="model", minimum=1,
                             help="angproto (and a distillation triplet term): M images per identity in a batch")
+    pretrained: str | None = setting(None, group="model", choices=("imagenet",),
+                                     help="start a keras.applications backbone (resnet50, efficientnet_b0, "
+                                          "efficientnet_v2_m) from Keras's ImageNet weights (downloaded once to "
+                                          "~/.keras/models; default: from scratch)")
     init_from: str | None = setting(None, group="model", metavar="RUN_DIR",
                                     help="start the backbone from this run folder's model.keras (or a .keras file)")
     ce_weight: float = setting(1.0, group=_DISTILL, minimum=0.0, help="cross entropy with the labels")

@@ -165,6 +165,14 @@ _REPORT003 = [
     {"name": "resnet34-softmax", "report": {"report": "003"},
      "description": _R003.format(what="a plain softmax classifier with cross entropy"), "head": "softmax"},
 ]
+# the other backbones the report tried (resnet34 was its best; it gives no figures for these). The report
+# starts from torchvision's ImageNet weights; these start from scratch unless --pretrained imagenet.
+for _bb, _label in (("resnet50", "ResNet50"), ("efficientnet_b0", "EfficientNet-B0"),
+                    ("efficientnet_v2_m", "EfficientNetV2-M")):
+    _REPORT003.append({"name": f"{_bb.replace('_', '-')}-arcface", "backbone": _bb, "report": {"report": "003"},
+                       "head": "arcface", "scale": 5.0, "margin": 0.1,
+                       "description": _R003.format(what="ArcFace (s=5, m=0.1)").replace(
+                           "torchvision ResNet34", f"keras.applications {_label}")})
 
 # Report 002 as its authors' code runs it (davidjaw/NTU-DLCV-final-Face-Recognition: train_teacher.py,
 # train_student.py, train_TS.py, utils.py, data_reader.py; docs/experiments/teacher-student.md):

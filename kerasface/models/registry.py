@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import keras
 
+from kerasface.models.applications import keras_application
 from kerasface.models.facenet_nn2 import facenet_nn2
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, inception_resnet_v1
 from kerasface.models.resnet import resnet18, resnet34
@@ -38,7 +39,19 @@ def _thin_bottleneck(variant):
     return build
 
 
+def _application(kind):
+    def build(**kwargs):
+        kwargs.pop("bn_momentum", None)
+        return keras_application(kind, **kwargs)
+    build.__doc__ = f"keras.applications' {kind} + Dense(512) embedding (report 003 tried it)."
+    build.accepts_weights = True
+    return build
+
+
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
+    "resnet50": _application("resnet50"),
+    "efficientnet_b0": _application("efficientnet_b0"),
+    "efficientnet_v2_m": _application("efficientnet_v2_m"),
     "inception_resnet_v1_nobn": _inception_resnet_v1_nobn,
     "facenet_nn2": facenet_nn2,
     "inception_resnet_v1": _report002_inception_resnet_v1,

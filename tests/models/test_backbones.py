@@ -34,6 +34,9 @@ SMALL = {
     "inception_resnet_v1_nobn": ((75, 75, 3), 1792),
     "resnet18": ((32, 32, 3), 512),
     "resnet34": ((32, 32, 3), 512),
+    "resnet50": ((32, 32, 3), 512),  # keras.applications (report 003's other trials)
+    "efficientnet_b0": ((32, 32, 3), 512),
+    "efficientnet_v2_m": ((32, 32, 3), 512),
     "sqnxt23v5_w1": ((32, 32, 3), 128),  # sides at least 32
     "sqnxt23v5_w2": ((32, 32, 3), 128),
     "thin_resnet34": ((32, 32, 3), 512),  # sides divisible by 32

@@ -67,7 +67,7 @@ from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
-from kerasface.models import DistillationModel, MarginHead, build_backbone
+from kerasface.models import BACKBONES, DistillationModel, MarginHead, build_backbone
 from kerasface.training.callbacks import HeldOutAccuracy, LogLearningRate
 from kerasface.training.distribute import Runtime
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
@@ -120,6 +120,11 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     """
     if backbone is None:
         extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+        if cfg.pretrained:
+            if not getattr(BACKBONES.get(cfg.backbone), "accepts_weights", False):
+                raise ValueError(f"--pretrained {cfg.pretrained}: backbone {cfg.backbone} has no keras.applications "
+                                 "weights (resnet50, efficientnet_b0 and efficientnet_v2_m have)")
+            extra["weights"] = cfg.pretrained
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
     side = backbone.inputs[0].shape[1]
     if side is not None and side != cfg.image_size:
