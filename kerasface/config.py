@@ -469,6 +469,9 @@ class ClassifyExperiment(Settings):
     easy_margin: bool = setting(False, group="model", help="ArcFace easy margin")
     m_images: int = setting(2, group="model", minimum=1,
                             help="angproto (and a distillation triplet term): M images per identity in a batch")
+    embedding_layers: int = setting(1, group="model", minimum=1,
+                                    help="linear layers between the pooled features and the classifier: 1 (the "
+                                         "backbone's embedding; report 003's choice) or a stack (ReLU between)")
     pretrained: str | None = setting(None, group="model", choices=("imagenet",),
                                      help="start a keras.applications backbone (resnet50, efficientnet_b0, "
                                           "efficientnet_v2_m) from Keras's ImageNet weights (downloaded once to "

@@ -57,3 +57,17 @@ def test_pretrained_needs_an_application_backbone():
         build_training_model(cfg, num_classes=3)
     with pytest.raises(ValueError, match="pretrained"):
         ClassifyExperiment(name="x", pretrained="vggface")
+
+
+def test_linear_or_stacked_embedding_head():
+    """Report 003: one linear layer before the classifier (its choice) against a stack of several."""
+    from kerasface.training.tasks.classify import build_training_model
+
+    one = ClassifyExperiment(name="x", backbone="resnet18", image_size=32, head="softmax")
+    three = one.override(embedding_layers=3)
+    _, b1, _ = build_training_model(one, num_classes=4)
+    _, b3, _ = build_training_model(three, num_classes=4)
+    dense1 = [la.name for la in b1.layers if isinstance(la, keras.layers.Dense)]
+    dense3 = [la.name for la in b3.layers if isinstance(la, keras.layers.Dense)]
+    assert dense1 == ["embedding"] and dense3 == ["embedding", "embedding_2", "embedding_3"]
+    assert b3.count_params() == b1.count_params() + 2 * (512 * 512 + 512) and b3.output_shape == (None, 512)

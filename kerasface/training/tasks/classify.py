@@ -126,6 +126,7 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
                                  "weights (resnet50, efficientnet_b0 and efficientnet_v2_m have)")
             extra["weights"] = cfg.pretrained
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
+        backbone = stack_embedding_layers(backbone, cfg.embedding_layers)
     side = backbone.inputs[0].shape[1]
     if side is not None and side != cfg.image_size:
         raise ValueError(f"the backbone takes {side}x{side} images but image_size is {cfg.image_size}")
@@ -154,6 +155,19 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
         label = keras.Input(shape=(), dtype="int32", name="label")
         model = keras.Model([image, label], head(emb, labels=label), name=f"{backbone.name}_{cfg.head}")
     return model, backbone, head
+
+
+def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
+    """The backbone with ``layers - 1`` more ``ReLU -> Dense(dim)`` after its linear embedding (report 003's
+    "sequence of several" linear layers before the classifier; 1: the backbone unchanged)."""
+    if layers <= 1:
+        return backbone
+    x = backbone.outputs[0]
+    dim = int(x.shape[-1])
+    for i in range(2, layers + 1):
+        x = keras.layers.ReLU(name=f"embedding_relu{i}")(x)
+        x = keras.layers.Dense(dim, dtype="float32", name=f"embedding_{i}")(x)
+    return keras.Model(backbone.inputs[0], x, name=backbone.name)
 
 
 def stage_blocks(backbone: keras.Model) -> list[list[str]]:
