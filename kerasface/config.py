@@ -47,7 +47,8 @@ __all__ = [
 GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split")
 #: Augmentation policies of the classification trainer: the names of
 #: ``kerasface.data.augment.AUGMENTATIONS``, here without importing TensorFlow (a test keeps them equal).
-AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003")
+AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003", "basic",
+                 "basic-seaweed")
 #: Augmentation of the pair trainer: none, or an independent random horizontal flip of each face.
 PAIR_AUGMENTATIONS = ("none", "flip")
 #: Triplet selection: "offline" = FaceNet's selection within each decoded chunk (semi-hard negatives,
@@ -61,6 +62,8 @@ TRIPLET_STACK_LOSSES = ("hinge_squared", "hinge", "difference_squared", "differe
 CLASSIFY_OBJECTIVES = ("margin", "angproto", "distillation")
 CLASSIFY_HEADS = ("softmax", "normalized", "amsoftmax", "cosface", "arcface")
 _SKIP_OR_ERROR = ("skip", "error")
+#: Centre-loss forms (``kerasface.losses.center.CENTER_UPDATES``; a test keeps them equal).
+CENTER_UPDATES = ("wen", "sandberg")
 _DISTILL = "distillation terms (objective distillation; a weight of 0 turns a term off)"
 #: The groups of the settings (argument groups of the command line), in this order.
 SETTING_GROUPS = ("data", "model", "triplets", _DISTILL, "optimisation", "output")
@@ -386,7 +389,14 @@ class TripletExperiment(Settings):
     center_crop: float = _center_crop()
     on_error: str = _on_corrupt("it")
     embedding_dim: int = setting(128, group="model", minimum=1, help="embedding size")
-    norm: str = setting("batch", group="model", choices=("batch", "lrn"), help="NN2 normalisation")
+    norm: str = setting("batch", group="model", choices=("batch", "lrn", "none"),
+                        help="NN2 normalisation: BN after every conv (the report's fix), the paper's LRN, or none")
+    l2_normalize: bool = setting(True, group="model",
+                                 help="the final L2 normalisation of the embedding (--no-l2-normalize: removed, "
+                                      "one of report 004's fixes)")
+    distance_epsilon: float = setting(1e-12, group="triplets", above=0.0,
+                                      help="floor of the squared distance under the square root (report 004's "
+                                           "Keras K.epsilon() 1e-7 gives the sqrt(1e-7) = 3.1622776e-04 it printed)")
     l2_pooling: bool = setting(True, group="model", help="NN2: L2 pooling where the table says L2 "
                                                          "(--no-l2-pooling: max pooling)")
     bn_momentum: float = setting(0.99, group="model", minimum=0.0, below=1.0, help="BatchNormalization momentum")
@@ -499,33 +509,84 @@ class ClassifyExperiment(Settings):
     easy_margin: bool = setting(False, group="model", help="ArcFace easy margin")
     m_images: int = setting(2, group="model", minimum=1,
                             help="angproto (and a distillation triplet term): M images per identity in a batch")
+    embedding_layers: int = setting(1, group="model", minimum=1,
+                                    help="linear layers between the pooled features and the classifier: 1 (the "
+                                         "backbone's embedding; report 003's choice) or a stack (ReLU between)")
+    pretrained: str | None = setting(None, group="model", choices=("imagenet",),
+                                     help="start a keras.applications backbone (resnet50, efficientnet_b0, "
+                                          "efficientnet_v2_m) from Keras's ImageNet weights (downloaded once to "
+                                          "~/.keras/models; default: from scratch)")
     init_from: str | None = setting(None, group="model", metavar="RUN_DIR",
                                     help="start the backbone from this run folder's model.keras (or a .keras file)")
     ce_weight: float = setting(1.0, group=_DISTILL, minimum=0.0, help="cross entropy with the labels")
     center_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--center-loss", help="centre loss weight")
-    center_alpha: float = setting(0.5, group=_DISTILL, minimum=0.0, maximum=1.0, help="centre update rate")
+    center_alpha: float = setting(0.5, group=_DISTILL, minimum=0.0, maximum=1.0,
+                                  help="centre update rate (center_update sandberg: the share of the old centre "
+                                       "kept, report 002: 0.95)")
+    center_update: str = setting("wen", group=_DISTILL, choices=CENTER_UPDATES,
+                                 help="centre loss form: wen (0.5 mean squared distance, Wen et al.'s update) or "
+                                      "sandberg (mean over batch and dimensions, update (1 - alpha)(c - x) summed "
+                                      "per class: davidsandberg/facenet, report 002's code)")
     prelogit_norm_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--prelogit-norm",
                                           help="pre-logit norm loss weight")
     triplet_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--triplet",
                                     help="batch-hard triplet weight (> 0: N identities x --m-images batches)")
     triplet_margin: float = setting(0.2, group=_DISTILL, above=0.0, help="margin of the batch-hard triplet term")
+    triplet_embedding_dim: int = setting(0, group=_DISTILL, minimum=0,
+                                         help="triplet term on a separate linear embedding of this size (report "
+                                              "002's code: 128); 0: on the model's embedding")
+    triplet_normalize: bool = setting(True, group=_DISTILL,
+                                      help="L2-normalise what the triplet term reads (--no-triplet-normalize: "
+                                           "raw euclidean distances, report 002's code)")
+    triplet_average: str = setting("valid", group=_DISTILL, choices=("valid", "all"),
+                                   help="batch-hard mean over anchors with a positive and a negative (valid) or "
+                                        "over every anchor, a missing positive at distance 0 (all: report 002's "
+                                        "code)")
+    triplet_batches: str = setting("identities", group=_DISTILL, choices=("identities", "random"),
+                                   help="with a triplet term: N identities x --m-images batches, or the capped "
+                                        "random batches of the other runs (report 002's code)")
     hard_mining_fraction: float = setting(1.0, group=_DISTILL, above=0.0, maximum=1.0, flag="--hard-mining",
                                           help="hard instance mining: keep this hardest fraction of each batch's "
                                                "cross-entropy terms (1 = off)")
+    hard_mining_threshold: float = setting(0.0, group=_DISTILL, minimum=0.0, below=1.0,
+                                           help="hard instance mining by threshold: cross-entropy terms below this "
+                                                "x the batch maximum are multiplied by it (report 002's code: 0.7; "
+                                                "0 = off)")
+    loss_sum: str = setting("once", group=_DISTILL, choices=("once", "doubling"),
+                            help="once: each term added once; doubling: report 002's code (total = 2 x total + "
+                                 "term for pre-logit norm, centre, triplet in turn: 8 CE + 4 PLN + 2 centre + "
+                                 "triplet with all on)")
     teacher: str | None = setting(None, group=_DISTILL, metavar="RUN_DIR",
                                   help="teacher run folder (its classifier.keras), frozen")
     embedding_l2_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--embedding-l2",
                                          help="teacher-student: student-teacher embedding L2")
     soft_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--soft-ce",
                                     help="teacher-student: soft cross entropy at --temperature")
+    soft_ce_kind: str = setting("kl", group=_DISTILL, choices=("kl", "ce", "ce_eps"),
+                                help="soft cross entropy form: T^2 KL, T^2 CE, or CE with log(q + 1e-6) (report "
+                                     "002's train_TS.py)")
+    projected_soft_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--projected-soft-ce",
+                                              help="teacher-student: soft cross entropy of a classifier on the "
+                                                   "projected student embedding (report 002's s_embed_CE)")
+    embedding_l2_reduction: str = setting("sum", group=_DISTILL, choices=("sum", "mean"),
+                                          help="embedding L2: sum over the dimensions (squared distance) or mean "
+                                               "(report 002's train_TS.py)")
+    projection_bias: bool = setting(False, group=_DISTILL,
+                                    help="bias in the student -> teacher embedding projection (report 002's: yes)")
     hard_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--hard-ce",
                                     help="teacher-student: cross entropy with the teacher's argmax")
     temperature: float = setting(4.0, group=_DISTILL, above=0.0, help="teacher-student: softmax temperature")
     optimizer: str = setting("adam", group="optimisation", choices=("adam", "adamw"), help="optimizer")
     learning_rate: float = _learning_rate()
     weight_decay: float = setting(0.01, group="optimisation", minimum=0.0, help="AdamW weight decay")
-    schedule: str = setting("constant", group="optimisation", choices=("constant", "cosine_restarts"),
-                            help="learning-rate schedule")
+    schedule: str = setting("constant", group="optimisation",
+                            choices=("constant", "cosine_restarts", "exponential_staircase"),
+                            help="learning-rate schedule (exponential_staircase: times --decay-rate every "
+                                 "--decay-steps steps)")
+    decay_steps: int = setting(10000, group="optimisation", minimum=1,
+                               help="exponential_staircase: optimizer steps per decay")
+    decay_rate: float = setting(0.9, group="optimisation", above=0.0, maximum=1.0,
+                                help="exponential_staircase: factor per decay")
     cycle_epochs: float = setting(10.0, group="optimisation", above=0.0,
                                   help="cosine_restarts: first cycle length in epochs")
     min_lr: float = setting(1e-5, group="optimisation", minimum=0.0, help="cosine_restarts: minimum learning rate")
@@ -546,8 +607,12 @@ class ClassifyExperiment(Settings):
         if self.objective != "distillation":
             if self.teacher:
                 bad("--teacher needs --objective distillation (the former objective report002)")
-        elif (self.embedding_l2_weight or self.soft_ce_weight or self.hard_ce_weight) and not self.teacher:
-            bad("teacher-student terms (embedding_l2 / soft_ce / hard_ce weights) need --teacher RUN_DIR")
+        elif (self.embedding_l2_weight or self.soft_ce_weight or self.hard_ce_weight
+              or self.projected_soft_ce_weight) and not self.teacher:
+            bad("teacher-student terms (embedding_l2 / soft_ce / projected_soft_ce / hard_ce weights) need "
+                "--teacher RUN_DIR")
+        if self.hard_mining_threshold > 0 and self.hard_mining_fraction < 1:
+            bad("hard_mining_threshold and hard_mining_fraction < 1 are two mining rules; pick one")
         if self.identity_batches:
             if self.m_images < 2:
                 bad(f"m_images must be at least 2 (M - 1 support images and 1 query), got {self.m_images}")
@@ -564,7 +629,8 @@ class ClassifyExperiment(Settings):
     @property
     def identity_batches(self) -> bool:
         """Whether batches are N identities x M images (else capped random batches)."""
-        return self.objective == "angproto" or (self.objective == "distillation" and self.triplet_weight > 0)
+        return self.objective == "angproto" or (self.objective == "distillation" and self.triplet_weight > 0
+                                                 and self.triplet_batches == "identities")
 
 
 SCHEMAS = (PairExperiment, TripletExperiment, ClassifyExperiment)

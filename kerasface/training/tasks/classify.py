@@ -67,7 +67,7 @@ from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
-from kerasface.models import DistillationModel, MarginHead, build_backbone
+from kerasface.models import BACKBONES, DistillationModel, MarginHead, build_backbone
 from kerasface.training.callbacks import HeldOutAccuracy, LogLearningRate
 from kerasface.training.distribute import Runtime
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
@@ -120,7 +120,13 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     """
     if backbone is None:
         extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+        if cfg.pretrained:
+            if not getattr(BACKBONES.get(cfg.backbone), "accepts_weights", False):
+                raise ValueError(f"--pretrained {cfg.pretrained}: backbone {cfg.backbone} has no keras.applications "
+                                 "weights (resnet50, efficientnet_b0 and efficientnet_v2_m have)")
+            extra["weights"] = cfg.pretrained
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
+        backbone = stack_embedding_layers(backbone, cfg.embedding_layers)
     side = backbone.inputs[0].shape[1]
     if side is not None and side != cfg.image_size:
         raise ValueError(f"the backbone takes {side}x{side} images but image_size is {cfg.image_size}")
@@ -136,6 +142,11 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
             triplet_weight=cfg.triplet_weight, triplet_margin=cfg.triplet_margin,
             hard_mining_fraction=cfg.hard_mining_fraction, embedding_l2_weight=cfg.embedding_l2_weight,
             soft_ce_weight=cfg.soft_ce_weight, hard_ce_weight=cfg.hard_ce_weight, temperature=cfg.temperature,
+            hard_mining_threshold=cfg.hard_mining_threshold, center_update=cfg.center_update,
+            triplet_embedding_dim=cfg.triplet_embedding_dim, triplet_normalize=cfg.triplet_normalize,
+            triplet_average=cfg.triplet_average, soft_ce_kind=cfg.soft_ce_kind,
+            projected_soft_ce_weight=cfg.projected_soft_ce_weight, embedding_l2_reduction=cfg.embedding_l2_reduction,
+            projection_bias=cfg.projection_bias, loss_sum=cfg.loss_sum,
             name=f"{backbone.name}_distillation")
         head = model.classifier
     else:
@@ -144,6 +155,19 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
         label = keras.Input(shape=(), dtype="int32", name="label")
         model = keras.Model([image, label], head(emb, labels=label), name=f"{backbone.name}_{cfg.head}")
     return model, backbone, head
+
+
+def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
+    """The backbone with ``layers - 1`` more ``ReLU -> Dense(dim)`` after its linear embedding (report 003's
+    "sequence of several" linear layers before the classifier; 1: the backbone unchanged)."""
+    if layers <= 1:
+        return backbone
+    x = backbone.outputs[0]
+    dim = int(x.shape[-1])
+    for i in range(2, layers + 1):
+        x = keras.layers.ReLU(name=f"embedding_relu{i}")(x)
+        x = keras.layers.Dense(dim, dtype="float32", name=f"embedding_{i}")(x)
+    return keras.Model(backbone.inputs[0], x, name=backbone.name)
 
 
 def stage_blocks(backbone: keras.Model) -> list[list[str]]:
@@ -229,8 +253,12 @@ class ClassifyTask(Task):
         if cfg.freeze_first:
             frozen = freeze_first(self.backbone, cfg.freeze_first)
             logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
-        schedule = (cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
-                    if cfg.schedule == "cosine_restarts" else None)
+        schedule = None
+        if cfg.schedule == "cosine_restarts":
+            schedule = cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
+        elif cfg.schedule == "exponential_staircase":
+            schedule = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, cfg.decay_steps,
+                                                                   cfg.decay_rate, staircase=True)
         optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         # distillation: its compute_loss sums the preset's terms (each logged as loss_<term>)
