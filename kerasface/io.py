@@ -64,10 +64,25 @@ def jsonable(o):
     return o
 
 
-def save_model(model, path) -> None:
-    """``model.save(path)`` through a temporary file (Keras needs the ``.keras`` suffix)."""
+def save_model(model, path, include_optimizer: bool = True) -> None:
+    """``model.save(path)`` through a temporary file (Keras needs the ``.keras`` suffix).
+
+    ``include_optimizer=False`` writes the model for inference: no optimizer state and no compile
+    settings (Keras 3's ``model.save`` has no such switch; the model is saved with its optimizer
+    detached for the moment of the write). The file loads uncompiled and is about a third the size
+    with Adam's two moments per weight. The run folder's ``model.keras`` is written this way; its
+    kill-safe ``backup/`` keeps the optimizer for resuming.
+    """
     with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+        if include_optimizer or not getattr(model, "compiled", False):
+            model.save(tmp)
+            return
+        optimizer, compiled = model.optimizer, model.compiled
+        model.optimizer, model.compiled = None, False
+        try:
+            model.save(tmp)
+        finally:
+            model.optimizer, model.compiled = optimizer, compiled
 
 
 def load_model(path, **kwargs):

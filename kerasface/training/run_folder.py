@@ -214,5 +214,5 @@ class RunFolderWriter(keras.callbacks.Callback):
             write_history_csv(self.run_dir / "history.csv", self.history)
         self.plot(self.history, self.run_dir / "curves.png")
         for filename, model in (self.models or {"model.keras": self.model}).items():
-            save_model(model, self.run_dir / filename)
+            save_model(model, self.run_dir / filename, include_optimizer=False)  # the backup keeps the optimizer
         write_json(self.run_dir / "metrics.json", self.summary(self.history, self.epoch_seconds, False))
