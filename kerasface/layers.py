@@ -202,7 +202,7 @@ class GroupConv2D(keras.layers.Layer):
         elif path == "matmul":
             out = self._matmul(inputs)
         elif path == "blockdiag":
-            out = self._blockdiag(inputs, self._block_size(inputs.shape))
+            out = self._blockdiag(inputs, self.block_size(inputs.shape))
         else:
             out = self._split(inputs)
         if self.bias is not None:
@@ -226,7 +226,8 @@ class GroupConv2D(keras.layers.Layer):
         y = ops.sum(y, axis=4)
         return ops.reshape(y, (shape[0], shape[1], shape[2], self.filters))
 
-    def _block_size(self, input_shape) -> int:
+    def block_size(self, input_shape) -> int:
+        """Groups per dense convolution of the ``"blockdiag"`` path for inputs of ``input_shape``."""
         if self.block_groups is not None:
             return self.block_groups
         h = _out_len(input_shape[1], self.kernel_size[0], self.strides[0], self.padding)
