@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -177,6 +179,31 @@ def torch_params(module) -> int:
 # --- the two sides -----------------------------------------------------------------------------------
 
 
+def old_rule_side(name: str, batch: int) -> dict:
+    """kerasface with the grouped-conv rule before issue 17 (split up to 32 groups, depthwise above),
+    for a before/after comparison in the same run (VarGFaceNet verifiers only)."""
+    import tensorflow as tf
+    from bench_backbones import faces
+
+    from kerasface.layers import GroupConv2D
+    from kerasface.presets import get_pair_preset
+    from kerasface.training import build_verifier
+
+    model = build_verifier(get_pair_preset("vargface").override(backbone=name, group_conv="auto"))
+    backbone = model.get_layer(name)
+    for layer in backbone.layers:
+        if isinstance(layer, GroupConv2D):  # read when the layer is traced
+            layer.implementation = "split" if layer.groups <= 32 else "depthwise"
+    imgs = faces(112, 112, 2 * batch)
+    a, b = tf.constant(imgs[:batch]), tf.constant(imgs[batch:])
+    y = tf.constant(np.random.default_rng(0).integers(0, 2, batch), tf.int32)
+    both = tf.constant(imgs)
+    infer_fn = tf.function(lambda t: backbone(t, training=False))
+    return {"train": lambda: model.train_on_batch([a, b], y), "infer": lambda: infer_fn(both).numpy(),
+            "params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+            "label": "kerasface, rule before issue 17 (split <= 32 groups, else depthwise)"}
+
+
 def build_pair(name: str, batch: int, group_conv: str):
     """(keras side, torch side, GFLOP per image forward, images per step, unit): each side is a dict of
     ``train()`` / ``infer()`` closures and its trainable parameter count."""
@@ -293,6 +320,10 @@ def run(name: str, args) -> list[dict]:
           f"batch {args.batch} {unit} ({ips} images per training step), peak {peak:.0f} GFLOP/s, "
           f"load {load()}", flush=True)
     sides = {"kerasface": k, "torch": t}
+    if args.old_rule and name.startswith("vargfacenet"):
+        sides["old_rule"] = old_rule_side(name, args.batch)
+    if not args.torch:
+        del sides["torch"]
     first = {}
     for key, side in sides.items():
         t0 = time.perf_counter()
@@ -333,12 +364,15 @@ def run(name: str, args) -> list[dict]:
         line += f"{first[key]:.1f} |"
         print(line, flush=True)
         rows.append(row)
-    ratio = statistics.median(rates["kerasface"]["train"]) / statistics.median(rates["torch"]["train"])
-    msg = f"kerasface / PyTorch: training {ratio:.2f}x"
-    if args.infer:
-        inf_ratio = statistics.median(rates["kerasface"]["infer"]) / statistics.median(rates["torch"]["infer"])
-        msg += f", inference {inf_ratio:.2f}x"
-    print(msg + f" (load {load()})", flush=True)
+    for other in sides:
+        if other == "kerasface":
+            continue
+        ratio = statistics.median(rates["kerasface"]["train"]) / statistics.median(rates[other]["train"])
+        msg = f"kerasface / {other}: training {ratio:.2f}x"
+        if args.infer:
+            inf_ratio = statistics.median(rates["kerasface"]["infer"]) / statistics.median(rates[other]["infer"])
+            msg += f", inference {inf_ratio:.2f}x"
+        print(msg + f" (load {load()})", flush=True)
     for row in rows:
         row["load_end"] = load()
     return rows
@@ -352,6 +386,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--group-conv", default="auto", help="GroupConv2D path of the kerasface side")
     ap.add_argument("--no-infer", dest="infer", action="store_false")
+    ap.add_argument("--no-torch", dest="torch", action="store_false", help="leave the PyTorch twin out")
+    ap.add_argument("--old-rule", action="store_true",
+                    help="add kerasface with the grouped-conv rule before issue 17 (VarGFaceNet)")
     ap.add_argument("--json", help="append the rows (JSON lines) to this file")
     args = ap.parse_args()
     for name in args.model.split(","):
