@@ -299,3 +299,29 @@ def test_l2_normalize_zero_vector_finite_value_and_gradient():
     n = np.array([0.6, 0.0, 0.8, 0.0])
     u = np.ones(4)
     np.testing.assert_allclose(g[1], (u - u.dot(n) * n) / 5.0, rtol=1e-5, atol=1e-6)
+
+
+def test_model_saved_with_one_path_loads_and_runs_with_every_other(tmp_path):
+    """The path is not part of the weights: a .keras file written with ``blockdiag`` loads (safe mode)
+    and its weights run unchanged under every other path, whole-map (matmul) conv included."""
+    import kerasface  # noqa: F401  (registers the layers for load_model)
+
+    def build(path):
+        inp = keras.Input((6, 6, 16))
+        y = GroupConv2D(32, 3, strides=2, groups=4, implementation=path, name="g1")(inp)
+        y = GroupConv2D(32, 3, padding="valid", groups=4, implementation=path, name="g2")(y)
+        return keras.Model(inp, y)
+
+    x = np.random.default_rng(11).standard_normal((3, 6, 6, 16)).astype("float32")
+    saved = build("blockdiag")
+    want = keras.ops.convert_to_numpy(saved(x))
+    assert np.abs(want).max() > 0.1
+    saved.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("g1").implementation == "blockdiag"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), want, rtol=1e-5, atol=1e-5)
+    for path in ("native", "split", "depthwise", "matmul", "auto"):
+        other = build(path)
+        other.load_weights(tmp_path / "m.keras")
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(other(x)), want, rtol=1e-4, atol=1e-4,
+                                   err_msg=path)
