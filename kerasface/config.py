@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Grouped-convolution implementations of the VarGFaceNet backbones.
-GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split")
+GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split", "blockdiag", "matmul")
 #: Augmentation policies of the classification trainer: the names of
 #: ``kerasface.data.augment.AUGMENTATIONS``, here without importing TensorFlow (a test keeps them equal).
 AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003", "basic",
