@@ -101,7 +101,7 @@ def test_evaluate_on_a_model_with_a_vector_input_is_one_line(sample_dir, tmp_pat
     path = _tiny_embedder(tmp_path, inputs=(12,))
     code = main(["evaluate", str(path), "--data", str(sample_dir), "--out", str(tmp_path / "eval")])
     line = _one_error_line(capsys)
-    assert code in (exit_codes.BAD_INPUT, exit_codes.FAILURE) and "kerasface evaluate: error:" in line
+    assert code == exit_codes.BAD_INPUT and "kerasface evaluate: error:" in line and "not face images" in line
 
 
 def test_an_unexpected_error_is_one_line_with_its_type_and_verbose_shows_the_traceback(monkeypatch, capsys):

@@ -93,16 +93,21 @@ class _Builder:
         return layers.Multiply(name=name)([x, s])
 
     def basic_block(self, x, filters, strides, name):
-        shortcut = x
         y = self.conv(x, filters, 3, strides, f"{name}_conv1")
         y = self.bn(y, f"{name}_bn1")
         y = layers.ReLU(name=f"{name}_relu1")(y)
         y = self.conv(y, filters, 3, 1, f"{name}_conv2")
         y = self.bn(y, f"{name}_bn2")
+        return self.residual(x, y, strides, name)
+
+    def residual(self, x, y, strides, name):
+        """The end of every block: optional SE on the branch ``y``, the shortcut (``x``, or a 1x1 projection +
+        BN when the stride or width changes), add, ReLU."""
         if self.se_reduction:
             y = self.squeeze_excite(y, f"{name}_se")
-        if strides != 1 or x.shape[-1] != filters:
-            shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False,
+        shortcut = x
+        if strides != 1 or x.shape[-1] != y.shape[-1]:
+            shortcut = layers.Conv2D(y.shape[-1], 1, strides=strides, use_bias=False,
                                      kernel_initializer="he_normal", name=f"{name}_proj")(x)
             shortcut = self.bn(shortcut, f"{name}_proj_bn")
         y = layers.Add(name=f"{name}_add")([y, shortcut])
@@ -118,15 +123,7 @@ class _Builder:
         y = layers.ReLU(name=f"{name}_relu2")(self.bn(y, f"{name}_bn2"))
         y = layers.Conv2D(out, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv3")(y)
         y = self.bn(y, f"{name}_bn3")
-        if self.se_reduction:
-            y = self.squeeze_excite(y, f"{name}_se")
-        shortcut = x
-        if strides != 1 or x.shape[-1] != out:
-            shortcut = layers.Conv2D(out, 1, strides=strides, use_bias=False,
-                                     kernel_initializer="he_normal", name=f"{name}_proj")(x)
-            shortcut = self.bn(shortcut, f"{name}_proj_bn")
-        y = layers.Add(name=f"{name}_add")([y, shortcut])
-        return layers.ReLU(name=f"{name}_out")(y)
+        return self.residual(x, y, strides, name)
 
 
 def ResNetBasic(
