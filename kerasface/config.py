@@ -17,6 +17,7 @@ Settings renamed since an older run folder was written are mapped back by
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 import warnings
 from dataclasses import dataclass
@@ -35,16 +36,19 @@ __all__ = [
     "SettingInfo",
     "Settings",
     "TripletExperiment",
+    "COMMAND_SETTINGS",
+    "check_command_setting",
     "setting",
     "setting_info",
     "upgrade_settings",
 ]
 
 #: Grouped-convolution implementations of the VarGFaceNet backbones.
-GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split")
+GROUP_CONV_PATHS = ("auto", "native", "depthwise", "split", "blockdiag", "matmul")
 #: Augmentation policies of the classification trainer: the names of
 #: ``kerasface.data.augment.AUGMENTATIONS``, here without importing TensorFlow (a test keeps them equal).
-AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003")
+AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003", "basic",
+                 "basic-seaweed")
 #: Augmentation of the pair trainer: none, or an independent random horizontal flip of each face.
 PAIR_AUGMENTATIONS = ("none", "flip")
 #: Triplet selection: "offline" = FaceNet's selection within each decoded chunk (semi-hard negatives,
@@ -58,6 +62,8 @@ TRIPLET_STACK_LOSSES = ("hinge_squared", "hinge", "difference_squared", "differe
 CLASSIFY_OBJECTIVES = ("margin", "angproto", "distillation")
 CLASSIFY_HEADS = ("softmax", "normalized", "amsoftmax", "cosface", "arcface")
 _SKIP_OR_ERROR = ("skip", "error")
+#: Centre-loss forms (``kerasface.losses.center.CENTER_UPDATES``; a test keeps them equal).
+CENTER_UPDATES = ("wen", "sandberg")
 _DISTILL = "distillation terms (objective distillation; a weight of 0 turns a term off)"
 #: The groups of the settings (argument groups of the command line), in this order.
 SETTING_GROUPS = ("data", "model", "triplets", _DISTILL, "optimisation", "output")
@@ -114,6 +120,9 @@ class SettingInfo:
         return None
 
     def in_range(self, value) -> bool:
+        """Within the bounds; a NaN or infinite number is never in a declared range."""
+        if isinstance(value, float) and not math.isfinite(value) and self.describe_range():
+            return False
         return not ((self.minimum is not None and value < self.minimum)
                     or (self.maximum is not None and value > self.maximum)
                     or (self.above is not None and value <= self.above)
@@ -134,6 +143,36 @@ def setting(default=dataclasses.MISSING, *, help: str, group: str = "settings", 
 def setting_info(field: dataclasses.Field) -> SettingInfo:
     """The :class:`SettingInfo` of a schema field."""
     return field.metadata[_KEY]
+
+
+def _command_setting(help: str, **bounds) -> SettingInfo:
+    return setting_info(setting(help=help, **bounds))
+
+
+#: The numeric flags of the commands that take no preset (evaluate, align, pack), declared here with
+#: their ranges like the schema's fields, so that every command refuses the same values with the same
+#: words (:func:`check_command_setting`; ``kerasface.cli.flags.ranged`` turns them into flag types).
+COMMAND_SETTINGS = {
+    "image_size": _command_setting("input side in pixels", minimum=1),
+    "center_crop": _command_setting("fraction of the shorter side kept", above=0.0, maximum=1.0),
+    "batch_size": _command_setting("images per batch", minimum=1),
+    "cases": _command_setting("pairs of each kind drawn", minimum=0),
+    "jpeg_quality": _command_setting("JPEG quality", minimum=1, maximum=100),
+    "limit": _command_setting("first N images only", minimum=1),
+    "shards": _command_setting("shard files", minimum=1),
+    "workers": _command_setting("decoding threads", minimum=1),
+    "min_images": _command_setting("fewest images of an identity", minimum=1),
+    "grid_n": _command_setting("faces drawn", minimum=1),
+}
+
+
+def check_command_setting(name: str, value, flag: str | None = None):
+    """``value`` when it is in the range of ``COMMAND_SETTINGS[name]``; ``ValueError`` naming the flag
+    otherwise (a NaN or infinite number is never in range)."""
+    info = COMMAND_SETTINGS[name]
+    if value is not None and not info.in_range(value):
+        raise ValueError(f"{flag or '--' + name.replace('_', '-')} must be {info.describe_range()}, got {value}")
+    return value
 
 
 class Settings:
@@ -350,7 +389,14 @@ class TripletExperiment(Settings):
     center_crop: float = _center_crop()
     on_error: str = _on_corrupt("it")
     embedding_dim: int = setting(128, group="model", minimum=1, help="embedding size")
-    norm: str = setting("batch", group="model", choices=("batch", "lrn"), help="NN2 normalisation")
+    norm: str = setting("batch", group="model", choices=("batch", "lrn", "none"),
+                        help="NN2 normalisation: BN after every conv (the report's fix), the paper's LRN, or none")
+    l2_normalize: bool = setting(True, group="model",
+                                 help="the final L2 normalisation of the embedding (--no-l2-normalize: removed, "
+                                      "one of report 004's fixes)")
+    distance_epsilon: float = setting(1e-12, group="triplets", above=0.0,
+                                      help="floor of the squared distance under the square root (report 004's "
+                                           "Keras K.epsilon() 1e-7 gives the sqrt(1e-7) = 3.1622776e-04 it printed)")
     l2_pooling: bool = setting(True, group="model", help="NN2: L2 pooling where the table says L2 "
                                                          "(--no-l2-pooling: max pooling)")
     bn_momentum: float = setting(0.99, group="model", minimum=0.0, below=1.0, help="BatchNormalization momentum")
@@ -466,25 +512,70 @@ class ClassifyExperiment(Settings):
     easy_margin: bool = setting(False, group="model", help="ArcFace easy margin")
     m_images: int = setting(2, group="model", minimum=1,
                             help="angproto (and a distillation triplet term): M images per identity in a batch")
+    embedding_layers: int = setting(1, group="model", minimum=1,
+                                    help="linear layers between the pooled features and the classifier: 1 (the "
+                                         "backbone's embedding; report 003's choice) or a stack (ReLU between)")
+    pretrained: str | None = setting(None, group="model", choices=("imagenet",),
+                                     help="start a keras.applications backbone (resnet50, efficientnet_b0, "
+                                          "efficientnet_v2_m) from Keras's ImageNet weights (downloaded once to "
+                                          "~/.keras/models; default: from scratch)")
     init_from: str | None = setting(None, group="model", metavar="RUN_DIR",
                                     help="start the backbone from this run folder's model.keras (or a .keras file)")
     ce_weight: float = setting(1.0, group=_DISTILL, minimum=0.0, help="cross entropy with the labels")
     center_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--center-loss", help="centre loss weight")
-    center_alpha: float = setting(0.5, group=_DISTILL, minimum=0.0, maximum=1.0, help="centre update rate")
+    center_alpha: float = setting(0.5, group=_DISTILL, minimum=0.0, maximum=1.0,
+                                  help="centre update rate (center_update sandberg: the share of the old centre "
+                                       "kept, report 002: 0.95)")
+    center_update: str = setting("wen", group=_DISTILL, choices=CENTER_UPDATES,
+                                 help="centre loss form: wen (0.5 mean squared distance, Wen et al.'s update) or "
+                                      "sandberg (mean over batch and dimensions, update (1 - alpha)(c - x) summed "
+                                      "per class: davidsandberg/facenet, report 002's code)")
     prelogit_norm_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--prelogit-norm",
                                           help="pre-logit norm loss weight")
     triplet_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--triplet",
                                     help="batch-hard triplet weight (> 0: N identities x --m-images batches)")
     triplet_margin: float = setting(0.2, group=_DISTILL, above=0.0, help="margin of the batch-hard triplet term")
+    triplet_embedding_dim: int = setting(0, group=_DISTILL, minimum=0,
+                                         help="triplet term on a separate linear embedding of this size (report "
+                                              "002's code: 128); 0: on the model's embedding")
+    triplet_normalize: bool = setting(True, group=_DISTILL,
+                                      help="L2-normalise what the triplet term reads (--no-triplet-normalize: "
+                                           "raw euclidean distances, report 002's code)")
+    triplet_average: str = setting("valid", group=_DISTILL, choices=("valid", "all"),
+                                   help="batch-hard mean over anchors with a positive and a negative (valid) or "
+                                        "over every anchor, a missing positive at distance 0 (all: report 002's "
+                                        "code)")
+    triplet_batches: str = setting("identities", group=_DISTILL, choices=("identities", "random"),
+                                   help="with a triplet term: N identities x --m-images batches, or the capped "
+                                        "random batches of the other runs (report 002's code)")
     hard_mining_fraction: float = setting(1.0, group=_DISTILL, above=0.0, maximum=1.0, flag="--hard-mining",
                                           help="hard instance mining: keep this hardest fraction of each batch's "
                                                "cross-entropy terms (1 = off)")
+    hard_mining_threshold: float = setting(0.0, group=_DISTILL, minimum=0.0, below=1.0,
+                                           help="hard instance mining by threshold: cross-entropy terms below this "
+                                                "x the batch maximum are multiplied by it (report 002's code: 0.7; "
+                                                "0 = off)")
+    loss_sum: str = setting("once", group=_DISTILL, choices=("once", "doubling"),
+                            help="once: each term added once; doubling: report 002's code (total = 2 x total + "
+                                 "term for pre-logit norm, centre, triplet in turn: 8 CE + 4 PLN + 2 centre + "
+                                 "triplet with all on)")
     teacher: str | None = setting(None, group=_DISTILL, metavar="RUN_DIR",
                                   help="teacher run folder (its classifier.keras), frozen")
     embedding_l2_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--embedding-l2",
                                          help="teacher-student: student-teacher embedding L2")
     soft_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--soft-ce",
                                     help="teacher-student: soft cross entropy at --temperature")
+    soft_ce_kind: str = setting("kl", group=_DISTILL, choices=("kl", "ce", "ce_eps"),
+                                help="soft cross entropy form: T^2 KL, T^2 CE, or CE with log(q + 1e-6) (report "
+                                     "002's train_TS.py)")
+    projected_soft_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--projected-soft-ce",
+                                              help="teacher-student: soft cross entropy of a classifier on the "
+                                                   "projected student embedding (report 002's s_embed_CE)")
+    embedding_l2_reduction: str = setting("sum", group=_DISTILL, choices=("sum", "mean"),
+                                          help="embedding L2: sum over the dimensions (squared distance) or mean "
+                                               "(report 002's train_TS.py)")
+    projection_bias: bool = setting(False, group=_DISTILL,
+                                    help="bias in the student -> teacher embedding projection (report 002's: yes)")
     hard_ce_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--hard-ce",
                                     help="teacher-student: cross entropy with the teacher's argmax")
     temperature: float = setting(4.0, group=_DISTILL, above=0.0, help="teacher-student: softmax temperature")
@@ -509,8 +600,14 @@ class ClassifyExperiment(Settings):
     optimizer: str = setting("adam", group="optimisation", choices=("adam", "adamw"), help="optimizer")
     learning_rate: float = _learning_rate()
     weight_decay: float = setting(0.01, group="optimisation", minimum=0.0, help="AdamW weight decay")
-    schedule: str = setting("constant", group="optimisation", choices=("constant", "cosine_restarts"),
-                            help="learning-rate schedule")
+    schedule: str = setting("constant", group="optimisation",
+                            choices=("constant", "cosine_restarts", "exponential_staircase"),
+                            help="learning-rate schedule (exponential_staircase: times --decay-rate every "
+                                 "--decay-steps steps)")
+    decay_steps: int = setting(10000, group="optimisation", minimum=1,
+                               help="exponential_staircase: optimizer steps per decay")
+    decay_rate: float = setting(0.9, group="optimisation", above=0.0, maximum=1.0,
+                                help="exponential_staircase: factor per decay")
     cycle_epochs: float = setting(10.0, group="optimisation", above=0.0,
                                   help="cosine_restarts: first cycle length in epochs")
     min_lr: float = setting(1e-5, group="optimisation", minimum=0.0, help="cosine_restarts: minimum learning rate")
@@ -531,8 +628,12 @@ class ClassifyExperiment(Settings):
         if self.objective != "distillation":
             if self.teacher:
                 bad("--teacher needs --objective distillation (the former objective report002)")
-        elif (self.embedding_l2_weight or self.soft_ce_weight or self.hard_ce_weight) and not self.teacher:
-            bad("teacher-student terms (embedding_l2 / soft_ce / hard_ce weights) need --teacher RUN_DIR")
+        elif (self.embedding_l2_weight or self.soft_ce_weight or self.hard_ce_weight
+              or self.projected_soft_ce_weight) and not self.teacher:
+            bad("teacher-student terms (embedding_l2 / soft_ce / projected_soft_ce / hard_ce weights) need "
+                "--teacher RUN_DIR")
+        if self.hard_mining_threshold > 0 and self.hard_mining_fraction < 1:
+            bad("hard_mining_threshold and hard_mining_fraction < 1 are two mining rules; pick one")
         if self.embedding_teacher and self.objective != "distillation":
             bad("--embedding-teacher needs --objective distillation")
         if self.embedding_distill_weight and not self.embedding_teacher:
@@ -557,7 +658,8 @@ class ClassifyExperiment(Settings):
     @property
     def identity_batches(self) -> bool:
         """Whether batches are N identities x M images (else capped random batches)."""
-        return self.objective == "angproto" or (self.objective == "distillation" and self.triplet_weight > 0)
+        return self.objective == "angproto" or (self.objective == "distillation" and self.triplet_weight > 0
+                                                 and self.triplet_batches == "identities")
 
 
 SCHEMAS = (PairExperiment, TripletExperiment, ClassifyExperiment)

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "jsonable", "write_json", "save_model", "save_figure"]
+__all__ = ["atomic_path", "jsonable", "load_model", "write_json", "save_model", "save_figure"]
 
 
 @contextlib.contextmanager
@@ -64,10 +64,49 @@ def jsonable(o):
     return o
 
 
-def save_model(model, path) -> None:
-    """``model.save(path)`` through a temporary file (Keras needs the ``.keras`` suffix)."""
+def save_model(model, path, include_optimizer: bool = True) -> None:
+    """``model.save(path)`` through a temporary file (Keras needs the ``.keras`` suffix).
+
+    ``include_optimizer=False`` writes the model for inference: no optimizer state and no compile
+    settings (Keras 3's ``model.save`` has no such switch; the model is saved with its optimizer
+    detached for the moment of the write). The file loads uncompiled and is about a third the size
+    with Adam's two moments per weight. The run folder's ``model.keras`` is written this way; its
+    kill-safe ``backup/`` keeps the optimizer for resuming.
+    """
     with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+        if include_optimizer or not getattr(model, "compiled", False):
+            model.save(tmp)
+            return
+        optimizer, compiled = model.optimizer, model.compiled
+        model.optimizer, model.compiled = None, False
+        try:
+            model.save(tmp)
+        finally:
+            model.optimizer, model.compiled = optimizer, compiled
+
+
+def load_model(path, **kwargs):
+    """``keras.saving.load_model(path, **kwargs)`` (safe mode on) with errors a user can read.
+
+    ``FileNotFoundError`` only when there is no such file; any failure to load a file that exists
+    (not a zip, a tampered config, a layer no imported package registered, ...) is a ``ValueError``
+    naming the file, the original error type and its first line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model not found: {str(path)!r}" + (" (it is a folder)" if path.is_dir() else ""))
+    import zipfile
+
+    import keras
+
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(f"cannot load the model {str(path)!r}: the file exists but is not a .keras zip archive "
+                         f"(corrupt or truncated, {path.stat().st_size} bytes)")
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"cannot load the model {str(path)!r}: {type(e).__name__}: {first}") from e
 
 
 def _jsonable(o):

@@ -25,27 +25,50 @@ __all__ = [
     "resolve_group_conv_implementation",
 ]
 
-_IMPLEMENTATIONS = ("auto", "native", "depthwise", "split")
+_IMPLEMENTATIONS = ("auto", "native", "depthwise", "split", "blockdiag", "matmul")
+GROUP_CONV_IMPLEMENTATIONS = _IMPLEMENTATIONS
 
 
 def _register(cls):
     return keras.saving.register_keras_serializable(package="kerasface")(cls)
 
 
-# Above this many groups the depthwise form beats G sliced convolutions on
-# TF's CPU kernels (measured: benchmarks/bench_group_conv.py).
-SPLIT_MAX_GROUPS = 32
+def group_conv_block_groups(groups: int, in_per_group: int, out_area: int | None) -> int:
+    """Groups folded into one dense convolution by the ``"blockdiag"`` path (a divisor of ``groups``).
+
+    Measured on TF 2.21's CPU (oneDNN) kernels, forward + backward, VarGFaceNet's shapes
+    (``benchmarks/bench_group_conv.py``): a dense convolution with a block-diagonal kernel
+    does ``k`` times the grouped MACs but runs oneDNN's fast dense kernels, and fewer, larger
+    ops. Large maps want few, narrow blocks (the wasted MACs dominate); small maps want
+    wide blocks (per-op costs dominate). The rule: up to 40 input channels per block in
+    any case when there are at most 5 groups, else about 16 input channels per block on
+    maps of 14x14 and more, about 64 on smaller ones.
+    """
+    groups = int(groups)
+    if groups <= 5 and groups * in_per_group <= 40:
+        return groups
+    target = 16 if out_area is None or out_area >= 196 else 64
+    best = 1
+    for k in range(1, groups + 1):
+        if groups % k == 0 and k * in_per_group <= target:
+            best = k
+    return best
 
 
-def resolve_group_conv_implementation(implementation: str = "auto", groups: int = 2) -> str:
+def resolve_group_conv_implementation(implementation: str = "auto", groups: int = 2, *,
+                                      input_shape=None, kernel_size=None, padding=None) -> str:
     """Return the concrete grouped-convolution path for ``implementation``.
 
     ``"auto"`` avoids ``"native"`` on the TensorFlow backend when no GPU is
     visible: TF 2.21's CPU gradient of ``Conv2D(groups>1)`` is 40-200x slower
-    than the equivalent split or depthwise forms (tensorflow#49147; numbers in
-    ``docs/performance.md``). There it picks ``"split"`` for up to
-    ``SPLIT_MAX_GROUPS`` groups and ``"depthwise"`` above. Everywhere else
-    (TF on a GPU, JAX, PyTorch) it picks ``"native"``.
+    than the rewrites (tensorflow#49147; numbers in ``docs/performance.md``).
+    There it picks ``"matmul"`` for a ``"valid"`` convolution whose kernel covers
+    the whole input map (one output pixel: VarGFaceNet's embedding conv, then a
+    batched matmul over the groups) and ``"blockdiag"`` otherwise (see
+    :func:`group_conv_block_groups`; with one group per block it runs as ``"split"``).
+    ``input_shape``, ``kernel_size`` and ``padding`` are the layer's; without them
+    the choice is ``"blockdiag"``. Everywhere else (TF on a GPU, JAX, PyTorch) it
+    picks ``"native"``.
     """
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(
@@ -62,7 +85,10 @@ def resolve_group_conv_implementation(implementation: str = "auto", groups: int 
     has_gpu = any(str(d).lower().startswith("gpu") for d in devices)
     if has_gpu:
         return "native"
-    return "split" if groups <= SPLIT_MAX_GROUPS else "depthwise"
+    if (input_shape is not None and kernel_size is not None and padding == "valid"
+            and tuple(input_shape[1:3]) == tuple(_pair(kernel_size))):
+        return "matmul"
+    return "blockdiag"
 
 
 @_register
@@ -85,6 +111,16 @@ class GroupConv2D(keras.layers.Layer):
       output. Fast on TF's CPU kernels in both directions. Unequal row and column
       strides (which TF's CPU depthwise kernel refuses) run the ``"split"`` path.
     * ``"split"``: ``G`` dense convolutions on channel slices, concatenated.
+    * ``"blockdiag"``: the groups folded into blocks of ``k = block_groups``
+      groups; each block is one dense convolution whose kernel is block-diagonal
+      (zeros between groups), so it does ``k`` times the grouped MACs on the fast
+      dense kernels. ``k = 1`` is ``"split"``, ``k = G`` one dense convolution.
+      ``block_groups=None`` picks ``k`` by :func:`group_conv_block_groups`.
+    * ``"matmul"``: the convolution as one batched matrix product over the groups
+      (``einsum``) on patches gathered from shifted slices. With a ``"valid"``
+      kernel that covers the whole input (one output pixel) the patches are the
+      input itself: a reshape and one einsum. Needs static height and width
+      (otherwise it runs ``"blockdiag"``).
     * ``"auto"``: see :func:`resolve_group_conv_implementation` (the path is
       chosen when the layer is traced, not stored: it is not part of the weights).
     """
@@ -98,6 +134,7 @@ class GroupConv2D(keras.layers.Layer):
         groups=1,
         use_bias=False,
         implementation="auto",
+        block_groups=None,
         kernel_initializer="he_normal",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -115,6 +152,11 @@ class GroupConv2D(keras.layers.Layer):
                 f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"
             )
         self.implementation = implementation
+        self.block_groups = None if block_groups is None else int(block_groups)
+        if self.block_groups is not None and (self.block_groups < 1 or self.groups % self.block_groups):
+            raise ValueError(
+                f"block_groups={block_groups} must be a positive divisor of groups={self.groups}"
+            )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -146,13 +188,21 @@ class GroupConv2D(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        path = resolve_group_conv_implementation(self.implementation, self.groups)
+        path = resolve_group_conv_implementation(
+            self.implementation, self.groups, input_shape=tuple(inputs.shape),
+            kernel_size=self.kernel_size, padding=self.padding)
         if path == "depthwise" and self.strides[0] != self.strides[1]:
             path = "split"  # TF's CPU depthwise kernel refuses unequal row/column strides
+        if path == "matmul" and (inputs.shape[1] is None or inputs.shape[2] is None):
+            path = "blockdiag"  # the patches need a static map size
         if self.groups == 1 or path == "native":
             out = ops.conv(inputs, self.kernel, strides=self.strides, padding=self.padding)
         elif path == "depthwise":
             out = self._depthwise(inputs)
+        elif path == "matmul":
+            out = self._matmul(inputs)
+        elif path == "blockdiag":
+            out = self._blockdiag(inputs, self.block_size(inputs.shape))
         else:
             out = self._split(inputs)
         if self.bias is not None:
@@ -175,6 +225,58 @@ class GroupConv2D(keras.layers.Layer):
         y = ops.reshape(y, (shape[0], shape[1], shape[2], g, cpg, m))
         y = ops.sum(y, axis=4)
         return ops.reshape(y, (shape[0], shape[1], shape[2], self.filters))
+
+    def block_size(self, input_shape) -> int:
+        """Groups per dense convolution of the ``"blockdiag"`` path for inputs of ``input_shape``."""
+        if self.block_groups is not None:
+            return self.block_groups
+        h = _out_len(input_shape[1], self.kernel_size[0], self.strides[0], self.padding)
+        w = _out_len(input_shape[2], self.kernel_size[1], self.strides[1], self.padding)
+        area = None if h is None or w is None else h * w
+        return group_conv_block_groups(self.groups, self.in_channels // self.groups, area)
+
+    def _blockdiag(self, inputs, k):
+        if k == 1:
+            return self._split(inputs)
+        g = self.groups
+        cpg = self.in_channels // g
+        m = self.filters // g
+        nb = g // k  # blocks
+        kh, kw = self.kernel_size
+        # (kh, kw, cpg, g*m) -> (kh, kw, nb, cpg, k, m) -> block-diagonal (kh, kw, nb, k*cpg, k*m)
+        kern = ops.reshape(self.kernel, (kh, kw, cpg, nb, k, m))
+        kern = ops.expand_dims(ops.transpose(kern, (0, 1, 3, 2, 4, 5)), 3)  # (kh, kw, nb, 1, cpg, k, m)
+        eye = ops.reshape(ops.cast(ops.eye(k), kern.dtype), (1, 1, 1, k, 1, k, 1))
+        kern = ops.reshape(kern * eye, (kh, kw, nb, k * cpg, k * m))
+        if nb == 1:
+            return ops.conv(inputs, kern[:, :, 0], strides=self.strides, padding=self.padding)
+        w = k * cpg
+        outs = [ops.conv(inputs[..., i * w:(i + 1) * w], kern[:, :, i], strides=self.strides,
+                         padding=self.padding) for i in range(nb)]
+        return ops.concatenate(outs, axis=-1)
+
+    def _matmul(self, inputs):
+        g = self.groups
+        cpg = self.in_channels // g
+        m = self.filters // g
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        h, w = int(inputs.shape[1]), int(inputs.shape[2])
+        oh, ow = _out_len(h, kh, sh, self.padding), _out_len(w, kw, sw, self.padding)
+        kern = ops.reshape(self.kernel, (kh * kw, cpg, g, m))
+        if self.padding == "valid" and (h, w) == (kh, kw):
+            patches = ops.reshape(inputs, (-1, kh * kw, g, cpg))  # the whole map is the one patch
+        else:
+            x = inputs
+            if self.padding == "same":  # TF's convention: the odd pixel of padding goes after
+                ph = max((oh - 1) * sh + kh - h, 0)
+                pw = max((ow - 1) * sw + kw - w, 0)
+                x = ops.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]])
+            taps = [x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+                    for i in range(kh) for j in range(kw)]
+            patches = ops.reshape(ops.stack(taps, axis=3), (-1, kh * kw, g, cpg))
+        out = ops.einsum("ntgc,tcgm->ngm", patches, kern)
+        return ops.reshape(out, (-1, oh, ow, self.filters))
 
     def _split(self, inputs):
         g = self.groups
@@ -208,6 +310,7 @@ class GroupConv2D(keras.layers.Layer):
             groups=self.groups,
             use_bias=self.use_bias,
             implementation=self.implementation,
+            block_groups=self.block_groups,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)

@@ -16,14 +16,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasface.config import GROUP_CONV_PATHS
 from kerasface.layers import (
+    GROUP_CONV_IMPLEMENTATIONS,
     AbsoluteDifference,
     GroupConv2D,
     L2Normalize,
+    group_conv_block_groups,
     resolve_group_conv_implementation,
 )
 
-PATHS = ("native", "depthwise", "split", "auto")
+PATHS = ("native", "depthwise", "split", "blockdiag", "matmul", "auto")
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 # (id, groups, in_channels, filters, kernel, strides, padding, H, W)
@@ -82,6 +85,25 @@ def test_group_conv_matches_keras_conv2d(cfg_id, path):
     np.testing.assert_allclose(out, ref_out, **TOL, err_msg=f"{path}: forward")
     np.testing.assert_allclose(gx, ref_gx, **TOL, err_msg=f"{path}: d/d input")
     np.testing.assert_allclose(gk, ref_gk, **TOL, err_msg=f"{path}: d/d kernel")
+
+
+@pytest.mark.parametrize("cfg_id", ["g5-f2-k3-s2-valid", "g2-f2-k3-s2-same-even", "g40-f2-k3-s2-same",
+                                    "g8-cpg1-f2-k3-s1-same", "g40-f1-k4-whole-map"])
+def test_every_block_size_matches_keras_conv2d(cfg_id):
+    """``"blockdiag"`` with every divisor of G as the block (1 = split, G = one dense conv)."""
+    groups, cin, filters, kernel, strides, padding, h, w = _CONFIGS[cfg_id]
+    x, k, up, ref_out, ref_gx, ref_gk = _case(cfg_id)
+    sizes = [b for b in range(1, groups + 1) if groups % b == 0]
+    assert len(sizes) >= 2
+    for b in sizes:
+        layer = GroupConv2D(filters, kernel, strides=strides, padding=padding, groups=groups,
+                            implementation="blockdiag", block_groups=b)
+        layer.build((None, h, w, cin))
+        layer.kernel.assign(k)
+        out, gx, gk = _forward_backward(layer, x, up)
+        np.testing.assert_allclose(out, ref_out, **TOL, err_msg=f"block {b}: forward")
+        np.testing.assert_allclose(gx, ref_gx, **TOL, err_msg=f"block {b}: d/d input")
+        np.testing.assert_allclose(gk, ref_gk, **TOL, err_msg=f"block {b}: d/d kernel")
 
 
 def _numpy_group_conv(x, k, groups, strides, padding):
@@ -156,13 +178,37 @@ def _gpu_visible() -> bool:
 def test_auto_resolution_on_cpu():
     if _gpu_visible():
         pytest.skip("auto picks native when a GPU is visible")
-    assert resolve_group_conv_implementation("auto", 2) == "split"
-    assert resolve_group_conv_implementation("auto", 32) == "split"
-    assert resolve_group_conv_implementation("auto", 33) == "depthwise"
-    assert resolve_group_conv_implementation("auto", 128) == "depthwise"
-    for path in ("native", "depthwise", "split"):
+    assert resolve_group_conv_implementation("auto", 2) == "blockdiag"
+    assert resolve_group_conv_implementation("auto", 128) == "blockdiag"
+    # a valid kernel covering the whole map (VarGFaceNet's embedding conv): one batched matmul
+    whole = dict(input_shape=(None, 7, 7, 1024), kernel_size=7, padding="valid")
+    assert resolve_group_conv_implementation("auto", 128, **whole) == "matmul"
+    assert resolve_group_conv_implementation("auto", 128, **{**whole, "padding": "same"}) == "blockdiag"
+    assert resolve_group_conv_implementation("auto", 128, **{**whole, "input_shape": (None, 8, 7, 1024)}) \
+        == "blockdiag"
+    for path in GROUP_CONV_IMPLEMENTATIONS[1:]:
         assert resolve_group_conv_implementation(path, 128) == path
-        assert resolve_group_conv_implementation(path, 2) == path
+        assert resolve_group_conv_implementation(path, 2, **whole) == path
+    layer = GroupConv2D(1024, 7, padding="valid", groups=128)
+    layer(np.zeros((1, 7, 7, 1024), "float32"))  # runs the matmul path
+
+
+def test_block_size_rule():
+    """VarGFaceNet's convs (8 inputs per group) get the measured block sizes; always a divisor."""
+    assert group_conv_block_groups(5, 8, 56 * 56) == 5  # head: one dense 40->40 conv
+    assert group_conv_block_groups(10, 8, 28 * 28) == 2  # 16 input channels per block
+    assert group_conv_block_groups(20, 8, 14 * 14) == 2
+    assert group_conv_block_groups(40, 8, 7 * 7) == 8  # 64 input channels per block
+    assert group_conv_block_groups(128, 8, 1) == 8
+    assert group_conv_block_groups(7, 8, 28 * 28) == 1  # no divisor fits: split
+    for g in (1, 2, 3, 5, 6, 10, 12, 20, 40, 128):
+        for cpg in (1, 4, 8, 16):
+            for area in (None, 1, 49, 196, 3136):
+                assert g % group_conv_block_groups(g, cpg, area) == 0
+
+
+def test_config_lists_every_path():
+    assert GROUP_CONV_PATHS == GROUP_CONV_IMPLEMENTATIONS
 
 
 def test_bad_arguments_raise_value_error():
@@ -172,6 +218,10 @@ def test_bad_arguments_raise_value_error():
         GroupConv2D(8, 3, groups=2, implementation="fast")
     with pytest.raises(ValueError, match="implementation"):
         resolve_group_conv_implementation("cudnn", 2)
+    with pytest.raises(ValueError, match="block_groups"):
+        GroupConv2D(8, 3, groups=4, block_groups=3)
+    with pytest.raises(ValueError, match="block_groups"):
+        GroupConv2D(8, 3, groups=4, block_groups=0)
     with pytest.raises(ValueError, match="padding"):
         GroupConv2D(8, 3, groups=2, padding="causal")
     layer = GroupConv2D(8, 3, groups=4)
@@ -184,7 +234,7 @@ def test_bad_arguments_raise_value_error():
 def test_group_conv_get_config_round_trip():
     rng = np.random.default_rng(3)
     layer = GroupConv2D(12, (3, 2), strides=(2, 1), padding="valid", groups=3, use_bias=True,
-                        implementation="depthwise",
+                        implementation="blockdiag", block_groups=3,
                         kernel_regularizer=keras.regularizers.L2(1e-3), name="gconv_rt")
     x = rng.standard_normal((2, 7, 6, 9)).astype("float32")
     layer.build(x.shape)
@@ -192,7 +242,8 @@ def test_group_conv_get_config_round_trip():
     config = layer.get_config()
     json.dumps(config)  # JSON-serialisable (it goes into model.keras)
     clone = GroupConv2D.from_config(json.loads(json.dumps(config)))
-    for attr in ("filters", "kernel_size", "strides", "padding", "groups", "use_bias", "implementation"):
+    for attr in ("filters", "kernel_size", "strides", "padding", "groups", "use_bias", "implementation",
+                 "block_groups"):
         assert getattr(clone, attr) == getattr(layer, attr), attr
     assert isinstance(clone.kernel_regularizer, keras.regularizers.L2)
     assert clone.kernel_regularizer.l2 == pytest.approx(1e-3)
@@ -248,3 +299,29 @@ def test_l2_normalize_zero_vector_finite_value_and_gradient():
     n = np.array([0.6, 0.0, 0.8, 0.0])
     u = np.ones(4)
     np.testing.assert_allclose(g[1], (u - u.dot(n) * n) / 5.0, rtol=1e-5, atol=1e-6)
+
+
+def test_model_saved_with_one_path_loads_and_runs_with_every_other(tmp_path):
+    """The path is not part of the weights: a .keras file written with ``blockdiag`` loads (safe mode)
+    and its weights run unchanged under every other path, whole-map (matmul) conv included."""
+    import kerasface  # noqa: F401  (registers the layers for load_model)
+
+    def build(path):
+        inp = keras.Input((6, 6, 16))
+        y = GroupConv2D(32, 3, strides=2, groups=4, implementation=path, name="g1")(inp)
+        y = GroupConv2D(32, 3, padding="valid", groups=4, implementation=path, name="g2")(y)
+        return keras.Model(inp, y)
+
+    x = np.random.default_rng(11).standard_normal((3, 6, 6, 16)).astype("float32")
+    saved = build("blockdiag")
+    want = keras.ops.convert_to_numpy(saved(x))
+    assert np.abs(want).max() > 0.1
+    saved.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("g1").implementation == "blockdiag"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), want, rtol=1e-5, atol=1e-5)
+    for path in ("native", "split", "depthwise", "matmul", "auto"):
+        other = build(path)
+        other.load_weights(tmp_path / "m.keras")
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(other(x)), want, rtol=1e-4, atol=1e-4,
+                                   err_msg=path)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from kerasface.cli import exit_codes
+from kerasface.cli.flags import ranged
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -24,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the eyes, nose and mouth go: arcface (default) or dlib (dlib's face chips, "
                         "for the dlib-resnet-v1 pretrained model: --template dlib --size 150)")
     g.add_argument("--format", dest="fmt", choices=("jpg", "png"), default="jpg", help="crop file format (default jpg)")
-    g.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the crops (default 95)")
+    g.add_argument("--jpeg-quality", type=ranged("jpeg_quality"), default=95,
+                   help="JPEG quality of the crops (default 95)")
     g = p.add_argument_group("face choice")
     g.add_argument("--pick", choices=("largest", "central"), default="largest",
                    help="several faces: align the largest box or the one nearest the centre (default largest)")
@@ -34,16 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "above 20 detection also runs faster, on a copy shrunk by 20/N")
     g.add_argument("--on-no-face", choices=("skip", "center"), default="skip",
                    help="no face passes: skip the image (recorded) or write a centre crop (default skip)")
-    g.add_argument("--center-crop", type=float, default=1.0,
+    g.add_argument("--center-crop", type=ranged("center_crop", float), default=1.0,
                    help="fraction of the shorter side the centre-crop fallback keeps (default 1.0; ~0.58 for LFW)")
     g = p.add_argument_group("run")
     g.add_argument("--detect-max-side", type=int, default=1024,
                    help="downscale larger images for detection only (the warp reads the original); default 1024")
-    g.add_argument("--batch-size", type=int, default=16, help="images per detector call (default 16)")
-    g.add_argument("--limit", type=int, help="align only the first N images (sorted)")
+    g.add_argument("--batch-size", type=ranged("batch_size"), default=16, help="images per detector call (default 16)")
+    g.add_argument("--limit", type=ranged("limit"), help="align only the first N images (sorted)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--grid", metavar="PNG", help="also draw N originals and their crops into this PNG")
-    g.add_argument("--grid-n", type=int, default=8, help="faces in the --grid picture (default 8)")
+    g.add_argument("--grid-n", type=ranged("grid_n"), default=8, help="faces in the --grid picture (default 8)")
 
 
 def run(args: argparse.Namespace) -> int:

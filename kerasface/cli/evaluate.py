@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from kerasface.cli.flags import DeprecatedSpelling
+from kerasface.cli.flags import DeprecatedSpelling, ranged
 from kerasface.data.locations import bundled_sample_dir
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pair score of embedding models (default: cosine)")
     p.add_argument("--flip", action="store_true",
                    help="flip TTA: sum the embeddings of each face and its mirror, then L2-normalise")
-    p.add_argument("--image-size", type=int, help="input side (default: the model's; raw-pixels: 64)")
-    p.add_argument("--center-crop", type=float, default=1.0,
+    p.add_argument("--image-size", type=ranged("image_size"), help="input side (default: the model's; raw-pixels: 64)")
+    p.add_argument("--center-crop", type=ranged("center_crop", float), default=1.0,
                    help="fraction of the image kept before resizing (default 1.0: whole image)")
     p.add_argument("--normalization", choices=("kerasface", "unit", "raw"), default=None,
                    help="pixel scaling the model expects: kerasface (x-127.5)/128, unit x/255, raw 0..255 "
@@ -46,10 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-only", action="store_true",
                    help="Siamese verifier or triplet graph: score pairs with its shared embedding model "
                         "(--metric) instead of the verifier's 'same' probability")
-    p.add_argument("--batch-size", type=int, default=64, help="faces per inference batch (default 64)")
+    p.add_argument("--batch-size", type=ranged("batch_size"), default=64, help="faces per inference batch (default 64)")
     p.add_argument("--on-missing", choices=("skip", "error"), default="skip",
                    help="pairs naming a missing image: leave them out (counted, listed) or stop")
-    p.add_argument("--cases", type=int, default=6, help="hardest pairs of each kind drawn in cases.png (0: none)")
+    p.add_argument("--cases", type=ranged("cases"), default=6,
+                   help="hardest pairs of each kind drawn in cases.png (0: none)")
     p.add_argument("--out", help="folder for metrics.json, roc.png, cases.png "
                                  "(default: next to the model, eval-<pairs name>)")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
@@ -75,11 +76,10 @@ def run(args: argparse.Namespace) -> int:
         data = pairs.parent if pairs is not None and is_pairs_csv(pairs) else bundled_sample_dir()
 
     # here, not at the top: these import Keras and TensorFlow
-    import keras
-
     from kerasface.evaluation.baselines import BASELINES
     from kerasface.evaluation.embeddings import embedding_submodel
     from kerasface.evaluation.verification import default_pairs_file, evaluate_to_dir
+    from kerasface.io import load_model
     from kerasface.pretrained import NAMES, face_spec, resolve
 
     pairs = pairs or default_pairs_file(data)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.model)
         if not path.is_file():
             raise FileNotFoundError(f"model not found: {str(path)!r} (a .keras file, or one of {sorted(BASELINES)})")
-        model = keras.saving.load_model(path)  # `import kerasface` registered its layers
+        model = load_model(path)  # `import kerasface` registered its layers; errors name the file
         default_out = path.parent / f"eval-{pairs.stem}"
         if args.backbone_only:
             model = embedding_submodel(model)

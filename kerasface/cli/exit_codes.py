@@ -6,7 +6,8 @@ __all__ = ["BAD_INPUT", "COLLAPSED", "DIFFERENT_PEOPLE", "EXIT_CODES", "FAILURE"
            "OK", "epilog"]
 
 OK = 0
-#: an unexpected error (its traceback is printed), or a run that stopped for another reason
+#: an unexpected error (one line with its type; --verbose prints the traceback), or a run that stopped
+#: for another reason
 FAILURE = 1
 #: ``kerasface verify``: the two photos show different people (0: the same person), for scripts
 DIFFERENT_PEOPLE = 1
@@ -21,7 +22,8 @@ INTERRUPTED = 130
 
 EXIT_CODES = {
     OK: "success",
-    FAILURE: "failure (an unexpected error, with its traceback); `kerasface verify`: different people",
+    FAILURE: "failure (an unexpected error: one line with its type; --verbose prints the traceback); "
+             "`kerasface verify`: different people",
     BAD_INPUT: "bad command line or input (unknown preset, missing data, unwritable folder, ...)",
     NON_FINITE_LOSS: "training stopped on a NaN/inf loss (the run folder keeps the last good epoch)",
     COLLAPSED: "triplet training stopped: the embeddings collapsed (--collapse-floor)",

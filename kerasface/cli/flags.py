@@ -17,10 +17,10 @@ import argparse
 import dataclasses
 import sys
 
-from kerasface.config import SETTING_GROUPS, setting_info
+from kerasface.config import SETTING_GROUPS, check_command_setting, setting_info
 
 __all__ = ["PRECISIONS", "STRATEGIES", "DeprecatedSpelling", "add_runtime_flags", "add_settings_flags", "deprecation",
-           "flag_names", "parse_folds", "runtime_from_args", "settings_overrides"]
+           "flag_names", "parse_folds", "ranged", "runtime_from_args", "settings_overrides"]
 
 #: ``kerasface.training.distribute.STRATEGIES`` / ``PRECISIONS`` (a test keeps them equal; the
 #: training package imports TensorFlow, the parser must not).
@@ -149,3 +149,20 @@ def runtime_from_args(args: argparse.Namespace):
     from kerasface.training.distribute import Runtime
 
     return Runtime(strategy=args.strategy, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
+
+
+def ranged(name: str, cast=int):
+    """An argparse ``type``: ``cast`` the text, then check it against ``kerasface.config.COMMAND_SETTINGS[name]``
+    (a value out of range is an argparse error: one line naming the flag, exit status 2)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {cast.__name__} value: {text!r}") from None
+        try:
+            return check_command_setting(name, value, flag="value")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}".replace("value must", "must", 1)) from None
+
+    parse.__name__ = cast.__name__  # argparse names the type in its messages
+    return parse

@@ -87,6 +87,13 @@ def main(argv=None) -> int:
     except FloatingPointError as e:  # a NaN/inf loss stopped training; the run folder keeps the last good epoch
         print(f"kerasface {label}: error: {e}", file=sys.stderr)
         return exit_codes.NON_FINITE_LOSS
+    except Exception as e:  # anything else: one line with the error's type; --verbose shows the traceback
+        if args.verbose:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"kerasface {label}: error: {type(e).__name__}: {first} (an unexpected error; run with --verbose "
+              "for the traceback)", file=sys.stderr)
+        return exit_codes.FAILURE
 
 
 if __name__ == "__main__":

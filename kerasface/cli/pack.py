@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from kerasface.cli import exit_codes
+from kerasface.cli.flags import ranged
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -21,20 +22,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                               "a folder holding lfw/ or lfw.zip, a zip, or a path,label file list")
     p.add_argument("out", metavar="OUT", help="output folder: shard-NNNNN-of-NNNNN.tfrecord, index.json, "
                                               "pack_config.json; an interrupted run resumes here")
-    p.add_argument("--shards", type=int, default=8,
+    p.add_argument("--shards", type=ranged("shards"), default=8,
                    help="number of shard files (default 8; at least the number of multiworker workers)")
-    p.add_argument("--image-size", type=int,
+    p.add_argument("--image-size", type=ranged("image_size"),
                    help="re-encode the centre crop at this side (e.g. 112); default: keep each file's bytes as "
                         "they are")
-    p.add_argument("--center-crop", type=float, default=1.0,
+    p.add_argument("--center-crop", type=ranged("center_crop", float), default=1.0,
                    help="with --image-size: fraction of the shorter side kept before resizing (default 1.0)")
     p.add_argument("--format", dest="fmt", choices=("jpg", "png"), default="jpg",
                    help="with --image-size: JPEG (default) or lossless PNG")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="with --format jpg: JPEG quality (default 95)")
-    p.add_argument("--min-images", type=int, default=1, help="leave out identities with fewer images (default 1)")
+    p.add_argument("--jpeg-quality", type=ranged("jpeg_quality"), default=95,
+                   help="with --format jpg: JPEG quality (default 95)")
+    p.add_argument("--min-images", type=ranged("min_images"), default=1,
+                   help="leave out identities with fewer images (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the order in which images are spread over the shards")
-    p.add_argument("--workers", type=int, help="decoding threads (default: the CPU count, at most 8)")
-    p.add_argument("--limit", type=int, help="pack only the first N images (name order)")
+    p.add_argument("--workers", type=ranged("workers"), help="decoding threads (default: the CPU count, at most 8)")
+    p.add_argument("--limit", type=ranged("limit"), help="pack only the first N images (name order)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

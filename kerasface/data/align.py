@@ -262,15 +262,11 @@ def decode_for_alignment(data: bytes, name: str) -> tuple[np.ndarray, list[str]]
     dropped; each conversion adds a note (``"greyscale"``, ``"16-bit"``,
     ``"alpha dropped"``) that the report shows.  Raises
     :class:`~kerasface.data.images.CorruptImageError` naming ``name`` for empty,
-    truncated or undecodable data, and for a PNG/JPEG header declaring more than
-    ``kerasface.data.images.MAX_PIXELS`` pixels (checked before decoding).
+    truncated or undecodable data, for a format whose header size is not checked
+    and for a header declaring more than ``kerasface.data.images.MAX_PIXELS``
+    pixels (:func:`~kerasface.data.images.check_image_size`, before decoding).
     """
-    if not data:
-        raise CorruptImageError(f"corrupt image {name!r}: file is empty")
-    dims = _images.image_dimensions(data)
-    if dims is not None and dims[1] * dims[2] > _images.MAX_PIXELS:  # decompression bomb: refuse before decoding
-        raise CorruptImageError(f"image {name!r} is too large: {dims[0]} header declares {dims[1]} x {dims[2]} "
-                                f"pixels (limit {_images.MAX_PIXELS:,} pixels)")
+    _images.check_image_size(data, name)  # decompression bombs and unchecked formats: refused before decoding
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:

@@ -1,4 +1,4 @@
-"""Seeded image augmentations of reports 001 and 003, in TensorFlow ops (usable in ``tf.data``).
+"""Seeded image augmentations of reports 001, 002 and 003, in TensorFlow ops (usable in ``tf.data``).
 
 Every op takes a batch ``[B, H, W, 3]`` (or one image ``[H, W, 3]``) of RGB pixel
 values in [0, 255], uint8 or float, and returns float32 values in [0, 255] of the
@@ -21,8 +21,13 @@ Ops (formulas in ``docs/augmentation.md``):
   :func:`equalize` (PIL ``ImageOps.equalize`` / torchvision algorithm, per channel),
   :func:`hflip`.
 
-Policies: :class:`Report001Augment` (crop then jitter, each switchable) and
-:class:`Report003Augment` (exactly one of five ops per image, chosen uniformly);
+* :func:`random_flip`, :func:`random_rotate`, :func:`random_scale`, :func:`colour_shift`,
+  :func:`random_channel_mean_grey`, :func:`seaweed_bands` — the parts of :class:`BasicAugment`.
+
+Policies: :class:`Report001Augment` (crop then jitter, each switchable),
+:class:`BasicAugment` (report 002's code's "basic" set: flip, rotation, scale, colour
+shift, random grey; with ``seaweed=True`` then its "seaweed" bands) and
+:class:`Report003Augment` (the original or exactly one of five ops per image, chosen uniformly);
 :func:`make_augment` builds them by name, :func:`augment_dataset` maps one over a
 ``tf.data.Dataset`` with a per-batch seed stream, :func:`save_augment_grid` draws a
 PNG of what a policy does.
@@ -41,7 +46,8 @@ from kerasface.io import save_figure
 __all__ = [
     "random_resized_crop", "color_jitter", "to_grayscale3", "brightness_jitter", "posterize", "equalize",
     "hflip", "Report001Augment", "Report003Augment", "make_augment", "augment_dataset", "save_augment_grid",
-    "AUGMENTATIONS", "GREY_WEIGHTS",
+    "AUGMENTATIONS", "GREY_WEIGHTS", "random_flip", "random_rotate", "random_scale", "colour_shift",
+    "random_channel_mean_grey", "seaweed_bands", "BasicAugment", "autocontrast", "with_probability",
 ]
 
 #: ITU-R 601-2 luma weights (PIL ``convert("L")``); torchvision's tensor path uses 0.2989 for red.
@@ -253,42 +259,79 @@ def hflip(x, seed=None) -> tf.Tensor:
 
 
 # --------------------------------------------------------------------------- policies
-class Report003Augment:
-    """Report 003's five augmentations, *one at a time*: each image gets exactly one, chosen uniformly.
+def autocontrast(x, seed=None) -> tf.Tensor:
+    """Per image and channel, stretch ``[min, max]`` to ``[0, 255]`` (channels with ``max == min`` unchanged),
+    rounded down as torchvision's ``autocontrast`` on uint8 images (its float result cast back)."""
+    x, single = _batch(x)
+    lo = tf.reduce_min(x, axis=[1, 2], keepdims=True)
+    hi = tf.reduce_max(x, axis=[1, 2], keepdims=True)
+    flat = tf.equal(hi, lo)
+    scale = tf.where(flat, 1.0, 255.0 / tf.where(flat, 1.0, hi - lo))
+    y = tf.where(flat, x, tf.floor(_clip((x - lo) * scale)))
+    return _out(y, single)
 
-    ``ops``: ``(name, fn(x, seed))`` pairs, default greyscale (3 channels),
-    brightness jitter 0.5, posterize to 2 bits, equalize, horizontal flip (the
-    report names four torchvision transforms and a fifth that is cut off in the
-    text; the flip is our choice for it).  For batch seed ``seed``, the choice
-    of image ``b`` is ``choices(seed, B)[b]`` (from ``sub_seed(seed, 0)``) and op
-    ``i`` runs with ``sub_seed(seed, i + 1)``.  Every op runs on the whole batch
-    and each image keeps the one output it was assigned (5 ops' work; these ops
-    are cheap next to a model step).
+
+def with_probability(op: Callable, prob: float) -> Callable:
+    """``op`` applied to each image with probability ``prob`` (torchvision's ``Random*`` transforms, p = 0.5),
+    the others left as they are; the coin uses ``sub_seed(seed, 0)``, the op ``sub_seed(seed, 1)``."""
+    def apply(x, seed):
+        x, single = _batch(x)
+        y = op(x, sub_seed(seed, 1))
+        pick = _uniform(sub_seed(seed, 0), tf.shape(x)[0], 0.0, 1.0) < prob
+        return _out(tf.where(pick[:, None, None, None], y, x), single)
+    return apply
+
+
+class Report003Augment:
+    """Report 003's colour augmentations, *one at a time*, the original image as one of the choices.
+
+    The report multiplies its training set 6x: the originals plus one copy through each of five
+    torchvision transforms, never composed. This policy draws, per image, one of six: the original
+    (choice 0) or op ``k`` (choice ``k + 1``), uniformly, so an epoch sees each variant with the
+    probability it has in the 6x set; :meth:`variants` gives all six of every image, to build the fixed
+    6x set itself. Default ops: ``Grayscale(3)``; ``ColorJitter(brightness=0.5)``;
+    ``RandomPosterize(bits=2)``, ``RandomEqualize()`` and ``RandomAutocontrast()``, each with torchvision's
+    default p = 0.5 (so half of their copies stay unchanged, as in the report's set). The report's list is
+    cut off after ``RandomEqualize``: the fifth transform is not known; ``RandomAutocontrast`` (another
+    colour transform of torchvision with the same p) is this package's choice for it, ``ops`` replaces it.
+    Op ``i`` runs with ``sub_seed(seed, i + 1)``; the choice of image ``b`` is ``choices(seed, B)[b]``
+    (from ``sub_seed(seed, 0)``). Every op runs on the whole batch and each image keeps the one output
+    it was assigned.
     """
 
-    def __init__(self, brightness: float = 0.5, bits: int = 2, ops: Sequence[tuple[str, Callable]] | None = None):
+    def __init__(self, brightness: float = 0.5, bits: int = 2, prob: float = 0.5,
+                 ops: Sequence[tuple[str, Callable]] | None = None, include_original: bool = True):
         if ops is None:
             ops = (
                 ("greyscale", to_grayscale3),
                 (f"brightness {brightness:g}", lambda x, s: brightness_jitter(x, s, brightness)),
-                (f"posterize {bits} bits", lambda x, s: posterize(x, bits)),
-                ("equalize", equalize),
-                ("hflip", hflip),
+                (f"posterize {bits} bits p {prob:g}", with_probability(lambda x, s: posterize(x, bits), prob)),
+                (f"equalize p {prob:g}", with_probability(equalize, prob)),
+                (f"autocontrast p {prob:g}", with_probability(autocontrast, prob)),
             )
         self._ops = list(ops)
+        self.include_original = bool(include_original)
         self.name = "report003"
 
     def ops(self) -> list[tuple[str, Callable]]:
-        """``(name, fn(x, seed))`` of each single op, in choice order."""
+        """``(name, fn(x, seed))`` of each single op, in choice order (after the original)."""
         return list(self._ops)
 
     def choices(self, seed, n) -> tf.Tensor:
-        """int32 ``[n]``: which op each image of a batch of ``n`` gets."""
-        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=len(self._ops), dtype=tf.int32)
+        """int32 ``[n]``: 0 = the original, ``k + 1`` = op ``k`` (without originals: op ``k`` is ``k``)."""
+        count = len(self._ops) + int(self.include_original)
+        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=count, dtype=tf.int32)
+
+    def variants(self, x, seed) -> tf.Tensor:
+        """float32 ``[1 + n_ops, B, H, W, 3]``: the originals, then every op's copy (the fixed 6x set)."""
+        x, _ = _batch(x)
+        return tf.stack([x] + [fn(x, sub_seed(seed, i + 1)) for i, (_, fn) in enumerate(self._ops)])
 
     def __call__(self, x, seed) -> tf.Tensor:
         x, single = _batch(x)
-        outs = tf.stack([fn(x, sub_seed(seed, i + 1)) for i, (_, fn) in enumerate(self._ops)])  # [n_ops, B, H, W, 3]
+        outs = self.variants(x, seed)
+        if not self.include_original:
+            outs = outs[1:]
         k = self.choices(seed, tf.shape(x)[0])
         y = tf.gather(tf.transpose(outs, [1, 0, 2, 3, 4]), k, batch_dims=1)
         return _out(y, single)
@@ -333,6 +376,165 @@ class Report001Augment:
         return _out(x, single)
 
 
+def _affine(x, a, b) -> tf.Tensor:
+    """Per-image affine resampling: output pixel ``(col, row)`` reads input ``(a . (col, row, 1), b . (...))``.
+
+    ``a``, ``b``: float32 ``[B, 3]``; bilinear, pixels outside the image are 0.
+    """
+    n = tf.shape(x)[0]
+    transforms = tf.concat([a, b, tf.zeros([n, 2], tf.float32)], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def _centre(x):
+    shape = tf.shape(x)
+    return (tf.cast(shape[2], tf.float32) - 1.0) / 2.0, (tf.cast(shape[1], tf.float32) - 1.0) / 2.0
+
+
+def random_flip(x, seed, prob: float = 0.5) -> tf.Tensor:
+    """Mirror each image left-right with probability ``prob`` (``tf.image.random_flip_left_right``)."""
+    x, single = _batch(x)
+    flip = _uniform(seed, tf.shape(x)[0], 0.0, 1.0) < prob
+    return _out(tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x), single)
+
+
+def random_rotate(x, seed, max_degrees: float = 40.0) -> tf.Tensor:
+    """Rotate each image about its centre by an angle uniform in ``[-max_degrees, max_degrees]``, same size,
+    corners filled with black (scipy ``misc.imrotate``, which report 002's code calls; bilinear here, bicubic
+    there)."""
+    x, single = _batch(x)
+    theta = _uniform(seed, tf.shape(x)[0], -max_degrees, max_degrees) * (np.pi / 180.0)
+    cx, cy = _centre(x)
+    c, s = tf.cos(theta), tf.sin(theta)
+    a = tf.stack([c, -s, cx - c * cx + s * cy], axis=1)
+    b = tf.stack([s, c, cy - s * cx - c * cy], axis=1)
+    return _out(_clip(_affine(x, a, b)), single)
+
+
+def random_scale(x, seed, prob: float = 0.4, up: Range = (1.0, 1.25), down: Range = (0.7, 1.0)) -> tf.Tensor:
+    """Report 002's random scale: with probability ``prob`` an image is resized by factors ``(f_h, f_w)``
+    about its centre and cropped or zero-padded back to its size (``resize_image_with_crop_or_pad``).
+
+    As in its code, the factors are drawn once per *batch* and independently for height and width: one
+    pair in ``up`` (zoom in) and one in ``down`` (zoom out, black border); each scaled image takes the up
+    pair or the down pair with probability 1/2.
+    """
+    x, single = _batch(x)
+    n = tf.shape(x)[0]
+    f = tf.random.stateless_uniform([4], seed=sub_seed(seed, 0), dtype=tf.float32)
+    up_hw = up[0] + (up[1] - up[0]) * f[:2]
+    down_hw = down[0] + (down[1] - down[0]) * f[2:]
+    u = tf.random.stateless_uniform([n, 2], seed=sub_seed(seed, 1), dtype=tf.float32)
+    fac = tf.where(u[:, :1] > 0.5, up_hw[None], down_hw[None])  # [B, 2] (h, w)
+    cx, cy = _centre(x)
+    fh, fw = fac[:, 0], fac[:, 1]
+    zeros = tf.zeros_like(fh)
+    a = tf.stack([1.0 / fw, zeros, cx - cx / fw], axis=1)
+    b = tf.stack([zeros, 1.0 / fh, cy - cy / fh], axis=1)
+    scaled = _clip(_affine(x, a, b))
+    keep = u[:, 1] > prob  # the code keeps the original when uniform > 0.4
+    return _out(tf.where(keep[:, None, None, None], x, scaled), single)
+
+
+def colour_shift(x, seed, brightness: float = 32.0, saturation: Range = (0.75, 1.25),
+                 hue: float = 0.05) -> tf.Tensor:
+    """``tf.image.random_brightness`` (add ``U(-brightness, brightness)`` on the 0-255 scale),
+    ``random_saturation`` (factor in ``saturation``), ``random_hue`` (shift ``U(-hue, hue)`` of a turn),
+    then clip: report 002's code, whose ``random_*`` calls on a batch draw *one* value for the whole batch
+    (so does this)."""
+    x, single = _batch(x)
+    u = tf.random.stateless_uniform([3], seed=_seed2(seed), dtype=tf.float32)
+    y = x / 255.0 + (2.0 * u[0] - 1.0) * (brightness / 255.0)
+    y = tf.image.adjust_saturation(y, saturation[0] + (saturation[1] - saturation[0]) * u[1])
+    y = tf.image.adjust_hue(y, (2.0 * u[2] - 1.0) * hue)
+    return _out(_clip(y * 255.0), single)
+
+
+def random_channel_mean_grey(x, seed, prob: float = 0.2, source=None) -> tf.Tensor:
+    """With probability ``prob`` per image, the mean of the three channels in all three (report 002's
+    grey: ``reduce_mean`` over channels, not luma); ``source``: the images the grey is taken from
+    (report 002's code takes it *before* its colour shift), default ``x``."""
+    x, single = _batch(x)
+    src = x if source is None else _batch(source)[0]
+    grey = tf.tile(tf.reduce_mean(src, axis=-1, keepdims=True), [1, 1, 1, 3])
+    pick = _uniform(seed, tf.shape(x)[0], 0.0, 1.0) < prob
+    return _out(tf.where(pick[:, None, None, None], grey, x), single)
+
+
+def _band_mask(seed, H, W):
+    """One seaweed band ``[H, W]`` (1 = keep): rows or columns ``[start, start + L * side // 5)``,
+    ``L`` in {1, 2}, ``start`` in ``[0, 3 * side // 5 - 1)``, rows or columns with probability 1/2."""
+    u = tf.random.stateless_uniform([4], seed=_seed2(seed), dtype=tf.float32)
+    length = tf.floor(u[0] * 2.0) + 1.0
+    vh, vw = tf.floor(tf.cast(H, tf.float32) / 5.0), tf.floor(tf.cast(W, tf.float32) / 5.0)
+    start_h = tf.floor(u[1] * tf.maximum(3.0 * vh - 1.0, 1.0))
+    start_w = tf.floor(u[2] * tf.maximum(3.0 * vw - 1.0, 1.0))
+    rows = tf.cast(tf.range(H), tf.float32)[:, None] * tf.ones([1, W])
+    cols = tf.cast(tf.range(W), tf.float32)[None, :] * tf.ones([H, 1])
+    in_rows = (rows >= start_h) & (rows < start_h + length * vh)
+    in_cols = (cols >= start_w) & (cols < start_w + length * vw)
+    return tf.cast(tf.logical_not(tf.where(u[3] > 0.5, in_rows, in_cols)), tf.float32)
+
+
+def seaweed_bands(x, seed, prob: float = 0.7, two_band_prob: float = 0.25, fill: float = 127.5) -> tf.Tensor:
+    """Report 002's "seaweed": a band of rows or columns, 1/5 or 2/5 of the side, set to ``fill``.
+
+    As its code (``np_seaweed_augment``, applied to the whole batch through ``py_func``): two bands are
+    drawn per *batch*; an image is left alone with probability ``1 - prob``, else gets the first band
+    (probability ``1 - two_band_prob``) or both. The code zeroes the network's ``[-1, 1]`` input, which is
+    mid grey, ``fill = 127.5`` on this module's 0-255 scale (``normalize_faces`` maps it to 0).
+    """
+    x, single = _batch(x)
+    shape = tf.shape(x)
+    n, H, W = shape[0], shape[1], shape[2]
+    m1 = _band_mask(sub_seed(seed, 0), H, W)
+    m2 = m1 * _band_mask(sub_seed(seed, 1), H, W)
+    u = tf.random.stateless_uniform([n, 2], seed=sub_seed(seed, 2), dtype=tf.float32)
+    mask = tf.where((u[:, 1] > two_band_prob)[:, None, None], m1[None], m2[None])
+    mask = tf.where((u[:, 0] > 1.0 - prob)[:, None, None], mask, tf.ones_like(mask))[..., None]
+    return _out(x * mask + fill * (1.0 - mask), single)
+
+
+class BasicAugment:
+    """Report 002's augmentations as its ``data_reader.py`` applies them (``augmentation_level`` 1 and 2).
+
+    In order: :func:`random_flip` (p 0.5), :func:`random_rotate` (+-40 degrees), :func:`random_scale`
+    (p 0.4; up 1-1.25 or down 0.7-1), the grey copy of that, :func:`colour_shift` (brightness +-32,
+    saturation 0.75-1.25, hue +-0.05), :func:`random_channel_mean_grey` (p 0.2, the grey copy taken before
+    the colour shift); with ``seaweed=True`` (level 2) then :func:`seaweed_bands` (p 0.7, a quarter of them
+    with two bands). Part ``k`` in that list (1-based) runs with ``sub_seed(seed, k)``.
+    """
+
+    def __init__(self, seaweed: bool = False):
+        self.seaweed = bool(seaweed)
+        self.name = "basic-seaweed" if self.seaweed else "basic"
+
+    def ops(self) -> list[tuple[str, Callable]]:
+        """The single parts, each as ``(name, fn(x, seed))`` with the seed the policy gives it (for grids)."""
+        parts = [("flip p .5", lambda x, s: random_flip(x, sub_seed(s, 1))),
+                 ("rotate +-40", lambda x, s: random_rotate(x, sub_seed(s, 2))),
+                 ("scale p .4", lambda x, s: random_scale(x, sub_seed(s, 3))),
+                 ("colour shift", lambda x, s: colour_shift(x, sub_seed(s, 4))),
+                 ("grey p .2", lambda x, s: random_channel_mean_grey(x, sub_seed(s, 5)))]
+        if self.seaweed:
+            parts.append(("seaweed p .7", lambda x, s: seaweed_bands(x, sub_seed(s, 6))))
+        return parts
+
+    def __call__(self, x, seed) -> tf.Tensor:
+        x, single = _batch(x)
+        x = random_flip(x, sub_seed(seed, 1))
+        x = random_rotate(x, sub_seed(seed, 2))
+        x = random_scale(x, sub_seed(seed, 3))
+        before = x
+        x = colour_shift(x, sub_seed(seed, 4))
+        x = random_channel_mean_grey(x, sub_seed(seed, 5), source=before)
+        if self.seaweed:
+            x = seaweed_bands(x, sub_seed(seed, 6))
+        return _out(x, single)
+
+
 class _NoAugment:
     name = "none"
 
@@ -343,7 +545,8 @@ class _NoAugment:
         return tf.cast(tf.convert_to_tensor(x), tf.float32)
 
 
-AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003")
+AUGMENTATIONS = ("none", "report001-crop", "report001-jitter", "report001-both", "report003", "basic",
+                 "basic-seaweed")
 
 
 def make_augment(name: str, **kwargs) -> Callable:
@@ -361,6 +564,8 @@ def make_augment(name: str, **kwargs) -> Callable:
         return Report001Augment(crop=part in ("crop", "both"), jitter=part in ("jitter", "both"), **kwargs)
     if name == "report003":
         return Report003Augment(**kwargs)
+    if name in ("basic", "basic-seaweed"):
+        return BasicAugment(seaweed=name == "basic-seaweed", **kwargs)
     raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENTATIONS}")
 
 
@@ -405,7 +610,7 @@ def save_augment_grid(images, path: str | os.PathLike, policy: str | Callable, s
     rows.append((f"{getattr(pol, 'name', 'policy')} (policy)", pol(imgs, seed).numpy()))
     labels = None
     if isinstance(pol, Report003Augment):
-        names = [n for n, _ in pol.ops()]
+        names = (["original"] if pol.include_original else []) + [n for n, _ in pol.ops()]
         labels = [names[k] for k in pol.choices(seed, len(imgs)).numpy()]
     n = imgs.shape[0]
     fig = Figure(figsize=(1.5 * n, 1.5 * len(rows) + (0.4 if title else 0.1)), dpi=100)

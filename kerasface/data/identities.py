@@ -32,6 +32,7 @@ This module needs only numpy and the standard library.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from array import array
@@ -42,6 +43,8 @@ import numpy as np
 
 from .lfw import Pair, parse_pairs
 from .sources import IMAGE_EXTENSIONS, ImageSource, open_image_source
+
+logger = logging.getLogger("kerasface.data")
 
 __all__ = ["IdentityIndex", "fold_identities"]
 
@@ -124,6 +127,16 @@ class _ListBuilder:
         return IdentityIndex(blob, offsets, labels, names, root=root, kind=kind)
 
 
+
+def _entry_is(entry: os.DirEntry, kind: str, unreadable: list) -> bool:
+    """``entry.is_dir()`` / ``is_file()`` (following symbolic links); an entry that cannot be followed (a
+    looping symbolic link: ``OSError`` ELOOP) is added to ``unreadable`` and is neither."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError:
+        unreadable.append(entry.path)
+        return False
+
 class IdentityIndex:
     """Paths + int labels of a face collection, grouped by identity (see the module docstring).
 
@@ -195,16 +208,21 @@ class IdentityIndex:
             index._source = src
             return index
         root = Path(src.path)
+        unreadable: list[str] = []
         with os.scandir(root) as it:
-            dirs = sorted(e.name for e in it if e.is_dir())
+            dirs = sorted(e.name for e in it if _entry_is(e, "dir", unreadable))
         for name in dirs:
             with os.scandir(root / name) as it:
-                files = sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+                files = sorted(e.name for e in it if e.name.lower().endswith(IMAGE_EXTENSIONS)
+                               and _entry_is(e, "file", unreadable))
             if not files:
                 continue
             k = b.label_of(name)
             for f in files:
                 b.add(f"{name}/{f}".encode(), k)
+        if unreadable:
+            logger.warning("skipped %d entr%s of %s that cannot be followed (a looping or broken symbolic link?): %s",
+                           len(unreadable), "y" if len(unreadable) == 1 else "ies", root, ", ".join(unreadable[:5]))
         return b.build(os.path.abspath(root), "folder")
 
     @classmethod

@@ -33,8 +33,8 @@ from .sources import ImageSource, open_image_source
 
 logger = logging.getLogger("kerasface.data")
 
-__all__ = ["CorruptImageError", "ImageDecoder", "crop_resize", "decode_image", "image_dimensions", "load_images",
-           "read_face"]
+__all__ = ["CHECKED_FORMATS", "CorruptImageError", "ImageDecoder", "check_image_size", "crop_resize", "decode_image",
+           "image_dimensions", "image_format", "load_images", "read_face"]
 
 # Show the progress bar only for at least this many distinct images.
 PROGRESS_MIN_IMAGES = 500
@@ -54,12 +54,20 @@ REDUCE_ABOVE_PIXELS = 16_000_000
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
-def image_dimensions(data: bytes) -> tuple[str, int, int] | None:
-    """``(format, width, height)`` read from a PNG or JPEG header without decoding; None when unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] != b"\xff\xd8":
-        return None
+# Formats OpenCV decodes whose header this module reads; anything else is refused before decoding
+# (JPEG 2000, AVIF, OpenEXR, ...: their size is not checked here, so they are not decoded).
+CHECKED_FORMATS = ("png", "jpeg", "gif", "bmp", "tiff", "webp", "pnm", "pfm", "sunras", "hdr")
+
+
+def _u16(data: bytes, i: int, order: str = "big") -> int:
+    return int.from_bytes(data[i:i + 2], order)
+
+
+def _u32(data: bytes, i: int, order: str = "big") -> int:
+    return int.from_bytes(data[i:i + 4], order)
+
+
+def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
     i, n = 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
@@ -71,13 +79,197 @@ def image_dimensions(data: bytes) -> tuple[str, int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
+        length = _u16(data, i + 2)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
             if i + 9 > n:
                 return None
-            return "jpeg", int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            return _u16(data, i + 7), _u16(data, i + 5)
         i += 2 + length
     return None
+
+
+def _tiff_dimensions(data: bytes) -> tuple[int, int] | None:
+    # The first IFD's ImageWidth (256) and ImageLength (257): the page OpenCV decodes.
+    order = "little" if data[:2] == b"II" else "big"
+    big = _u16(data, 2, order) == 43  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+    if big:
+        off, count_size, entry, value_at = int.from_bytes(data[8:16], order), 8, 20, 12
+    else:
+        off, count_size, entry, value_at = _u32(data, 4, order), 2, 12, 8
+    if off + count_size > len(data):
+        return None
+    count = int.from_bytes(data[off:off + count_size], order)
+    found = {}
+    for k in range(min(count, 4096)):
+        e = off + count_size + k * entry
+        if e + entry > len(data):
+            break
+        tag, typ = _u16(data, e, order), _u16(data, e + 2, order)
+        if tag in (256, 257):
+            size = {3: 2, 4: 4, 16: 8}.get(typ)  # SHORT, LONG, LONG8
+            if size is None:
+                return None
+            found[tag] = int.from_bytes(data[e + value_at:e + value_at + size], order)
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None
+
+
+def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:  # extended: canvas size, 24 bits each, minus one
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:  # lossless: 14 bits each, minus one
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        return _u16(data, 26, "little") & 0x3FFF, _u16(data, 28, "little") & 0x3FFF
+    return None
+
+
+def _header_tokens(data: bytes, start: int, count: int) -> list[bytes] | None:
+    # The first ``count`` whitespace-separated tokens after ``start``, '#' comments skipped (PNM / PFM headers).
+    tokens, i, n = [], start, min(len(data), 4096)
+    while len(tokens) < count and i < n:
+        c = data[i:i + 1]
+        if c == b"#":
+            while i < n and data[i:i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isspace():
+            i += 1
+        else:
+            j = i
+            while j < n and not data[j:j + 1].isspace() and data[j:j + 1] != b"#":
+                j += 1
+            tokens.append(data[i:j])
+            i = j
+    return tokens if len(tokens) == count else None
+
+
+def _pnm_dimensions(data: bytes) -> tuple[int, int] | None:
+    if data[1:2] == b"7":  # PAM: "WIDTH w" and "HEIGHT h" lines before ENDHDR
+        head = data[:4096].split(b"ENDHDR")[0].split()
+        try:
+            return int(head[head.index(b"WIDTH") + 1]), int(head[head.index(b"HEIGHT") + 1])
+        except (ValueError, IndexError):
+            return None
+    tokens = _header_tokens(data, 2, 2)
+    if tokens is None or not all(t.isdigit() for t in tokens):
+        return None
+    return int(tokens[0]), int(tokens[1])
+
+
+def _hdr_dimensions(data: bytes) -> tuple[int, int] | None:
+    # Radiance: header lines up to an empty line, then e.g. "-Y 480 +X 640".
+    head = data[:65536]
+    end = head.find(b"\n\n")
+    if end < 0:
+        return None
+    line = head[end + 2:].split(b"\n", 1)[0].split()
+    if len(line) != 4 or not (line[1].isdigit() and line[3].isdigit()):
+        return None
+    sizes = {line[0][-1:]: int(line[1]), line[2][-1:]: int(line[3])}
+    if set(sizes) != {b"X", b"Y"}:
+        return None
+    return sizes[b"X"], sizes[b"Y"]
+
+
+def image_format(data: bytes) -> str | None:
+    """The format of encoded image bytes, from their signature, if it is one of :data:`CHECKED_FORMATS`."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] == b"\xff\xd8":
+        return "jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:1] == b"P" and data[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7"):
+        return "pnm"
+    if data[:2] in (b"PF", b"Pf"):
+        return "pfm"
+    if data[:4] == b"\x59\xa6\x6a\x95":
+        return "sunras"
+    if data[:10] == b"#?RADIANCE" or data[:6] == b"#?RGBE":
+        return "hdr"
+    return None
+
+
+def image_dimensions(data: bytes) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` read from the header of encoded image bytes without decoding.
+
+    Reads every format in :data:`CHECKED_FORMATS` (PNG, JPEG, GIF, BMP, TIFF, WebP,
+    PBM/PGM/PPM/PAM, PFM, Sun raster, Radiance HDR); None for any other format or
+    a header too short or malformed to give a size.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    fmt = image_format(data)
+    try:
+        if fmt == "png":
+            size = (_u32(data, 16), _u32(data, 20)) if len(data) >= 24 and data[12:16] == b"IHDR" else None
+        elif fmt == "jpeg":
+            size = _jpeg_dimensions(data)
+        elif fmt == "gif":  # logical screen; OpenCV decodes frames onto it
+            size = (_u16(data, 6, "little"), _u16(data, 8, "little")) if len(data) >= 10 else None
+        elif fmt == "bmp":
+            if len(data) < 26:
+                size = None
+            elif _u32(data, 14, "little") == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                size = _u16(data, 18, "little"), _u16(data, 20, "little")
+            else:  # BITMAPINFOHEADER and later: signed 32-bit (negative height: top-down)
+                w = int.from_bytes(data[18:22], "little", signed=True)
+                h = int.from_bytes(data[22:26], "little", signed=True)
+                size = abs(w), abs(h)
+        elif fmt == "tiff":
+            size = _tiff_dimensions(data)
+        elif fmt == "webp":
+            size = _webp_dimensions(data)
+        elif fmt == "pnm":
+            size = _pnm_dimensions(data)
+        elif fmt == "pfm":
+            tokens = _header_tokens(data, 2, 2)
+            size = (int(tokens[0]), int(tokens[1])) if tokens and all(t.isdigit() for t in tokens) else None
+        elif fmt == "sunras":
+            size = (_u32(data, 4), _u32(data, 8)) if len(data) >= 12 else None
+        elif fmt == "hdr":
+            size = _hdr_dimensions(data)
+        else:
+            size = None
+    except (ValueError, IndexError):
+        size = None
+    return None if size is None else (fmt, int(size[0]), int(size[1]))
+
+
+def check_image_size(data: bytes, name: str) -> tuple[str, int, int]:
+    """``(format, width, height)`` of encoded image bytes, checked before any decoding.
+
+    The one decompression-bomb check every reader goes through (:func:`decode_image`,
+    and so training, evaluation and packing; alignment's decoder).  Raises
+    :class:`CorruptImageError` naming ``name`` when the data is empty, in a format
+    whose header is not read here (see :data:`CHECKED_FORMATS`), has a header
+    without a size, or declares more than ``MAX_PIXELS`` pixels.
+    """
+    if not data:
+        raise CorruptImageError(f"corrupt image {name!r}: file is empty")
+    dims = image_dimensions(data)
+    if dims is None:
+        fmt = image_format(data)
+        if fmt is None:
+            raise CorruptImageError(f"corrupt image {name!r}: cannot decode, not an image in a supported format "
+                                    f"({', '.join(CHECKED_FORMATS)}); first bytes {bytes(data[:8])!r}")
+        raise CorruptImageError(f"corrupt image {name!r}: cannot decode, {fmt} header is truncated or gives no size")
+    fmt, w, h = dims
+    if w <= 0 or h <= 0:
+        raise CorruptImageError(f"corrupt image {name!r}: {fmt} header declares {w} x {h} pixels")
+    if w * h > MAX_PIXELS:
+        raise CorruptImageError(f"image {name!r} is too large: {fmt} header declares {w} x {h} pixels "
+                                f"(limit {MAX_PIXELS:,} pixels)")
+    return dims
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
@@ -88,21 +280,14 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     declares more than ``MAX_PIXELS`` pixels.  JPEGs over ``REDUCE_ABOVE_PIXELS``
     are decoded at a reduced scale (a 10,000 x 10,000 photo comes back 2,500 x 2,500).
     """
-    if not data:
-        raise CorruptImageError(f"corrupt image {name!r}: file is empty")
-    dims = image_dimensions(data)
+    fmt, w, h = check_image_size(data, name)
     flags = cv2.IMREAD_COLOR
-    if dims is not None:
-        fmt, w, h = dims
-        if w * h > MAX_PIXELS:
-            raise CorruptImageError(f"image {name!r} is too large: {fmt} header declares {w} x {h} pixels "
-                                    f"(limit {MAX_PIXELS:,} pixels)")
-        if fmt == "jpeg" and w * h > REDUCE_ABOVE_PIXELS:
-            for factor, flag in reversed(_REDUCED):
-                flags = flag
-                if w * h / factor**2 <= REDUCE_ABOVE_PIXELS:
-                    break
-            logger.info("decoding %s (%d x %d) at reduced scale", name, w, h)
+    if fmt == "jpeg" and w * h > REDUCE_ABOVE_PIXELS:
+        for factor, flag in reversed(_REDUCED):
+            flags = flag
+            if w * h / factor**2 <= REDUCE_ABOVE_PIXELS:
+                break
+        logger.info("decoding %s (%d x %d) at reduced scale", name, w, h)
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if img is None or img.size == 0 or img.ndim != 3:
         raise CorruptImageError(f"corrupt image {name!r}: cannot decode {len(data)} bytes (truncated or not an image)")

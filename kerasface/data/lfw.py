@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,18 @@ def _read_lines(path_or_lines) -> tuple[str, list[str]]:
         p = Path(path_or_lines)
         if not p.is_file():
             raise FileNotFoundError(f"pairs list not found: {str(p)!r}")
-        return str(p), p.read_text(encoding="utf-8").splitlines()
-    return "<lines>", [str(line).rstrip("\r\n") for line in path_or_lines]
+        data = p.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")  # a byte-order mark (Notepad's UTF-8) is accepted
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{p}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                             "save the list as UTF-8") from None
+        return str(p), text.splitlines()
+    lines = [str(line).rstrip("\r\n") for line in path_or_lines]
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return "<lines>", lines
 
 
 def _int(field: str, where: str) -> int:
@@ -128,6 +139,24 @@ def parse_pairs(path_or_lines: str | os.PathLike | Iterable[str]) -> list[Pair]:
     return pairs
 
 
+def _other_normalisation(source: ImageSource, names: Sequence[str], checked: int = 100) -> str:
+    """A note when missing names exist in ``source`` spelled in another Unicode normalisation form (a list
+    in NFC against folders in NFD print identically), else ``""``."""
+    found = []
+    for rel in names[:checked]:
+        for form in ("NFC", "NFD"):
+            alt = unicodedata.normalize(form, rel)
+            if alt != rel and source.exists(alt):
+                found.append((rel, form))
+                break
+    if not found:
+        return ""
+    rel, form = found[0]
+    return (f"; {len(found)} of them exist spelled in Unicode {form} (e.g. {rel!r}), the list spells them "
+            f"otherwise: they look the same but are different names; rename the folders or rewrite the list "
+            f"in {form}")
+
+
 def resolve_pairs(pairs: Sequence[Pair], source: ImageSource | str | os.PathLike,
                   on_missing: str = "skip") -> tuple[list[Pair], list[tuple[Pair, str]]]:
     """Check that both images of every pair exist in ``source``.
@@ -160,7 +189,7 @@ def resolve_pairs(pairs: Sequence[Pair], source: ImageSource | str | os.PathLike
         names = list(dict.fromkeys(rel for _, rel in missing))
         n_dropped = len(pairs) - len(kept)
         msg = (f"{n_dropped} of {len(pairs)} pairs reference {len(names)} image(s) missing from {source!r}; "
-               f"first: {', '.join(names[:5])}")
+               f"first: {', '.join(names[:5])}") + _other_normalisation(source, names)
         if on_missing == "error":
             raise FileNotFoundError(msg)
         logger.warning("%s -- these pairs are skipped", msg)

@@ -124,48 +124,60 @@ class PairData:
 
     def dataset(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, augment: bool = False,
                 low_light: bool = False, low_light_seed: int = 1234, drop_remainder: bool = False,
-                repeat: bool = False) -> tf.data.Dataset:
+                repeat: bool = False, first_epoch: int = 0) -> tf.data.Dataset:
         """``tf.data.Dataset`` of ``((img1, img2), label)`` batches (see the module docstring).
 
-        ``shuffle``: pair order reshuffled every epoch from ``seed``.
-        ``augment``: independent random horizontal flip of each image, from a
-        seeded per-batch stream that also changes every epoch.
+        Epochs are numbered, and everything random in epoch ``e`` depends on
+        ``(seed, e)`` only: ``shuffle`` orders the pairs by a permutation of
+        ``(seed, e)``, ``augment`` flips each image independently from
+        ``(seed, e, batch)``.  The dataset is epoch ``first_epoch`` (iterating it
+        again gives the same batches), or with ``repeat`` epochs ``first_epoch``,
+        ``first_epoch + 1``, ... without end (``ceil(len / batch_size)``
+        batches each, ``floor`` with ``drop_remainder``): a training run resumed
+        at epoch ``k`` passes ``first_epoch=k`` and sees the same data as one that
+        never stopped.
         ``low_light``: apply :func:`~kerasface.data.lowlight.low_light` keyed by
         ``(low_light_seed, image id)`` before the flip and the normalisation, so
         each image has one fixed dark version.
-        The pipeline is deterministic for a given ``seed``.
         """
         n_pairs = len(self.labels)
         cache = tf.constant(self.images)  # uint8 [N, s, s, 3], gathered inside map
         ids = tf.constant(self.image_ids)
-        ds = tf.data.Dataset.from_tensor_slices((self.index, self.labels))
-        if shuffle and n_pairs > 1:
-            ds = ds.shuffle(n_pairs, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        index, labels = tf.constant(self.index), tf.constant(self.labels)
+        base = tf.constant([int(seed), 0], tf.int64)
 
-        def load(idx, lab, r=None):
+        def one_epoch(e):
+            if shuffle and n_pairs > 1:
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(n_pairs, dtype=tf.int64), seed=tf.random.experimental.stateless_fold_in(base, e))
+            else:
+                order = tf.range(n_pairs, dtype=tf.int64)
+            rows = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+            return rows.enumerate().map(lambda b, r: (r, e, b))
+
+        last = 2**62 if repeat else int(first_epoch) + 1
+        ds = tf.data.Dataset.range(int(first_epoch), last).flat_map(one_epoch)
+        per_epoch = n_pairs // batch_size if drop_remainder else -(-n_pairs // batch_size)
+        # flat_map hides the length; Keras needs it to end a validation pass without a warning
+        ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY if repeat else per_epoch))
+
+        def load(rows, e, b):
+            idx, lab = tf.gather(index, rows), tf.gather(labels, rows)
+            key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(base, e), b)
             out = []
             for k in range(2):
-                rows = idx[:, k]
-                x = tf.cast(tf.gather(cache, rows), tf.float32) / 255.0
+                which = idx[:, k]
+                x = tf.cast(tf.gather(cache, which), tf.float32) / 255.0
                 if low_light:
-                    x = _low_light(x, low_light_seed, tf.gather(ids, rows))
+                    x = _low_light(x, low_light_seed, tf.gather(ids, which))
                 if augment:
-                    flip = tf.random.stateless_uniform(tf.shape(rows),
-                                                       seed=tf.stack([r, tf.constant(k, tf.int64)])) < 0.5
+                    flip = tf.random.stateless_uniform(
+                        tf.shape(which), seed=tf.random.experimental.stateless_fold_in(key, k + 1)) < 0.5
                     x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
                 out.append(normalize_faces(x * 255.0))
             return (out[0], out[1]), lab
 
-        par = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if augment:
-            # One int64 per batch, deterministic for `seed`, different in every epoch.
-            rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            ds = tf.data.Dataset.zip((ds, rnd)).map(lambda b, r: load(b[0], b[1], r), **par)
-        else:
-            ds = ds.map(load, **par)
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         opts = tf.data.Options()
         opts.deterministic = True
         return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)

@@ -7,9 +7,13 @@ into ``OUT/shard-00000-of-0000N.tfrecord`` ... plus ``OUT/index.json``:
 * one record per image: ``image`` (encoded bytes), ``label`` (int64, the
   :class:`~kerasface.data.identities.IdentityIndex` label of the same source:
   identities in name order, ``0..K-1``) and ``path`` (the image's relative path);
-* ``image_size=None`` keeps each file's bytes as they are (they are decoded
-  once to check them); an ``image_size`` re-encodes the centre crop
-  (``center_crop``) at that size as JPEG (``fmt="jpg"``) or lossless PNG;
+* ``image_size=None`` keeps the bytes of each JPEG and PNG file as they are
+  (they are decoded once to check them) and stores every other format
+  (PGM, TIFF, BMP, WebP, ...) as lossless PNG, which the reader decodes; an
+  ``image_size`` re-encodes the centre crop (``center_crop``) at that size as
+  JPEG (``fmt="jpg"``) or lossless PNG;
+* records are serialised deterministically: two packs of the same source with
+  the same settings are byte for byte the same;
 * images are spread over the shards in a seeded random order, so every shard
   holds many identities and a reader needs no huge shuffle buffer;
 * undecodable or missing images are skipped and counted (``index.json``
@@ -35,6 +39,7 @@ folder's format (names, ``index.json``, a TensorFlow-free record reader) is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -49,10 +54,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import check_command_setting
 from ..io import atomic_path, write_json
 from ..ops import normalize_faces
 from .identities import IdentityIndex
-from .images import CorruptImageError, TextProgress, crop_resize, decode_image
+from .images import CorruptImageError, TextProgress, crop_resize, decode_image, image_format
 from .records import CONFIG_NAME, FORMAT_VERSION, INDEX_NAME, read_index, shard_name
 
 logger = logging.getLogger("kerasface.data")
@@ -60,6 +66,9 @@ logger = logging.getLogger("kerasface.data")
 __all__ = ["PackSummary", "pack", "read_shards", "parse_example"]
 
 _SKIPPED_EXAMPLES = 20
+#: Formats stored as they are with ``image_size=None`` (what :func:`read_shards` decodes); any other
+#: format is re-encoded as lossless PNG.
+READER_FORMATS = ("jpeg", "png")
 
 
 @dataclass
@@ -96,7 +105,8 @@ def _tf_example(image: bytes, label: int, path: str) -> bytes:
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode("utf-8")])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the feature map in one order, so two packs of the same folder are byte for byte the same
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def _encoder(image_size: int | None, center_crop: float, fmt: str,
@@ -105,7 +115,14 @@ def _encoder(image_size: int | None, center_crop: float, fmt: str,
     def encode(data: bytes, name: str) -> bytes:
         img = decode_image(data, name)  # raises CorruptImageError
         if image_size is None:
-            return data
+            if image_format(data) in READER_FORMATS:
+                return data
+            # PGM, TIFF, WebP, BMP, ...: OpenCV reads them, the shard reader (tf.io.decode_image) may not;
+            # stored as lossless PNG of the decoded pixels
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise CorruptImageError(f"cannot re-encode {name!r} as png")
+            return buf.tobytes()
         crop = crop_resize(img, image_size, center_crop)
         bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
         if fmt == "png":
@@ -117,6 +134,18 @@ def _encoder(image_size: int | None, center_crop: float, fmt: str,
         return buf.tobytes()
 
     return encode
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """TensorFlow's write errors (a full disk is ``ResourceExhaustedError``) as ``OSError`` naming ``path``."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as e:
+        first = (str(e.message).strip().splitlines() or [""])[0]
+        raise OSError(f"cannot write {path} (folder {path.parent}): {type(e).__name__}: {first}") from None
 
 
 def _shard_rows(n: int, shards: int, seed: int) -> list[np.ndarray]:
@@ -185,11 +214,18 @@ def pack(src, out, shards: int = 8, image_size: int | None = None, center_crop: 
         raise ValueError(f"format must be jpg or png, got {fmt!r}")
     if not 0 < center_crop <= 1:
         raise ValueError(f"center_crop must be in (0, 1], got {center_crop}")
+    check_command_setting("jpeg_quality", jpeg_quality)
+    check_command_setting("limit", limit)
     if isinstance(src, IdentityIndex):
         index, src_name = src, src.root or "<index>"
     else:
         if not Path(src).exists():
             raise FileNotFoundError(f"SRC {src}: no such file or folder")
+        if Path(src).is_file():
+            with open(src, "rb") as f:
+                fmt = image_format(f.read(64))
+            if fmt is not None:
+                raise ValueError(f"SRC {src} is a {fmt} image, not a folder tree, zip or file list")
         index, src_name = IdentityIndex.open(src), str(Path(src).resolve())
     if min_images > 1:
         index = index.filter(min_images=min_images)
@@ -256,7 +292,7 @@ def pack(src, out, shards: int = 8, image_size: int | None = None, center_crop: 
                     bar.update(done_images)
                 else:
                     info = {"file": name, "records": 0, "corrupt": 0, "missing": 0, "skipped": [], "labels": {}}
-                    with atomic_path(out / name) as tmp:
+                    with _writing(out / name), atomic_path(out / name) as tmp:
                         with tf.io.TFRecordWriter(str(tmp)) as w:
                             for row, rel, data, bad in pool.map(load, rows):
                                 done_images += 1

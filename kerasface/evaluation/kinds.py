@@ -38,6 +38,10 @@ def model_kind(model: keras.Model, kind: str | None = None) -> str:
     A verifier must output ``(batch, 2)`` ``[different, same]`` probabilities.
     """
     n = len(model.inputs)
+    for inp in model.inputs:
+        if len(inp.shape) != 4:
+            raise ValueError(f"model {model.name!r} takes inputs of shape {tuple(inp.shape)}, not face images "
+                             f"(batch, height, width, channels)")
     if kind is None:
         if n not in _KIND_BY_INPUTS:
             raise ValueError(f"cannot evaluate a model with {n} inputs (expected 1, 2 or 3)")

@@ -14,17 +14,24 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from kerasface.data.images import read_face
 from kerasface.evaluation.cases import CasePair, hardest_cases
 from kerasface.evaluation.metrics import roc_curve
 from kerasface.io import save_figure
 
-__all__ = ["plot_history", "plot_roc", "plot_case_pairs", "plot_case_study"]
+__all__ = ["CURVE_PANELS", "plot_history", "plot_roc", "plot_case_pairs", "plot_case_study"]
 
 
-def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "loss")) -> None:
-    """Save one panel per metric, train and ``val_`` curves against the epoch."""
+#: The panel order of every trainer's curves.png: the loss first, then accuracy, the held-out agreement with a
+#: distillation teacher, then verification.
+CURVE_PANELS = ("loss", "accuracy", "val_teacher_cosine", "verify_eer", "verify_accuracy")
+
+
+def plot_history(history: dict, path, title: str = "", metrics=CURVE_PANELS) -> None:
+    """Save one panel per metric present (in the order of ``metrics``), train and ``val_`` curves against
+    the epoch, on integer epoch ticks."""
     present = [m for m in metrics if m in history]
     if not present:
         raise ValueError(f"history has none of {metrics}: {sorted(history)}")
@@ -32,14 +39,17 @@ def plot_history(history: dict, path, title: str = "", metrics=("accuracy", "los
     for ax, m in zip(axes[0], present):
         epochs = range(1, len(history[m]) + 1)
         verify = m.startswith("verify_")  # verification metrics of the evaluation pairs (no train/val pair)
-        ax.plot(epochs, history[m], "o-", label=f"evaluation pairs: {m[7:]}" if verify else f"train {m}")
+        held_out = m.startswith("val_")  # a held-out-only metric (no training counterpart)
+        label = f"evaluation pairs: {m[7:]}" if verify else f"held-out {m[4:]}" if held_out else f"train {m}"
+        ax.plot(epochs, history[m], "o-", label=label)
         if f"val_{m}" in history:
             ax.plot(range(1, len(history[f"val_{m}"]) + 1), history[f"val_{m}"], "s-",
                     label=f"validation {m}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, 3, never 1.5
         ax.set_xlabel("epoch")
         ax.set_ylabel(m)
         ax.set_title(f"verification {m[7:]}{' (%)' if m == 'verify_eer' else ''}" if verify
-                     else f"training and validation {m}")
+                     else f"held-out {m[4:]}" if held_out else f"training and validation {m}")
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -107,10 +117,12 @@ def plot_case_pairs(pair_scores, source, path, threshold: float, n: int = 6, siz
     """The ``n`` hardest mismatched pairs (false accepts when over the threshold) and matched pairs
     (false rejects when under it), each face pair with its names and score."""
     fa, fr = hardest_cases(pair_scores, threshold, n)
-    rows = [("mismatched pairs with the highest scores", fa, "false accept"),
-            ("matched pairs with the lowest scores", fr, "false reject")]
+    rows = [("mismatched pairs,\nhighest scores", fa, "false accept"),
+            ("matched pairs,\nlowest scores", fr, "false reject")]
     cols = max(len(fa), len(fr), 1)
-    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 6.2), squeeze=False)
+    # each pair image is 2.6 x 1.3 in with a 3-line title above it: rows sized to that, no blank band between
+    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 4.4), squeeze=False)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.02, top=0.88, wspace=0.06, hspace=0.5)
     unit = pair_scores.score_name
 
     def face(rel):

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.data.images import CorruptImageError, read_face
+from kerasface.data.images import CorruptImageError, decode_image, read_face
 from kerasface.data.lfw import Pair, resolve_pairs
 from kerasface.data.pair_csv import PathPair, is_pairs_csv, read_pairs_list
 from kerasface.data.pairs import stable_image_id
@@ -200,6 +200,19 @@ def _resolve(source: ImageSource, pairs, settings: EvalSettings) -> tuple[list, 
     return requested, kept, list(dict.fromkeys(r for _, r in missing))
 
 
+def _undecodable(source, corrupt_pairs) -> list[str]:
+    """The first ``_N_NAMES`` images of ``corrupt_pairs`` that do not decode (not their good partners)."""
+    bad = []
+    for rel in dict.fromkeys(r for p in corrupt_pairs for r in (p.path1, p.path2)):
+        try:
+            decode_image(source.read_bytes(rel), rel)
+        except (CorruptImageError, OSError, KeyError):
+            bad.append(rel)
+            if len(bad) == _N_NAMES:
+                break
+    return bad
+
+
 def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score_name, report) -> PairScores:
     """The scores of the pairs whose images decoded, with the accounting of what was left out."""
     corrupt = [p for p, g in zip(kept, ok) if not g]
@@ -214,7 +227,7 @@ def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score
         "missing_images": len(missing_names),
         "missing_names": missing_names[:_N_NAMES],
         "corrupt_pairs": len(corrupt),
-        "corrupt_names": list(dict.fromkeys(r for p in corrupt for r in (p.path1, p.path2)))[:_N_NAMES],
+        "corrupt_names": _undecodable(source, corrupt),
         "source": repr(source),
     }
     return PairScores(scores=scores, labels=np.array([p.same for p in good], bool),

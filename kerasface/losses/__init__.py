@@ -44,6 +44,7 @@ from kerasface.losses.hard_mining import (
     HARD_MINING_RULES,
     hard_instance_count,
     hard_instance_weights,
+    threshold_instance_weights,
 )
 from kerasface.losses.margin import MARGIN_KINDS, arcface_target, margin_logits
 from kerasface.losses.mining import select_triplets
@@ -96,6 +97,7 @@ __all__ = [
     "pairwise_distances",
     "select_triplets",
     "semi_hard_triplet_loss",
+    "threshold_instance_weights",
 ]
 
 # name -> (class, fixed keyword arguments); "stack" losses read (batch, 2, 1),

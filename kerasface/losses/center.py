@@ -21,6 +21,13 @@ not in the batch do not move). The loss returned is the one of the centres
 has no ``1 + n_j`` and applies duplicates one after the other; report 002
 calls it with ``alfa=0.95``.)
 
+``update="sandberg"`` is davidsandberg/facenet's ``center_loss`` (the form report 002's
+``utils.get_center_loss`` copies): the loss is ``mean_{i,d} (x_id - c_{y_i,d})^2`` (mean over
+the batch *and* the dimensions, no 1/2) and the update
+``c_j <- c_j - (1 - alpha) * sum_{i: y_i = j} (c_j - x_i)`` (TF's ``scatter_sub`` adds the
+rows of one class up; no ``1 + n_j``), so ``alpha`` there is the share a centre *keeps*
+(report 002: 0.95, each sample pulls its centre 5 % of the way).
+
 keras.ops only; computed in float32. Used by :class:`kerasface.models.DistillationModel`.
 """
 
@@ -29,7 +36,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["CenterLoss"]
+__all__ = ["CENTER_UPDATES", "CenterLoss"]
+
+CENTER_UPDATES = ("wen", "sandberg")
 
 
 def _f32(x):
@@ -42,7 +51,10 @@ class CenterLoss(keras.layers.Layer):
 
     Args:
         num_classes: number of identities (rows of ``centers``).
-        alpha: centre learning rate of Wen et al.'s update (0.5 in their paper).
+        alpha: centre learning rate of Wen et al.'s update (0.5 in their paper);
+            with ``update="sandberg"`` the share of the old centre kept (0.95 in report 002).
+        update: ``"wen"`` (Wen et al.'s loss and update, the default) or ``"sandberg"``
+            (davidsandberg/facenet's, module docstring).
 
     Call as ``loss = layer([embeddings, labels], training=True)`` once per
     training step; the centres move only when ``training`` is true. Labels
@@ -50,15 +62,18 @@ class CenterLoss(keras.layers.Layer):
     centres).
     """
 
-    def __init__(self, num_classes, alpha=0.5, **kwargs):
+    def __init__(self, num_classes, alpha=0.5, update="wen", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if update not in CENTER_UPDATES:
+            raise ValueError(f"update must be one of {CENTER_UPDATES}, got {update!r}")
         self.num_classes = int(num_classes)
         self.alpha = float(alpha)
+        self.update = update
 
     def build(self, input_shape):
         emb_shape = input_shape[0]
@@ -76,13 +91,20 @@ class CenterLoss(keras.layers.Layer):
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         centers = ops.convert_to_tensor(self.centers)
         c = ops.stop_gradient(ops.take(centers, labels, axis=0))
-        loss = 0.5 * ops.mean(ops.sum(ops.square(x - c), axis=-1))
+        sandberg = self.update == "sandberg"
+        if sandberg:
+            loss = ops.mean(ops.square(x - c))
+        else:
+            loss = 0.5 * ops.mean(ops.sum(ops.square(x - c), axis=-1))
         if training:
             onehot = ops.one_hot(labels, self.num_classes, dtype="float32")  # (batch, classes)
             counts = ops.sum(onehot, axis=0)[:, None]  # n_j
             sums = ops.matmul(ops.transpose(onehot), ops.stop_gradient(x))  # sum of x_i of class j
-            delta = (counts * centers - sums) / (1.0 + counts)
-            self.centers.assign(centers - self.alpha * delta)
+            if sandberg:
+                self.centers.assign(centers - (1.0 - self.alpha) * (counts * centers - sums))
+            else:
+                delta = (counts * centers - sums) / (1.0 + counts)
+                self.centers.assign(centers - self.alpha * delta)
         return loss
 
     def compute_output_shape(self, input_shape):
@@ -90,5 +112,5 @@ class CenterLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "alpha": self.alpha})
+        config.update({"num_classes": self.num_classes, "alpha": self.alpha, "update": self.update})
         return config

@@ -2,7 +2,9 @@
 
 :func:`hard_instance_weights` reweights the per-sample losses of *any*
 objective (multiply them by the weights, then take the mean);
-:func:`hard_instance_count` is its ``k``. Not to be confused with
+:func:`hard_instance_count` is its ``k``. :func:`threshold_instance_weights`
+is the other rule: the samples below a fraction of the batch's largest loss are
+scaled down by that fraction (report 002's code). Not to be confused with
 :mod:`kerasface.losses.mining`, which *selects triplets* for the triplet
 losses: this module keeps the samples and changes their weights.
 """
@@ -13,9 +15,27 @@ import math
 
 from keras import ops
 
-__all__ = ["HARD_MINING_RULES", "hard_instance_count", "hard_instance_weights"]
+__all__ = ["HARD_MINING_RULES", "hard_instance_count", "hard_instance_weights", "threshold_instance_weights"]
 
 HARD_MINING_RULES = ("top_k", "downweight")
+
+
+def threshold_instance_weights(per_sample_losses, threshold=0.7):
+    """Weights ``(batch,)`` of the threshold rule: ``threshold`` for a sample whose loss is below
+    ``threshold * max(batch losses)``, 1 for the others (no gradient flows through them).
+
+    ``mean(weights * losses)`` is then the cross entropy of report 002's code
+    (``utils.LossFunctions``, ``hard_mining_threshold=.7``): the easy terms are
+    scaled down by the threshold itself, nothing is renormalised and no sample is
+    dropped. ``threshold=1`` scales every sample below the maximum by 1 (no change);
+    ``threshold=0`` zeroes nothing either (nothing is below 0 x max for non-negative
+    losses), so both are the plain mean.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    losses = ops.stop_gradient(ops.reshape(_f32(per_sample_losses), (-1,)))
+    easy = losses < ops.max(losses) * threshold
+    return ops.where(easy, threshold, 1.0)
 
 
 def _f32(x):

@@ -86,20 +86,32 @@ def batch_all_triplet_loss(labels, embeddings, margin=0.2, squared=False, averag
 
 
 def batch_hard_triplet_loss(labels, embeddings, margin=0.2, squared=False, soft=False,
-                            epsilon=1e-12):
+                            epsilon=1e-12, average="valid"):
     """Per anchor: hardest (largest) positive and hardest (smallest) negative distance.
 
     Loss per anchor ``max(0, d_hard_pos - d_hard_neg + margin)``, or with
-    ``soft=True`` ``softplus(d_hard_pos - d_hard_neg)`` (no margin); mean over
-    anchors that have at least one positive and one negative.
+    ``soft=True`` ``softplus(d_hard_pos - d_hard_neg)`` (no margin).
+    ``average="valid"``: mean over anchors that have at least one positive and
+    one negative. ``average="all"``: mean over every anchor, an anchor without a
+    positive counting ``d_hard_pos = 0`` and one without a negative
+    ``d_hard_neg`` = its largest distance (omoindrot's ``batch_hard_triplet_loss``,
+    which report 002's code copies: in a random batch with few positives most
+    anchors then only push their nearest other identity beyond the margin).
     """
+    if average not in ("valid", "all"):
+        raise ValueError(f"average must be 'valid' or 'all', got {average!r}")
     d = pairwise_distances(embeddings, squared, epsilon)
     pos_mask, neg_mask = _masks(labels)
-    fill = ops.stop_gradient(ops.max(d)) + 1.0
     hardest_pos = ops.max(ops.where(pos_mask, d, 0.0), axis=1)
-    hardest_neg = ops.min(ops.where(neg_mask, d, fill), axis=1)
+    if average == "all":
+        hardest_neg = ops.min(ops.where(neg_mask, d, ops.max(d, axis=1, keepdims=True)), axis=1)
+    else:
+        fill = ops.stop_gradient(ops.max(d)) + 1.0
+        hardest_neg = ops.min(ops.where(neg_mask, d, fill), axis=1)
     gap = hardest_pos - hardest_neg
     losses = ops.softplus(gap) if soft else ops.relu(gap + margin)
+    if average == "all":
+        return ops.mean(losses)
     valid = ops.logical_and(ops.any(pos_mask, axis=1), ops.any(neg_mask, axis=1))
     return _safe_mean(losses, valid)
 

@@ -45,30 +45,47 @@ metric                term (times its constructor weight)
 ====================  =====================================================
 ``loss_ce``           ``ce_weight`` x cross entropy with the labels, times
                       ``sample_weight``; with ``hard_mining_fraction < 1``
-                      reweighted by :func:`~kerasface.losses.hard_instance_weights`
+                      reweighted by :func:`~kerasface.losses.hard_instance_weights`,
+                      with ``hard_mining_threshold > 0`` by
+                      :func:`~kerasface.losses.threshold_instance_weights`
 ``loss_center``       ``center_weight`` x :class:`~kerasface.losses.CenterLoss`
-                      on the embedding (centres move only when training)
+                      on the embedding (centres move only when training;
+                      ``center_update`` its rule)
 ``loss_prelogit_norm`` ``prelogit_norm_weight`` x :func:`~kerasface.losses.prelogit_norm_loss`
 ``loss_triplet``      ``triplet_weight`` x batch-hard triplet loss
-                      (:func:`~kerasface.losses.batch_hard_triplet_loss`) on
-                      the L2-normalised embedding, margin ``triplet_margin``
+                      (:func:`~kerasface.losses.batch_hard_triplet_loss`,
+                      ``triplet_average``) on the L2-normalised embedding
+                      (``triplet_normalize``), or with ``triplet_embedding_dim
+                      > 0`` on a separate ``Dense(triplet_embedding_dim)``
+                      (``triplet_embedding``, with bias) of the embedding;
+                      margin ``triplet_margin``
 ``loss_embedding_l2`` ``embedding_l2_weight`` x :func:`~kerasface.losses.embedding_l2_loss`
-                      (student embedding, projected if needed, vs teacher's)
+                      (student embedding, projected if needed, vs teacher's;
+                      ``embedding_l2_reduction``)
 ``loss_embedding_distill`` ``embedding_distill_weight`` x
                       :func:`~kerasface.losses.embedding_distillation_loss` (unit
                       student embedding, projected if needed, vs the unit teacher
                       embedding; ``embedding_distill_metric`` cosine or l2), the
                       teacher's from ``x["teacher_embedding"]`` when given
 ``loss_soft_ce``      ``soft_ce_weight`` x :func:`~kerasface.losses.soft_cross_entropy`
-                      at ``temperature`` (``T^2 * KL``)
+                      at ``temperature`` (``soft_ce_kind``; default ``T^2 * KL``)
+``loss_projected_soft_ce`` ``projected_soft_ce_weight`` x the same soft cross entropy
+                      of ``projection_classifier(distill_projection(embedding))``
+                      against the teacher (report 002's ``s_embed_CE``)
 ``loss_hard_ce``      ``hard_ce_weight`` x :func:`~kerasface.losses.hard_cross_entropy`
                       (against the teacher's argmax)
 ``loss_logit_mse``    ``logit_mse_weight`` x :func:`~kerasface.losses.logit_mse_loss`
-                      (report 002's ``train_TS.py``: logit MSE + CE)
+                      (an option; report 002's ``train_TS.py`` does not use it)
 ====================  =====================================================
 
-The metrics hold the *weighted* terms, so they add up to ``loss`` (plus any
-kernel-regulariser losses of the student). Under a ``tf.distribute`` strategy
+The metrics hold the *weighted* terms, so with ``loss_sum="once"`` (the
+default) they add up to ``loss`` (plus any kernel-regulariser losses of the
+student). ``loss_sum="doubling"`` sums the first four terms as report 002's
+``utils.LossFunctions`` does (``loss += term + loss`` for each trick switched
+on, in the order pre-logit norm, centre, triplet): ``total = ce``, then
+``total = 2 * total + term`` for each of those active terms, so with all three
+on the total is ``8 ce + 4 prelogit_norm + 2 center + triplet``; the teacher
+terms are added once after that. Under a ``tf.distribute`` strategy
 the returned total is divided by the number of replicas, as Keras's default
 ``compute_loss`` does (the centres of :class:`~kerasface.losses.CenterLoss`
 are then averaged over the replicas' updates). The forward pass runs once:
@@ -85,9 +102,16 @@ import keras
 from keras import ops
 
 from kerasface.losses.center import CenterLoss
-from kerasface.losses.distillation import embedding_l2_loss, hard_cross_entropy, logit_mse_loss, soft_cross_entropy
+from kerasface.losses.distillation import (
+    EMBEDDING_L2_REDUCTIONS,
+    SOFT_CE_KINDS,
+    embedding_l2_loss,
+    hard_cross_entropy,
+    logit_mse_loss,
+    soft_cross_entropy,
+)
 from kerasface.losses.embedding_distillation import EMBEDDING_DISTILL_METRICS, embedding_distillation_loss
-from kerasface.losses.hard_mining import HARD_MINING_RULES, hard_instance_weights
+from kerasface.losses.hard_mining import HARD_MINING_RULES, hard_instance_weights, threshold_instance_weights
 from kerasface.losses.online import batch_hard_triplet_loss
 from kerasface.losses.regularizers import prelogit_norm_loss
 from kerasface.ops import l2_normalize
@@ -98,7 +122,8 @@ except ImportError:  # pragma: no cover - a Keras without it: no strategy-aware 
     def scale_loss_for_distribution(value):
         return value
 
-__all__ = ["EMBEDDING_TERMS", "LABEL_TERMS", "LOGIT_TERMS", "LOSS_TERMS", "DistillationModel", "Report002Model"]
+__all__ = ["EMBEDDING_TERMS", "LABEL_TERMS", "LOGIT_TERMS", "LOSS_SUMS", "LOSS_TERMS", "DistillationModel",
+           "Report002Model"]
 
 # term name -> constructor weight argument; metrics are "loss_" + name
 LOSS_TERMS = {
@@ -108,16 +133,20 @@ LOSS_TERMS = {
     "triplet": "triplet_weight",
     "embedding_l2": "embedding_l2_weight",
     "soft_ce": "soft_ce_weight",
+    "projected_soft_ce": "projected_soft_ce_weight",
     "hard_ce": "hard_ce_weight",
     "logit_mse": "logit_mse_weight",
     "embedding_distill": "embedding_distill_weight",
 }
-TEACHER_TERMS = ("embedding_l2", "soft_ce", "hard_ce", "logit_mse", "embedding_distill")
+TEACHER_TERMS = ("embedding_l2", "soft_ce", "projected_soft_ce", "hard_ce", "logit_mse", "embedding_distill")
 #: Terms that read the labels, and terms that read the logits (the classifier trains only with the latter).
 LABEL_TERMS = ("ce", "center", "triplet")
 LOGIT_TERMS = ("ce", "soft_ce", "hard_ce", "logit_mse")
 #: Terms that compare the student's embedding with the teacher's (through ``distill_projection`` if needed).
 EMBEDDING_TERMS = ("embedding_l2", "embedding_distill")
+#: How the terms add up (module docstring): each once, or report 002's code's doubling.
+LOSS_SUMS = ("once", "doubling")
+_DOUBLED = ("prelogit_norm", "center", "triplet")  # the doubling order of report 002's code
 
 
 class _Stash:
@@ -143,9 +172,21 @@ class DistillationModel(keras.Model):
         hard_mining_fraction: share of the batch kept by hard instance mining
             (1 = off); ``hard_mining_rule`` ``"top_k"`` or ``"downweight"``,
             ``hard_mining_easy_weight`` for the latter.
-        center_alpha: centre update rate; prelogit_norm_p: the ``p`` of the
-            norm; triplet_margin: margin of the batch-hard triplet term;
-            temperature: ``T`` of the soft cross entropy.
+        hard_mining_threshold: the threshold rule instead (0 = off): CE terms
+            below this x the batch maximum are multiplied by it (report 002's
+            code: 0.7); not together with ``hard_mining_fraction < 1``.
+        center_alpha: centre update rate; center_update: ``"wen"`` or
+            ``"sandberg"`` (:class:`~kerasface.losses.CenterLoss`);
+            prelogit_norm_p: the ``p`` of the norm; triplet_margin: margin of
+            the batch-hard triplet term; triplet_embedding_dim: 0 = on the
+            embedding, else on a separate linear embedding of this size;
+            triplet_normalize: L2-normalise what the triplet term reads;
+            triplet_average: ``"valid"`` or ``"all"`` anchors;
+            temperature: ``T`` of the soft cross entropy; soft_ce_kind:
+            ``"kl"``, ``"ce"`` or ``"ce_eps"``;
+            embedding_l2_reduction: ``"sum"`` or ``"mean"`` over the dimensions;
+            projection_bias: bias of ``distill_projection``; loss_sum:
+            ``"once"`` or ``"doubling"`` (module docstring).
         classifier_bias: the classifier's bias (the report's has one).
         embedding_distill_weight: weight of the unit-embedding distillation
             term; ``embedding_distill_metric`` ``"cosine"`` or ``"l2"``.
@@ -161,8 +202,11 @@ class DistillationModel(keras.Model):
                  soft_ce_weight=0.0, hard_ce_weight=0.0, logit_mse_weight=0.0,
                  hard_mining_fraction=1.0, hard_mining_rule="top_k", hard_mining_easy_weight=0.1,
                  center_alpha=0.5, prelogit_norm_p=1.0, triplet_margin=0.2, temperature=4.0,
-                 classifier_bias=True, embedding_distill_weight=0.0, embedding_distill_metric="cosine",
-                 teacher_embedding_dim=None, **kwargs):
+                 classifier_bias=True, projected_soft_ce_weight=0.0, hard_mining_threshold=0.0,
+                 center_update="wen", triplet_embedding_dim=0, triplet_normalize=True, triplet_average="valid",
+                 soft_ce_kind="kl", embedding_l2_reduction="sum", projection_bias=False, loss_sum="once",
+                 embedding_distill_weight=0.0, embedding_distill_metric="cosine", teacher_embedding_dim=None,
+                 **kwargs):
         kwargs.setdefault("name", self.default_name)
         trainable = kwargs.pop("trainable", True)
         super().__init__(**kwargs)
@@ -172,6 +216,7 @@ class DistillationModel(keras.Model):
                    "prelogit_norm_weight": prelogit_norm_weight, "triplet_weight": triplet_weight,
                    "embedding_l2_weight": embedding_l2_weight, "soft_ce_weight": soft_ce_weight,
                    "hard_ce_weight": hard_ce_weight, "logit_mse_weight": logit_mse_weight,
+                   "projected_soft_ce_weight": projected_soft_ce_weight,
                    "embedding_distill_weight": embedding_distill_weight}
         for key, value in weights.items():
             if not value >= 0.0:
@@ -189,6 +234,30 @@ class DistillationModel(keras.Model):
             raise ValueError(f"teacher_embedding_dim must be positive, got {teacher_embedding_dim}")
         self.embedding_distill_metric = embedding_distill_metric
         self.teacher_embedding_dim = None if teacher_embedding_dim is None else int(teacher_embedding_dim)
+        if not 0.0 <= hard_mining_threshold < 1.0:
+            raise ValueError(f"hard_mining_threshold must be in [0, 1), got {hard_mining_threshold}")
+        if hard_mining_threshold > 0 and hard_mining_fraction < 1.0:
+            raise ValueError("hard_mining_threshold and hard_mining_fraction < 1 are two mining rules; pick one")
+        if loss_sum not in LOSS_SUMS:
+            raise ValueError(f"loss_sum must be one of {LOSS_SUMS}, got {loss_sum!r}")
+        if soft_ce_kind not in SOFT_CE_KINDS:
+            raise ValueError(f"soft_ce_kind must be one of {SOFT_CE_KINDS}, got {soft_ce_kind!r}")
+        if embedding_l2_reduction not in EMBEDDING_L2_REDUCTIONS:
+            raise ValueError(f"embedding_l2_reduction must be one of {EMBEDDING_L2_REDUCTIONS}, "
+                             f"got {embedding_l2_reduction!r}")
+        if triplet_average not in ("valid", "all"):
+            raise ValueError(f"triplet_average must be 'valid' or 'all', got {triplet_average!r}")
+        if int(triplet_embedding_dim) < 0:
+            raise ValueError(f"triplet_embedding_dim must be >= 0, got {triplet_embedding_dim}")
+        self.hard_mining_threshold = float(hard_mining_threshold)
+        self.center_update = center_update
+        self.triplet_embedding_dim = int(triplet_embedding_dim)
+        self.triplet_normalize = bool(triplet_normalize)
+        self.triplet_average = triplet_average
+        self.soft_ce_kind = soft_ce_kind
+        self.embedding_l2_reduction = embedding_l2_reduction
+        self.projection_bias = bool(projection_bias)
+        self.loss_sum = loss_sum
         self.num_classes = int(num_classes)
         self.term_weights = {term: float(weights[arg]) for term, arg in LOSS_TERMS.items()}
         self.hard_mining_fraction = float(hard_mining_fraction)
@@ -221,7 +290,8 @@ class DistillationModel(keras.Model):
             teacher.trainable = False
             t_backbone = teacher.backbone if isinstance(teacher, DistillationModel) else teacher
             t_emb_dim, t_classes = self._teacher_dims(teacher)
-            logit_terms = [t for t in ("soft_ce", "hard_ce", "logit_mse") if self.term_weights[t] > 0]
+            logit_terms = [t for t in ("soft_ce", "projected_soft_ce", "hard_ce", "logit_mse")
+                           if self.term_weights[t] > 0]
             if logit_terms and t_classes is None:
                 raise ValueError(f"terms {logit_terms} need a teacher with logits; this one gives an embedding only")
             if logit_terms and t_classes != self.num_classes:
@@ -233,15 +303,26 @@ class DistillationModel(keras.Model):
                 else tuple(t_backbone.input_shape[0][1:3])
             if None not in t_size and t_size != tuple(backbone.input_shape[1:3]):
                 self._teacher_size = tuple(int(s) for s in t_size)
-        if t_emb_dim is not None and t_emb_dim != dim \
-                and any(self.term_weights[t] > 0 for t in EMBEDDING_TERMS):
-            self.distill_projection = keras.layers.Dense(t_emb_dim, use_bias=False, dtype="float32",
-                                                         name="distill_projection")
+        if t_emb_dim is not None and (self.term_weights["projected_soft_ce"] > 0 or (
+                t_emb_dim != dim and any(self.term_weights[t] > 0 for t in EMBEDDING_TERMS))):
+            self.distill_projection = keras.layers.Dense(t_emb_dim, use_bias=self.projection_bias,
+                                                         dtype="float32", name="distill_projection")
             self.distill_projection.build((None, dim))
+        self.projection_classifier = None
+        if self.term_weights["projected_soft_ce"] > 0:
+            self.projection_classifier = keras.layers.Dense(self.num_classes, dtype="float32",
+                                                            name="projection_classifier")
+            self.projection_classifier.build((None, self.distill_projection.units))
+        self.triplet_embedding = None
+        if self.term_weights["triplet"] > 0 and self.triplet_embedding_dim > 0:
+            self.triplet_embedding = keras.layers.Dense(self.triplet_embedding_dim, dtype="float32",
+                                                        name="triplet_embedding")
+            self.triplet_embedding.build((None, dim))
 
         self.center_loss = None
         if self.term_weights["center"] > 0:
-            self.center_loss = CenterLoss(self.num_classes, self.center_alpha, name="center_loss")
+            self.center_loss = CenterLoss(self.num_classes, self.center_alpha, self.center_update,
+                                          name="center_loss")
             self.center_loss.build([(None, dim), (None,)])
 
         self._active = [t for t in LOSS_TERMS if self.term_weights[t] > 0]
@@ -319,14 +400,19 @@ class DistillationModel(keras.Model):
             if self.hard_mining_fraction < 1.0:
                 per_sample = per_sample * hard_instance_weights(
                     per_sample, self.hard_mining_fraction, self.hard_mining_rule, self.hard_mining_easy_weight)
+            elif self.hard_mining_threshold > 0.0:
+                per_sample = per_sample * threshold_instance_weights(per_sample, self.hard_mining_threshold)
             terms["ce"] = w["ce"] * ops.mean(per_sample)
         if w["center"] > 0:
             terms["center"] = w["center"] * self.center_loss([emb, labels], training=bool(training))
         if w["prelogit_norm"] > 0:
             terms["prelogit_norm"] = w["prelogit_norm"] * prelogit_norm_loss(emb, self.prelogit_norm_p)
         if w["triplet"] > 0:
-            terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, l2_normalize(emb),
-                                                                      margin=self.triplet_margin)
+            t_in = self.triplet_embedding(emb) if self.triplet_embedding is not None else emb
+            if self.triplet_normalize:
+                t_in = l2_normalize(t_in)
+            terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, t_in, margin=self.triplet_margin,
+                                                                      average=self.triplet_average)
         s_emb = self.distill_projection(emb) if self.distill_projection is not None else emb
         if w["embedding_distill"] > 0:
             if teacher_embedding is None:
@@ -339,9 +425,15 @@ class DistillationModel(keras.Model):
         if any(w[t] > 0 for t in TEACHER_TERMS if t != "embedding_distill"):
             t_emb, t_logits = self.teacher_outputs(images)
             if w["embedding_l2"] > 0:
-                terms["embedding_l2"] = w["embedding_l2"] * embedding_l2_loss(s_emb, t_emb)
+                terms["embedding_l2"] = w["embedding_l2"] * embedding_l2_loss(s_emb, t_emb,
+                                                                              self.embedding_l2_reduction)
             if w["soft_ce"] > 0:
-                terms["soft_ce"] = w["soft_ce"] * soft_cross_entropy(logits, t_logits, self.temperature)
+                terms["soft_ce"] = w["soft_ce"] * soft_cross_entropy(logits, t_logits, self.temperature,
+                                                                     self.soft_ce_kind)
+            if w["projected_soft_ce"] > 0:
+                p_logits = self.projection_classifier(self.distill_projection(emb))
+                terms["projected_soft_ce"] = w["projected_soft_ce"] * soft_cross_entropy(
+                    p_logits, t_logits, self.temperature, self.soft_ce_kind)
             if w["hard_ce"] > 0:
                 terms["hard_ce"] = w["hard_ce"] * hard_cross_entropy(logits, t_logits)
             if w["logit_mse"] > 0:
@@ -362,18 +454,33 @@ class DistillationModel(keras.Model):
             logits = self.classifier(embedding)
         self._stash.logits = self._stash.embedding = None
         terms = self.loss_terms(images, labels, embedding, logits, sample_weight, training, teacher_embedding)
-        total = ops.convert_to_tensor(0.0, "float32")
         for term, value in terms.items():
             getattr(self, f"_{term}_tracker").update_state(value)
-            total = total + value
+        total = self.sum_terms(terms)
         student_losses = list(self.backbone.losses) + list(self.classifier.losses)
-        if self.distill_projection is not None:
-            student_losses += list(self.distill_projection.losses)
+        for extra in (self.distill_projection, self.projection_classifier, self.triplet_embedding):
+            if extra is not None:
+                student_losses += list(extra.losses)
         if student_losses:
             total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in student_losses]))
         # like Keras's default compute_loss: divided by the replicas in sync, so that the
         # gradients summed over replicas are those of the global mean (the loss metric undoes it)
         return scale_loss_for_distribution(total)
+
+    def sum_terms(self, terms):
+        """The total of ``{term: weighted value}`` under ``loss_sum`` (module docstring)."""
+        total = ops.convert_to_tensor(0.0, "float32")
+        if self.loss_sum == "doubling":
+            total = total + terms.get("ce", 0.0)
+            for term in _DOUBLED:
+                if term in terms:
+                    total = 2.0 * total + terms[term]
+            rest = [t for t in terms if t != "ce" and t not in _DOUBLED]
+        else:
+            rest = list(terms)
+        for term in rest:
+            total = total + terms[term]
+        return total
 
     # --- serialisation -------------------------------------------------------------------------
     def get_config(self):
@@ -394,6 +501,15 @@ class DistillationModel(keras.Model):
             "classifier_bias": self.classifier_bias,
             "embedding_distill_metric": self.embedding_distill_metric,
             "teacher_embedding_dim": self.teacher_embedding_dim,
+            "hard_mining_threshold": self.hard_mining_threshold,
+            "center_update": self.center_update,
+            "triplet_embedding_dim": self.triplet_embedding_dim,
+            "triplet_normalize": self.triplet_normalize,
+            "triplet_average": self.triplet_average,
+            "soft_ce_kind": self.soft_ce_kind,
+            "embedding_l2_reduction": self.embedding_l2_reduction,
+            "projection_bias": self.projection_bias,
+            "loss_sum": self.loss_sum,
         }
         config.update({arg: self.term_weights[term] for term, arg in LOSS_TERMS.items()})
         return config

@@ -40,6 +40,9 @@ Normalisation (``norm``):
 * ``"lrn"``: the paper's form: convolutions with biases and ReLU, no BN, and a
   :class:`kerasface.layers.LocalResponseNormalization` at the two "norm" rows
   (after pool1 and before pool2). Trainable parameters 7,456,304.
+* ``"none"``: convolutions with biases and ReLU, neither BN nor LRN (the
+  report's model before its "batch normalize" fix, read as the plain table
+  without the "norm" rows).
 
 Layer names are readable and never contain "1x1" (the monograph's Keras build
 hit that): ``inception_3a_b1_conv``, ``inception_3a_b3_reduce``,
@@ -75,7 +78,7 @@ NN2_INCEPTION_BLOCKS = {
     "5b": (384, 192, 384, 48, 128, "max", 128, 1),
 }
 
-_NORMS = ("batch", "lrn")
+_NORMS = ("batch", "lrn", "none")
 
 
 class _Builder:
@@ -132,7 +135,7 @@ def FaceNetNN2(
         input_shape: HxWx3 with H and W divisible by 32 (224 in the paper; the
             final average pool is global, so 96 or 32 work for tests).
         embedding_dim: size of the FC layer / embedding (128 in the paper).
-        norm: ``"batch"`` (BN after every conv, default) or ``"lrn"`` (the
+        norm: ``"batch"`` (BN after every conv, default), ``"none"`` (neither) or ``"lrn"`` (the
             paper's conv biases + local response normalisation at the two
             "norm" rows); see the module docstring.
         l2_pooling: ``False`` replaces every L2 pooling by max pooling (one of

@@ -55,7 +55,7 @@ from keras import layers
 
 from kerasface.layers import L2Normalize
 
-__all__ = ["ResNetBasic", "resnet18", "resnet34", "RESNET_BLOCKS", "TORCHVISION_PARAMS_NO_FC"]
+__all__ = ["ResNetBasic", "ResNetBottleneck", "resnet18", "resnet34", "RESNET_BLOCKS", "TORCHVISION_PARAMS_NO_FC"]
 
 RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 RESNET_WIDTHS = (64, 128, 256, 512)
@@ -93,20 +93,37 @@ class _Builder:
         return layers.Multiply(name=name)([x, s])
 
     def basic_block(self, x, filters, strides, name):
-        shortcut = x
         y = self.conv(x, filters, 3, strides, f"{name}_conv1")
         y = self.bn(y, f"{name}_bn1")
         y = layers.ReLU(name=f"{name}_relu1")(y)
         y = self.conv(y, filters, 3, 1, f"{name}_conv2")
         y = self.bn(y, f"{name}_bn2")
+        return self.residual(x, y, strides, name)
+
+    def residual(self, x, y, strides, name):
+        """The end of every block: optional SE on the branch ``y``, the shortcut (``x``, or a 1x1 projection +
+        BN when the stride or width changes), add, ReLU."""
         if self.se_reduction:
             y = self.squeeze_excite(y, f"{name}_se")
-        if strides != 1 or x.shape[-1] != filters:
-            shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False,
+        shortcut = x
+        if strides != 1 or x.shape[-1] != y.shape[-1]:
+            shortcut = layers.Conv2D(y.shape[-1], 1, strides=strides, use_bias=False,
                                      kernel_initializer="he_normal", name=f"{name}_proj")(x)
             shortcut = self.bn(shortcut, f"{name}_proj_bn")
         y = layers.Add(name=f"{name}_add")([y, shortcut])
         return layers.ReLU(name=f"{name}_out")(y)
+
+    def bottleneck_block(self, x, filters, strides, name, expansion=4):
+        """torchvision's v1.5 bottleneck: 1x1 c, 3x3 c (stride s), 1x1 expansion * c, each + BN (the last two
+        convs' kernels named ``conv2`` / ``conv3``), optional SE, plus the shortcut, ReLU."""
+        out = filters * expansion
+        y = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv1")(x)
+        y = layers.ReLU(name=f"{name}_relu1")(self.bn(y, f"{name}_bn1"))
+        y = self.conv(y, filters, 3, strides, f"{name}_conv2")
+        y = layers.ReLU(name=f"{name}_relu2")(self.bn(y, f"{name}_bn2"))
+        y = layers.Conv2D(out, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv3")(y)
+        y = self.bn(y, f"{name}_bn3")
+        return self.residual(x, y, strides, name)
 
 
 def ResNetBasic(
@@ -120,6 +137,7 @@ def ResNetBasic(
     bn_momentum=0.9,
     bn_epsilon=1e-5,
     name="resnet34",
+    block="basic",
 ):
     """Build a basic-block ResNet embedding model (images -> ``embedding_dim`` vector).
 
@@ -136,7 +154,10 @@ def ResNetBasic(
             default: the margin heads normalise themselves).
         bn_momentum, bn_epsilon: BatchNormalization settings (defaults are
             PyTorch's: momentum 0.1 there is 0.9 here, epsilon 1e-5).
+        block: ``"basic"``, or ``"bottleneck"`` (:func:`ResNetBottleneck`).
     """
+    if block not in ("basic", "bottleneck"):
+        raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
     if input_shape[0] % 32 or input_shape[1] % 32:
@@ -153,7 +174,10 @@ def ResNetBasic(
     for s, (n, filters) in enumerate(zip(blocks, widths), start=1):
         for i in range(1, n + 1):
             strides = 2 if (s > 1 and i == 1) else 1
-            x = b.basic_block(x, filters, strides, f"stage{s}_block{i}")
+            if block == "bottleneck":
+                x = b.bottleneck_block(x, filters, strides, f"stage{s}_block{i}")
+            else:
+                x = b.basic_block(x, filters, strides, f"stage{s}_block{i}")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if l2_normalize:
         x = layers.Dense(embedding_dim, name="fc")(x)
@@ -161,6 +185,13 @@ def ResNetBasic(
     else:
         x = layers.Dense(embedding_dim, dtype="float32", name="embedding")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def ResNetBottleneck(blocks=(3, 4, 6, 3), widths=RESNET_WIDTHS, **kwargs):
+    """A bottleneck ResNet (``[1x1 c, 3x3 c, 1x1 4c]`` blocks, torchvision v1.5: stride on the 3x3):
+    :func:`ResNetBasic` with ``block="bottleneck"``; ``widths`` are the inner widths ``c``."""
+    kwargs.setdefault("name", "resnet_bottleneck")
+    return ResNetBasic(blocks=blocks, widths=widths, block="bottleneck", **kwargs)
 
 
 def resnet34(**kwargs):

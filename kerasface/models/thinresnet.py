@@ -1,12 +1,18 @@
-"""ThinResNet34 / ThinResNet50 / ThinResNet50_V2 of report 001, as its parameter counts imply.
+"""ThinResNet34 / ThinResNet50 / ThinResNet50_V2 of report 001: an interpretation, and the drawn layout.
 
-Report 001's table draws bottleneck stages ``[1x1 48, 3x3 48, 1x1 192]`` ...,
-but the parameter counts it gives (about 4.9M / 6M / 12.4M) do not fit that
-drawing: bottleneck stages of those widths count far more (see
-``docs/experiments/thinresnet.md``). They fit, to the parameter, ResNets with
-squeeze-excitation *basic* blocks of the table's inner widths (the layout of
-Chung et al.'s ``ResNetSE`` speaker models, from which the report's
-ThinResNets come), which is what is built here:
+Report 001's table draws bottleneck stages ``[1x1 48, 3x3 48, 1x1 192]`` ...
+after a 7x7/64 stem, but the parameter counts it gives ("about 4.9M / 6M /
+12.4M", rounded) do not fit that drawing: bottleneck stages of those widths
+count 13-21 % more (see ``docs/experiments/thinresnet.md``). The default
+builders are an **interpretation**: ResNets with squeeze-excitation *basic*
+blocks of the table's inner widths and a 48-channel stem (the layout of Chung et
+al.'s ``ResNetSE`` speaker models, from which the report's ThinResNets come),
+chosen because they land on the rounded figures. Their exact counts (below) are
+counts of this interpretation, not figures of the report. The drawn layout is
+``layout="bottleneck"`` (registry ``thin_resnet*_bottleneck``): bottleneck
+blocks ``[1x1 c, 3x3 c, 1x1 4c]`` after a 64-channel 7x7 stem, no SE.
+
+The interpretation (``layout="se_basic"``, the default):
 
 ==========  ========  ==================  ==================  ==================
 stage       output    ThinResNet34        ThinResNet50        ThinResNet50_V2
@@ -27,8 +33,9 @@ average pool, Dense c/8 + ReLU, Dense c + sigmoid, both with bias; reduction
 kernel and BN where the stride or width changes), ReLU. The block code is
 :func:`kerasface.models.resnet.ResNetBasic` with ``se_reduction=8``.
 
-Parameter counts, Keras ``count_params()`` (weights, biases, BN gamma/beta and
-BN moving mean/variance), equal the report's figures exactly:
+Parameter counts of this interpretation, Keras ``count_params()`` (weights,
+biases, BN gamma/beta and BN moving mean/variance); the report says only "about
+4.9M / 6M / 12.4M":
 
 ===============  ==========  ==========  ============
 model            trainable   BN stats    total
@@ -49,9 +56,11 @@ from __future__ import annotations
 
 from kerasface.models.resnet import ResNetBasic
 
-__all__ = ["THIN_RESNETS", "ThinResNet", "thin_resnet34", "thin_resnet50", "thin_resnet50_v2"]
+__all__ = ["DRAWN_TRAINABLE", "LAYOUTS", "THIN_RESNETS", "ThinResNet", "thin_resnet34", "thin_resnet50",
+           "thin_resnet50_v2"]
 
-# name -> (blocks per stage, widths per stage, report 001's total parameter count)
+# name -> (blocks per stage, widths per stage, total parameter count of the SE-basic interpretation:
+# the report gives only "about 4.9M / 6M / 12.4M")
 THIN_RESNETS = {
     "thin_resnet34": ((2, 3, 3, 3), (48, 96, 128, 256), 4_904_976),
     "thin_resnet50": ((3, 4, 6, 3), (48, 96, 128, 256), 6_017_058),
@@ -59,22 +68,36 @@ THIN_RESNETS = {
 }
 
 
-def ThinResNet(variant="thin_resnet34", input_shape=(224, 224, 3), stem_channels=48,
-               se_reduction=8, embedding_dim=512, l2_normalize=False, bn_momentum=0.9,
-               bn_epsilon=1e-5, name=None):
+# trainable counts of the drawn bottleneck layout (64-channel stem, no SE, 512-d FC with bias)
+DRAWN_TRAINABLE = {"thin_resnet34": 5_918_144, "thin_resnet50": 6_955_904, "thin_resnet50_v2": 14_028_160}
+LAYOUTS = ("se_basic", "bottleneck")
+
+
+def ThinResNet(variant="thin_resnet34", input_shape=(224, 224, 3), stem_channels=None,
+               se_reduction=None, embedding_dim=512, l2_normalize=False, bn_momentum=0.9,
+               bn_epsilon=1e-5, name=None, layout="se_basic"):
     """Build one of report 001's ThinResNets (images -> ``embedding_dim`` vector).
 
-    ``variant`` is a key of ``THIN_RESNETS``; the other arguments are those of
+    ``variant`` is a key of ``THIN_RESNETS``; ``layout="se_basic"`` (default, the
+    interpretation: stem 48, SE reduction 8) or ``"bottleneck"`` (the table as
+    drawn: stem 64, no SE); ``stem_channels`` / ``se_reduction`` override the
+    layout's. The other arguments are those of
     :func:`kerasface.models.resnet.ResNetBasic`.
     """
     try:
         blocks, widths, _ = THIN_RESNETS[variant]
     except KeyError:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(THIN_RESNETS)}") from None
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    drawn = layout == "bottleneck"
     return ResNetBasic(blocks=blocks, widths=widths, input_shape=input_shape,
-                       stem_channels=stem_channels, se_reduction=se_reduction,
+                       stem_channels=stem_channels or (64 if drawn else 48),
+                       se_reduction=se_reduction if se_reduction is not None else (None if drawn else 8),
                        embedding_dim=embedding_dim, l2_normalize=l2_normalize,
-                       bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name or variant)
+                       bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
+                       name=name or (f"{variant}_bottleneck" if drawn else variant),
+                       block="bottleneck" if drawn else "basic")
 
 
 def thin_resnet34(**kwargs):

@@ -31,13 +31,13 @@ from kerasface.pretrained.locate import INSTALL_HINT, MissingPackageError, face_
 __all__ = ["DLIB_RESNET_V1_SPEC", "INSTALL_HINT", "NAMES", "MissingPackageError", "cache_dir", "cached_path",
            "dlib_chips", "face_spec", "load", "resolve"]
 
-#: name -> (package file it is converted from, converter, what it is).
+#: name -> (package file it is converted from, converter, the FaceSpec it carries, what it is).
 _SOURCES = {
-    "dlib-resnet-v1": ("dlib_face_recognition_resnet_model_v1.dat", convert_dlib_resnet,
+    "dlib-resnet-v1": ("dlib_face_recognition_resnet_model_v1.dat", convert_dlib_resnet, DLIB_RESNET_V1_SPEC,
                        "dlib's ResNet face descriptor (128-d, 150x150 dlib chips; face-recognition-models, CC0)"),
 }
 #: The pretrained model names :func:`load` knows, with what each is.
-NAMES = {name: about for name, (_, _, about) in _SOURCES.items()}
+NAMES = {name: about for name, (_, _, _, about) in _SOURCES.items()}
 
 #: Bumped when a conversion changes what it writes (weights layout, spec): old cache files are not reused.
 CONVERSION_VERSION = 1
@@ -61,13 +61,18 @@ def _check_name(name: str) -> None:
 
 
 def load(name: str = "dlib-resnet-v1") -> keras.Model:
-    """The Keras model of the pretrained ``name`` (built into the cache on first use)."""
+    """The Keras model of the pretrained ``name`` (built into the cache on first use).
+
+    A cached file whose face spec is not the current one (an older threshold) is rebuilt.
+    """
     path = cached_path(name)
+    filename, convert, spec, _ = _SOURCES[name]
     if path.is_file():
-        return keras.saving.load_model(path)
-    filename, convert, _ = _SOURCES[name]
+        model = keras.saving.load_model(path)
+        if face_spec(model) == spec:
+            return model
     source = face_recognition_models_file(filename)  # MissingPackageError names the install command
-    model = convert(source)
+    model = convert(source, spec)
     save_model(model, path)
     return model
 

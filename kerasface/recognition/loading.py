@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasface import pretrained
 from kerasface.face_spec import FaceSpec
 from kerasface.recognition.spec import FACE_SPEC_NAME, spec_of
 
@@ -25,7 +26,7 @@ __all__ = ["DEFAULT_MODEL", "PRETRAINED_NAMES", "FaceModel", "check_embedding_mo
 #: The model ``kerasface verify`` / ``embed`` / ``find`` use when none is named.
 DEFAULT_MODEL = "dlib-resnet-v1"
 #: Names of the pretrained models (built by :mod:`kerasface.pretrained` from an installed package).
-PRETRAINED_NAMES = (DEFAULT_MODEL,)
+PRETRAINED_NAMES = tuple(pretrained.NAMES)
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ def _load_keras_file(path: Path) -> keras.Model:
 
 
 def resolve_model_name(name: str) -> keras.Model:
-    """The pretrained model called ``name``. This build ships none, so every name is refused with the list."""
-    known = ", ".join(PRETRAINED_NAMES)
-    raise ValueError(f"unknown model name {name!r}: this kerasface has no pretrained models (their names will be: "
-                     f"{known}); give a .keras file or a training run folder with --model")
+    """The pretrained model called ``name`` (:func:`kerasface.pretrained.load`: built into the user cache on
+    first use); an unknown name is refused with the list of known ones."""
+    if name not in pretrained.NAMES:
+        raise ValueError(f"unknown model name {name!r}: the pretrained models are {', '.join(PRETRAINED_NAMES)}; "
+                         f"or give a .keras file or a training run folder with --model")
+    return pretrained.load(name)
 
 
 def load_face_model(model=None) -> FaceModel:

@@ -118,8 +118,10 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def message(self) -> str:
         s = self.stopped or {}
+        epoch = s.get("epoch") or 1
+        kept = f"; the run folder keeps the model of epoch {epoch - 1}" if epoch > 1 else ""  # none in epoch 1
         return (f"training stopped: the loss became {s.get('loss')} at epoch {s.get('epoch')}, step {s.get('step')} "
-                f"(global step {s.get('global_step')}); the run folder keeps the model of the last finished epoch")
+                f"(global step {s.get('global_step')}){kept}")
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -135,7 +137,9 @@ class RunBackup(keras.callbacks.Callback):
     ``on_train_begin`` it restores that state and sets the model's initial
     epoch, so ``fit`` runs only the remaining epochs.  ``nan_guard``: a
     :class:`StopOnNaN` whose trip stops further saving.  The folder is
-    deleted when training ends normally (``delete_on_end``).
+    deleted when training ends normally (``delete_on_end``); the trainers turn
+    that off and delete it (:meth:`delete`) only once ``metrics.json`` says the
+    run is complete, so a kill during the final evaluation loses nothing.
     """
 
     STATE = "state.json"

@@ -75,6 +75,12 @@ def remove_stale_temporaries(run_dir) -> list[Path]:
     return gone
 
 
+def _has_finished_epoch(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything of a finished epoch (its history, a model, a backup)."""
+    return ((run_dir / "history.json").is_file() or any(run_dir.glob("*.keras"))
+            or RunBackup.saved_epoch(run_dir / "backup") > 0)
+
+
 def resume_point(run_dir: Path, resolved: dict) -> int:
     """Epochs already done in ``run_dir`` by the same settings (0 for a new folder); clear errors otherwise."""
     cfg_file = run_dir / "config.json"
@@ -84,6 +90,10 @@ def resume_point(run_dir: Path, resolved: dict) -> int:
     old = upgrade_settings(json.loads(cfg_file.read_text()))
     new = json.loads(json.dumps(jsonable(resolved)))
     diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff and not _has_finished_epoch(run_dir):
+        # a start that failed before its first epoch (bad data, a wrong flag): nothing to protect
+        logger.info("run folder %s holds no finished epoch; replacing its settings (%s)", run_dir, "; ".join(diff))
+        return 0
     if diff:
         raise ValueError(f"run folder {run_dir} holds a run with other settings ({'; '.join(diff)}); "
                          f"resume it with the same flags or choose a new --run-dir")
@@ -92,8 +102,11 @@ def resume_point(run_dir: Path, resolved: dict) -> int:
         raise ValueError(f"run folder {run_dir} already holds a complete run; choose a new --run-dir")
     stale = remove_stale_temporaries(run_dir)
     done = RunBackup.saved_epoch(run_dir / "backup")
-    logger.info("resuming %s after %d finished epoch(s)%s", run_dir, done,
-                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "")
+    planned = resolved.get("epochs")
+    finished = (f"; all {done} epoch(s) are finished: completing the final evaluation and report"
+                if isinstance(planned, int) and done >= planned > 0 else "")
+    logger.info("resuming %s after %d finished epoch(s)%s%s", run_dir, done,
+                f"; removed {len(stale)} temporary file(s) of the killed run" if stale else "", finished)
     return done
 
 
@@ -201,5 +214,5 @@ class RunFolderWriter(keras.callbacks.Callback):
             write_history_csv(self.run_dir / "history.csv", self.history)
         self.plot(self.history, self.run_dir / "curves.png")
         for filename, model in (self.models or {"model.keras": self.model}).items():
-            save_model(model, self.run_dir / filename)
+            save_model(model, self.run_dir / filename, include_optimizer=False)  # the backup keeps the optimizer
         write_json(self.run_dir / "metrics.json", self.summary(self.history, self.epoch_seconds, False))

@@ -40,6 +40,7 @@ A task, in short::
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,20 +208,27 @@ def _run(task: Task, run_dir, verbose, runtime: Runtime, run_name: str, tensorbo
     cfg = task.cfg
     # 1. run folder: new, or the same settings resumed
     settings = task.settings()
+    made_here = not run_dir
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.out, run_name)
-    done_epochs = open_run_folder(run_dir, settings, runtime)
-    # 2. seed and data; face_spec.json (how the faces were prepared: what verify / embed follow)
-    keras.utils.set_random_seed(cfg.seed)
-    task.prepare(run_dir, verbose, runtime)
-    write_face_spec(run_dir, settings, task.embedding_metric)
-    # 3. the model, on the runtime
-    with runtime.precision(), runtime.scope():
-        model = task.build(runtime)
+    try:
+        done_epochs = open_run_folder(run_dir, settings, runtime)
+        # 2. seed and data; face_spec.json (how the faces were prepared: what verify / embed follow)
+        keras.utils.set_random_seed(cfg.seed)
+        task.prepare(run_dir, verbose, runtime)
+        write_face_spec(run_dir, settings, task.embedding_metric)
+        # 3. the model, on the runtime
+        with runtime.precision(), runtime.scope():
+            model = task.build(runtime)
+    except Exception:
+        if made_here:  # a failed start leaves no junk folder behind (a named --run-dir is replaced by a rerun)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     # 4. per-epoch machinery: NaN stop, run folder writer, kill-safe backup
     guard = StopOnNaN()
     writer = RunFolderWriter(run_dir, task.title, task.summary, models=task.models, plot=task.plot, csv=True,
                              nan_guard=guard)
-    run = Run(run_dir, runtime, done_epochs, guard, writer, RunBackup(run_dir / "backup", nan_guard=guard),
+    run = Run(run_dir, runtime, done_epochs, guard, writer,
+              RunBackup(run_dir / "backup", nan_guard=guard, delete_on_end=False),
               settings=settings, metric=task.embedding_metric)
     # 5. fit
     t0 = time.perf_counter()
@@ -266,6 +274,9 @@ def _callbacks(task: Task, run: Run, tensorboard) -> list:
 def _fit_keras(task: Task, model: keras.Model, run: Run, verbose, tensorboard) -> Stop | None:
     """Keras's ``fit``; the backup restores a resumed run in ``on_train_begin``."""
     run.writer.resume(run.done_epochs)
+    if run.done_epochs >= task.cfg.epochs:  # every epoch finished, the report did not: the last epoch's model
+        run.backup.restore(model)
+        return None
     callbacks = _callbacks(task, run, tensorboard)
     model.fit(epochs=task.cfg.epochs, callbacks=callbacks, verbose=verbose, **task.fit_arguments(run.done_epochs))
     if run.guard.tripped:
@@ -293,8 +304,7 @@ def _fit_epoch_loop(task: EpochLoopTask, model: keras.Model, run: Run) -> Stop |
         stop = task.end_epoch(epoch, logs, writer.epoch_seconds[-1])
         if stop is not None:
             return stop
-    backup.delete()  # complete: nothing to resume (a stopped run keeps it)
-    return None
+    return None  # the backup stays until metrics.json says complete (_finish)
 
 
 def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunResult:
@@ -316,6 +326,10 @@ def _finish(task: Task, model: keras.Model, run: Run, stop: Stop | None) -> RunR
         write_face_spec(run_dir, run.settings, run.metric, scores.metrics)  # with the run's threshold
     metrics = jsonable(task.report(metrics, model, run))  # what metrics.json holds (NaN/inf as None)
     write_json(run_dir / "metrics.json", metrics)
+    if metrics.get("complete"):
+        # only now: a kill during the final evaluation or report above leaves the backup, and the same
+        # command then completes the report (every epoch done) instead of training again
+        run.backup.delete()
     return task.result(run_dir, metrics, model)
 
 
@@ -328,6 +342,6 @@ def _stop_on_nan(task: Task, run: Run, stop: Stop) -> None:
         where = f": {run_dir}"
     else:
         base = {"preset": task.cfg.name, "complete": False, "epochs_run": 0, "epochs_planned": task.cfg.epochs}
-        where = f": no epoch finished, no model was written ({run_dir})"
+        where = f"; no epoch finished, no model was written ({run_dir})"
     write_json(run_dir / "metrics.json", jsonable(base | task.stop_fields(stop)))
     raise FloatingPointError(stop.message + where)

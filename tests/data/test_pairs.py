@@ -144,11 +144,31 @@ def test_dataset_deterministic_with_seed(train_data):
     np.testing.assert_array_equal(y1, y2)
     a3, _, _ = _first(train_data.dataset(seed=8, **kw))
     assert not np.array_equal(a1, a3)
-    # reshuffled every epoch, from the same seed
+    # reshuffled every epoch, from the same seed: epoch 1 is not epoch 0, iterating epoch 0 again is epoch 0
     ds = train_data.dataset(batch_size=len(train_data), seed=7)
-    e1, e2 = [np.concatenate([x.numpy() for (x, _), _ in ds]) for _ in range(2)]
+    e1, again = [np.concatenate([x.numpy() for (x, _), _ in ds]) for _ in range(2)]
+    e2 = np.concatenate([x.numpy() for (x, _), _ in train_data.dataset(batch_size=len(train_data), seed=7,
+                                                                         first_epoch=1)])
+    np.testing.assert_array_equal(e1, again)
     assert not np.array_equal(e1, e2)
     assert np.isclose(e1.sum(), e2.sum(), rtol=1e-5)  # same pairs, new order
+
+
+def test_epoch_k_is_the_same_whether_the_stream_starts_at_0_or_resumes_at_k(train_data):
+    """A resumed run (first_epoch=k) sees in epoch k exactly what an uninterrupted one sees (issue 16, s. 7)."""
+    batch = 32
+    steps = -(-len(train_data) // batch)
+    kw = dict(batch_size=batch, seed=3, augment=True, repeat=True)
+    whole = [(a.numpy(), y.numpy()) for (a, _), y in train_data.dataset(first_epoch=0, **kw).take(3 * steps)]
+    resumed = [(a.numpy(), y.numpy()) for (a, _), y in train_data.dataset(first_epoch=2, **kw).take(steps)]
+    for (a1, y1), (a2, y2) in zip(whole[2 * steps:], resumed, strict=True):
+        np.testing.assert_array_equal(a1, a2)
+        np.testing.assert_array_equal(y1, y2)
+    # every epoch holds every pair once, in an order of its own
+    epoch_labels = [np.concatenate([y for _, y in whole[e * steps:(e + 1) * steps]]) for e in range(3)]
+    assert all(len(y) == len(train_data) and y.sum() == train_data.labels.sum() for y in epoch_labels)
+    firsts = [whole[e * steps][0] for e in range(3)]
+    assert not np.array_equal(firsts[0], firsts[1]) and not np.array_equal(firsts[1], firsts[2])
 
 
 def test_augment_flips_each_image_independently(train_data):

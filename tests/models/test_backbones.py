@@ -32,13 +32,20 @@ SMALL = {
     "dlib_resnet_v1": ((131, 131, 3), 128),  # sides at least 131 (unpadded strided convolutions)
     "facenet_nn2": ((32, 32, 3), 128),  # sides divisible by 32
     "inception_resnet_v1": ((75, 75, 3), 512),  # sides at least 75 (valid-padded stem)
+    "inception_resnet_v1_nobn": ((75, 75, 3), 1792),
     "resnet18": ((32, 32, 3), 512),
     "resnet34": ((32, 32, 3), 512),
+    "resnet50": ((32, 32, 3), 512),  # keras.applications (report 003's other trials)
+    "efficientnet_b0": ((32, 32, 3), 512),
+    "efficientnet_v2_m": ((32, 32, 3), 512),  # in SPARED, see there
     "sqnxt23v5_w1": ((32, 32, 3), 128),  # sides at least 32
     "sqnxt23v5_w2": ((32, 32, 3), 128),
     "thin_resnet34": ((32, 32, 3), 512),  # sides divisible by 32
     "thin_resnet50": ((32, 32, 3), 512),
     "thin_resnet50_v2": ((32, 32, 3), 512),
+    "thin_resnet34_bottleneck": ((32, 32, 3), 512),
+    "thin_resnet50_bottleneck": ((32, 32, 3), 512),
+    "thin_resnet50_v2_bottleneck": ((32, 32, 3), 512),
     "vargfacenet": ((32, 32, 3), 512),  # sides divisible by 16
     "vargfacenet_reduced": ((32, 32, 3), 512),
     "vargfacenet_tiny": ((32, 32, 3), 128),
@@ -46,7 +53,13 @@ SMALL = {
 # backbones without BatchNormalization statistics: dlib's ResNet has inference-time "affine" layers
 NO_BATCH_STATISTICS = {"dlib_resnet_v1"}
 N_FACES = 4
-BACKBONES = list_backbones()
+WITHOUT_BN = {"inception_resnet_v1_nobn"}  # report 002's teacher: convolutions with bias, no BN
+# Registered backbones this harness does not build: keras.applications' EfficientNetV2-M (53 M parameters) costs
+# minutes here, and with the harness's made-up BN statistics its embeddings reach 1e5 and differ between batch
+# sizes of 1 and 4 (float32 round-off amplified through 60 blocks). Its builder is the one efficientnet_b0 goes
+# through (tested here); its count and embedding are tested in test_applications.py.
+SPARED = {"efficientnet_v2_m"}
+BACKBONES = [name for name in list_backbones() if name not in SPARED]
 
 
 def _np(t) -> np.ndarray:
@@ -101,7 +114,7 @@ def embed(backbone, faces):
 
 
 def test_harness_covers_every_registered_backbone():
-    assert sorted(SMALL) == BACKBONES
+    assert sorted(SMALL) == sorted(BACKBONES + sorted(SPARED)) == list_backbones()
     assert len(BACKBONES) >= 12
 
 
@@ -121,8 +134,9 @@ def test_builds_at_its_smallest_input(backbone, class_names, name):
     names = [layer.name for layer in model.layers]
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
     assert not [n for n in names if "1x1" in n]  # layer names say what a layer does, not its kernel
-    # BN statistics: the round trips below must carry them
-    assert bool(model.non_trainable_weights) != (name in NO_BATCH_STATISTICS)
+    # BN statistics: the round trips below must carry them (a backbone built without BN, or dlib's ResNet with
+    # its inference-time affine layers, has none)
+    assert bool(model.non_trainable_weights) == (name not in WITHOUT_BN | NO_BATCH_STATISTICS)
     # a .keras file of this backbone loads under safe_mode: no Python code (Lambda) in its config
     classes = class_names(keras.saving.serialize_keras_object(model))
     assert "InputLayer" in classes  # the walk reaches the layers: the check below is not vacuous

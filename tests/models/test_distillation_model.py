@@ -31,7 +31,7 @@ from kerasface.models.distillation import LOSS_TERMS
 P, K = 4, 4  # identities x images per identity
 WEIGHTS = {"ce_weight": 1.0, "center_weight": 0.3, "prelogit_norm_weight": 0.01, "triplet_weight": 0.7,
            "embedding_l2_weight": 0.05, "soft_ce_weight": 0.5, "hard_ce_weight": 0.2,
-           "logit_mse_weight": 0.1, "embedding_distill_weight": 0.4}
+           "logit_mse_weight": 0.1, "projected_soft_ce_weight": 0.4, "embedding_distill_weight": 0.4}
 
 
 def tiny_backbone(size, dim, name):
@@ -92,6 +92,8 @@ def independent_terms(model, images, labels):
         "triplet": float(batch_hard_triplet_loss(labels, unit, margin=0.3)),
         "embedding_l2": float(embedding_l2_loss(proj, t_emb)),
         "soft_ce": float(soft_cross_entropy(logits, t_logits, 3.0)),
+        "projected_soft_ce": float(soft_cross_entropy(model.projection_classifier(model.distill_projection(emb)),
+                                                      t_logits, 3.0)),
         "hard_ce": float(hard_cross_entropy(logits, t_logits)),
         "logit_mse": float(logit_mse_loss(logits, t_logits)),
         "embedding_distill": float(embedding_distillation_loss(proj, t_emb, "cosine")),
@@ -102,6 +104,8 @@ def copy_state(src, dst):
     dst.classifier.set_weights(src.classifier.get_weights())
     if dst.distill_projection is not None:
         dst.distill_projection.set_weights(src.distill_projection.get_weights())
+    if dst.projection_classifier is not None:
+        dst.projection_classifier.set_weights(src.projection_classifier.get_weights())
     if dst.center_loss is not None:
         dst.center_loss.centers.assign(src.center_loss.centers)
 

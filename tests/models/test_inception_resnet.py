@@ -14,7 +14,7 @@ import keras
 import pytest
 
 from kerasface.models import build_backbone, inception_resnet_v1, profile_model
-from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, REPORT_TEACHER_CLASSES, REPORT_TEACHER_PARAMS
+from kerasface.models.inception_resnet import REPORT_TEACHER_CLASSES, REPORT_TEACHER_PARAMS
 
 
 def hand_count():
@@ -44,8 +44,7 @@ def hand_count():
 def models():
     keras.utils.set_random_seed(0)
     facenet = build_backbone("inception_resnet_v1")
-    report = inception_resnet_v1(input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, batch_norm=False,
-                                 name="report_teacher")
+    report = build_backbone("inception_resnet_v1_nobn")  # report 002's teacher.py, at its 224x224
     return facenet, profile_model(facenet), report, profile_model(report)
 
 
@@ -54,7 +53,7 @@ def test_report_teacher_param_count_is_exact(models):
     kernels, bn_channels, up_channels = hand_count()
     assert (kernels, bn_channels, up_channels) == (22_514_528, 14_288, 20_992)
     assert prof.non_trainable_params == 0 and prof.trainable_params == kernels + bn_channels + up_channels
-    assert tuple(report.output_shape) == (None, 1792)
+    assert tuple(report.output_shape) == (None, 1792) and tuple(report.input_shape) == (None, 224, 224, 3)
     logits = keras.layers.Dense(REPORT_TEACHER_CLASSES, name="logits")(report.output)  # with bias
     full = keras.Model(report.input, logits)
     assert full.count_params() == REPORT_TEACHER_PARAMS == 26_781_288

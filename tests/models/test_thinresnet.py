@@ -96,3 +96,31 @@ def test_bad_sizes_and_embedding_dim():
             thin_resnet34(input_shape=shape)
     m = build_backbone("thin_resnet50_v2", input_shape=(96, 64, 3), embedding_dim=128)
     assert tuple(m.output_shape) == (None, 128)
+
+
+def drawn_hand_count(blocks, widths, stem=64, expansion=4, dim=512):
+    """Trainable parameters of report 001's table as drawn: 7x7 stem + BN, bottlenecks [1x1 c, 3x3 c, 1x1 4c]
+    each conv + BN (gamma, beta), a projection (1x1 conv + BN) where the width or stride changes, FC with bias."""
+    total, c_in = 7 * 7 * 3 * stem + 2 * stem, stem
+    for n, c in zip(blocks, widths):
+        out = expansion * c
+        for i in range(n):
+            total += c_in * c + 9 * c * c + c * out + 2 * (c + c + out)
+            if i == 0:
+                total += c_in * out + 2 * out
+            c_in = out
+    return total + c_in * dim + dim
+
+
+@pytest.mark.parametrize("name", sorted(THIN_RESNETS))
+def test_drawn_bottleneck_layout_counts(name):
+    from kerasface.models import build_backbone, profile_model
+    from kerasface.models.thinresnet import DRAWN_TRAINABLE
+
+    blocks, widths, interpretation = THIN_RESNETS[name]
+    model = build_backbone(f"{name}_bottleneck", input_shape=(64, 64, 3))
+    trainable = profile_model(model).trainable_params
+    assert trainable == drawn_hand_count(blocks, widths) == DRAWN_TRAINABLE[name]
+    assert model.get_layer("stem_conv").filters == 64 and model.output_shape == (None, 512)
+    assert model.get_layer("stage1_block1_conv3").filters == 4 * widths[0]
+    assert trainable > 1.1 * interpretation  # the drawing does not land on "about 4.9M / 6M / 12.4M"

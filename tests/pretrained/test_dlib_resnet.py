@@ -163,8 +163,11 @@ def test_load_builds_the_cache_once_then_reads_it(tmp_path, monkeypatch, convert
     first = pretrained.load("dlib-resnet-v1")
     assert path.is_file() and not list(path.parent.glob(".*"))  # written atomically: no temporary left
 
+    class PackageRead(Exception):
+        pass
+
     def no_package(name):
-        raise AssertionError("the cache should have been read")
+        raise PackageRead(name)
 
     monkeypatch.setattr(pretrained, "face_recognition_models_file", no_package)
     second = pretrained.load("dlib-resnet-v1")
@@ -175,6 +178,15 @@ def test_load_builds_the_cache_once_then_reads_it(tmp_path, monkeypatch, convert
     spec = pretrained.face_spec(second)
     assert spec == pretrained.DLIB_RESNET_V1_SPEC and spec.alignment == "dlib" and spec.image_size == (150, 150)
     assert spec.input_scaling == "in-model" and spec.threshold is not None and spec.threshold_source
+    # a cache written with another spec (an older threshold) is not used: load goes back to the package
+    stale = pretrained.dlib_resnet.convert_dlib_resnet(
+        locate.face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"),
+        pretrained.DLIB_RESNET_V1_SPEC.replace(threshold=1.0))
+    first.save(tmp_path / "current.keras")
+    stale.save(path)
+    with pytest.raises(PackageRead):
+        pretrained.load("dlib-resnet-v1")
+    path.write_bytes((tmp_path / "current.keras").read_bytes())
     # resolve: a name, the .keras file, a run folder holding model.keras
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.keras").write_bytes(path.read_bytes())

@@ -257,6 +257,7 @@ def test_recorded_runtime_is_ignored_on_resume_but_settings_are_not(tmp_path):
 
     resolved = {"name": "vargface", "epochs": 3, "batch_size": 32}
     write_json(tmp_path / "config.json", resolved | {"runtime": Runtime("mirrored", "bfloat16").describe()})
+    write_json(tmp_path / "history.json", {"loss": [1.0]})  # a finished epoch: a run to protect, not a failed start
     # resumed on other hardware (default strategy, float32): accepted
     assert resume_point(tmp_path, settings_for_resume(tmp_path, resolved)) == 0
     assert resume_epochs(Runtime(), tmp_path, resolved) == 0  # what the trainers call

@@ -119,8 +119,10 @@ def test_complete_run_writes_one_run_folder(tmp_path, kind):
 def test_nan_stops_and_keeps_the_last_good_epoch(tmp_path, kind):
     run_dir = tmp_path / "run"
     task = ToyTask(tmp_path, nan_step=STEPS + 2) if kind == "fit" else ToyLoopTask(tmp_path, nan_epoch=1)
-    with pytest.raises(FloatingPointError, match="epoch 2"):
+    with pytest.raises(FloatingPointError, match="epoch 2") as stopped:
         run_training(task, run_dir=run_dir, verbose=0)
+    if kind == "fit":
+        assert "the run folder keeps the model of epoch 1" in str(stopped.value)
     m = _metrics(run_dir)
     assert m["complete"] is False and m["epochs_run"] == 1 and m["stopped"]["epoch"] == 2
     assert m["stopped"]["reason"] == "non-finite loss" and task.closed == 1
@@ -134,8 +136,9 @@ def test_nan_stops_and_keeps_the_last_good_epoch(tmp_path, kind):
 def test_nan_in_the_first_epoch_leaves_no_model(tmp_path, kind):
     run_dir = tmp_path / "run"
     task = ToyTask(tmp_path, nan_step=2) if kind == "fit" else ToyLoopTask(tmp_path, nan_epoch=0)
-    with pytest.raises(FloatingPointError, match="no epoch finished, no model was written"):
+    with pytest.raises(FloatingPointError, match="no epoch finished, no model was written") as stopped:
         run_training(task, run_dir=run_dir, verbose=0)
+    assert "keeps" not in str(stopped.value)  # no "keeps the model of the last finished epoch" when none exists
     m = _metrics(run_dir)
     assert m["complete"] is False and m["epochs_run"] == 0 and m["stopped"]["epoch"] == 1
     assert not (run_dir / "model.keras").exists()

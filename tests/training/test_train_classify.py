@@ -22,7 +22,7 @@ import pytest
 from kerasface.data.images import read_face
 from kerasface.data.sources import open_image_source
 from kerasface.data.splits import split_heldout
-from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
+from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset, preset_report
 from kerasface.training.tasks.classify import stage_blocks, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +84,20 @@ def test_presets_cover_the_reports():
         get_classify_preset("thinresnet34-angproto-m2").override(m_images=1)
     with pytest.raises(ValueError, match="augment"):
         get_classify_preset("resnet34-arcface").override(augment="nope")
+
+
+def test_report001_presets_cover_both_tables_and_crop_is_the_default():
+    """Report 001 crops every training (0.8-1.0); colour jitter is a trial row of its augmentation table."""
+    thin = {n: p for n, p in CLASSIFY_PRESETS.items() if n.startswith("thinresnet")}
+    assert {p.augment for n, p in thin.items() if "-aug-" not in n} == {"report001-crop"}
+    rows = {aug: CLASSIFY_PRESETS[f"thinresnet50v2-angproto-m2-b250-aug-{aug}"] for aug in ("none", "jitter", "both")}
+    rows["crop"] = CLASSIFY_PRESETS["thinresnet50v2-angproto-m2-b250"]
+    assert {k: v.augment for k, v in rows.items()} == {"none": "none", "jitter": "report001-jitter",
+                                                       "both": "report001-both", "crop": "report001-crop"}
+    assert all((v.batch_size, v.m_images, v.backbone) == (250, 2, "thin_resnet50_v2") for v in rows.values())
+    eers = {k: preset_report(v.name)["validation_eer_percent"] for k, v in rows.items()}
+    assert eers == {"none": 4.17125, "crop": 3.76251, "jitter": 4.20835, "both": 3.79513}
+    assert CLASSIFY_PRESETS["thinresnet50-angproto-m2-b250"].batch_size == 250
 
 
 @pytest.mark.parametrize("preset, backbone, default", [("sqnxt23v5-1.0", "sqnxt23v5_w1", 0.997),

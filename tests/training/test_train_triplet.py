@@ -77,7 +77,7 @@ def test_preset_override_and_validation():
     assert base.override(epochs=None, margin=None) == base
     changed = base.override(epochs=2, holdout_folds=[9, 10], train_folds=range(1, 9))
     assert changed.holdout_folds == (9, 10) and changed.train_folds == tuple(range(1, 9))
-    assert changed.to_dict()["holdout_folds"] == [9, 10] and base.epochs == 20
+    assert changed.to_dict()["holdout_folds"] == [9, 10] and base.epochs == 100  # the slide's "Epoch: 100"
     json.dumps(changed.to_dict())  # config.json material
     with pytest.raises(ValueError, match="epochz"):
         base.override(epochz=1)

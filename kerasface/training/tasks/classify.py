@@ -79,7 +79,7 @@ from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
-from kerasface.models import DistillationModel, MarginHead, build_backbone
+from kerasface.models import BACKBONES, DistillationModel, MarginHead, build_backbone
 from kerasface.training.callbacks import HeldOutAccuracy, HeldOutTeacherCosine, LogLearningRate
 from kerasface.training.distribute import Runtime
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
@@ -144,7 +144,13 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     """
     if backbone is None:
         extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+        if cfg.pretrained:
+            if not getattr(BACKBONES.get(cfg.backbone), "accepts_weights", False):
+                raise ValueError(f"--pretrained {cfg.pretrained}: backbone {cfg.backbone} has no keras.applications "
+                                 "weights (resnet50, efficientnet_b0 and efficientnet_v2_m have)")
+            extra["weights"] = cfg.pretrained
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
+        backbone = stack_embedding_layers(backbone, cfg.embedding_layers)
     if teacher_embedding_dim is not None:
         backbone = with_projection(backbone, teacher_embedding_dim)
     side = backbone.inputs[0].shape[1]
@@ -165,6 +171,11 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
             embedding_distill_weight=cfg.embedding_distill_weight or 0.0,
             embedding_distill_metric=cfg.embedding_distill_metric or "cosine",
             teacher_embedding_dim=teacher_embedding_dim,
+            hard_mining_threshold=cfg.hard_mining_threshold, center_update=cfg.center_update,
+            triplet_embedding_dim=cfg.triplet_embedding_dim, triplet_normalize=cfg.triplet_normalize,
+            triplet_average=cfg.triplet_average, soft_ce_kind=cfg.soft_ce_kind,
+            projected_soft_ce_weight=cfg.projected_soft_ce_weight, embedding_l2_reduction=cfg.embedding_l2_reduction,
+            projection_bias=cfg.projection_bias, loss_sum=cfg.loss_sum,
             name=f"{backbone.name}_distillation")
         head = model.classifier
     else:
@@ -173,6 +184,19 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
         label = keras.Input(shape=(), dtype="int32", name="label")
         model = keras.Model([image, label], head(emb, labels=label), name=f"{backbone.name}_{cfg.head}")
     return model, backbone, head
+
+
+def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
+    """The backbone with ``layers - 1`` more ``ReLU -> Dense(dim)`` after its linear embedding (report 003's
+    "sequence of several" linear layers before the classifier; 1: the backbone unchanged)."""
+    if layers <= 1:
+        return backbone
+    x = backbone.outputs[0]
+    dim = int(x.shape[-1])
+    for i in range(2, layers + 1):
+        x = keras.layers.ReLU(name=f"embedding_relu{i}")(x)
+        x = keras.layers.Dense(dim, dtype="float32", name=f"embedding_{i}")(x)
+    return keras.Model(backbone.inputs[0], x, name=backbone.name)
 
 
 def stage_blocks(backbone: keras.Model) -> list[list[str]]:
@@ -292,8 +316,12 @@ class ClassifyTask(Task):
         if cfg.freeze_first:
             frozen = freeze_first(self.backbone, cfg.freeze_first)
             logger.info("froze the first %d backbone layers (%s ... %s)", len(frozen), frozen[0], frozen[-1])
-        schedule = (cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
-                    if cfg.schedule == "cosine_restarts" else None)
+        schedule = None
+        if cfg.schedule == "cosine_restarts":
+            schedule = cosine_warm_restarts(cfg.learning_rate, len(self.plan0), cfg.cycle_epochs, cfg.min_lr)
+        elif cfg.schedule == "exponential_staircase":
+            schedule = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, cfg.decay_steps,
+                                                                   cfg.decay_rate, staircase=True)
         optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
         # pure embedding distillation trains no classifier: its accuracy would mean nothing
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if self.uses_classifier else []
@@ -342,9 +370,7 @@ class ClassifyTask(Task):
         return {"x": self.runtime.shard(ds, source="generator"), "steps_per_epoch": len(plan0)}
 
     def plot(self, history: dict, path) -> None:
-        keys = [k for k in ("loss", "accuracy", "val_teacher_cosine", "verify_eer", "verify_accuracy")
-                if k in history]
-        plot_history(history, path, title=self.title, metrics=tuple(keys))
+        plot_history(history, path, title=self.title)  # CURVE_PANELS: the panel order of every trainer
 
     def summary(self, h: dict, epoch_seconds: list, complete: bool) -> dict:
         later = epoch_seconds[1:] or epoch_seconds

@@ -97,7 +97,8 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
     the summed objective ``({"image": x, "label": y}, y)``; with ``teacher`` (``[len(rows), views, D]``, the
     cached teacher embeddings of ``rows``: of each image and, with ``cfg.flip``, of its mirror) the summed
     objective's dict also holds ``"teacher_embedding"`` ``[n, D]``, the target of each (mirrored or not) face.
-    ``cfg.flip`` mirrors each face with probability 0.5 before the ``cfg.augment`` policy."""
+    ``cfg.flip`` mirrors each face with probability 0.5 before the ``cfg.augment`` policy. The random draws
+    of batch b of epoch e depend on (seed, e, b) only: a resumed run augments as one that never stopped."""
     s = store.size
     if teacher is not None and bool(cfg.flip) and teacher.shape[1] < 2:
         raise ValueError("flip needs the teacher's embeddings of the mirrored faces (views = 2)")
@@ -108,47 +109,46 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
             plan = batch_plan(cfg, labels, e)
             if not len(plan):
                 raise RuntimeError(f"epoch {e} has no full batch")
-            for b in plan:
+            for i, b in enumerate(plan):
+                where = np.array([e, i], np.int64)
                 if teacher is None:
-                    yield store.get(rows[b]), labels[b].astype(np.int32)
+                    yield store.get(rows[b]), labels[b].astype(np.int32), where
                 else:
-                    yield store.get(rows[b]), labels[b].astype(np.int32), teacher[b]
+                    yield store.get(rows[b]), labels[b].astype(np.int32), where, teacher[b]
             e += 1
 
     n = cfg.identities_per_batch * cfg.m_images if cfg.identity_batches else cfg.batch_size
-    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32))
+    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32), tf.TensorSpec((2,), tf.int64))
     if teacher is not None:
         sig += (tf.TensorSpec((n,) + tuple(teacher.shape[1:]), tf.float32),)
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
     augment = make_augment(cfg.augment)
-    rnd = tf.data.Dataset.random(seed=cfg.seed + 1000 * start_epoch, rerandomize_each_iteration=False)
+    base = tf.constant([cfg.seed, 1000], tf.int64)
+
+    def batch_seed(epoch_batch):
+        key = tf.random.experimental.stateless_fold_in(base, epoch_batch[0])
+        key = tf.random.experimental.stateless_fold_in(key, epoch_batch[1])
+        return tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
 
     def policy(x, r):
         return augment(flip_faces(x, r)[0] if bool(cfg.flip) else x, r)
 
     if teacher is not None:
-        def fmt(batch, r):
-            x, y, t = batch
+        def fmt(x, y, eb, t):
+            r = batch_seed(eb)
             x, target = flip_faces(x, r, t) if bool(cfg.flip) else (x, t[:, 0])
             return {"image": normalize_faces(augment(x, r)), "label": y, "teacher_embedding": target}, y
-
-        ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.prefetch(2)
-
-    if cfg.objective == "angproto":
+    elif cfg.objective == "angproto":
         target = tf.range(cfg.identities_per_batch, dtype=tf.int32)
 
-        def fmt(pair, r):
-            x, _ = pair
-            return normalize_faces(policy(x, r)), target
+        def fmt(x, _, eb):
+            return normalize_faces(policy(x, batch_seed(eb))), target
     elif cfg.objective == "distillation":
-        def fmt(pair, r):
-            x, y = pair
-            return {"image": normalize_faces(policy(x, r)), "label": y}, y
+        def fmt(x, y, eb):
+            return {"image": normalize_faces(policy(x, batch_seed(eb))), "label": y}, y
     else:
-        def fmt(pair, r):
-            x, y = pair
-            return (normalize_faces(policy(x, r)), y), y
+        def fmt(x, y, eb):
+            return (normalize_faces(policy(x, batch_seed(eb))), y), y
 
-    ds = tf.data.Dataset.zip((ds, rnd)).map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2)

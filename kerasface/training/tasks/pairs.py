@@ -107,11 +107,9 @@ class PairTask(Task):
         # Global batches; each worker of a multiworker run keeps its part of every batch (DATA sharding of the
         # in-memory pipeline, which every worker runs with the same seed). Already shuffled (seeded) here.
         light = dict(low_light=cfg.low_light, low_light_seed=cfg.low_light_seed)
-        train = self.train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                   augment=cfg.augment == "flip", **light)
         val = self.val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed, **light)
-        self.fit_data = {"x": runtime.shard(train, source="generator"),
-                         "validation_data": runtime.shard(val, source="generator"), "shuffle": False}
+        self.runtime, self.light = runtime, light
+        self.fit_data = {"validation_data": runtime.shard(val, source="generator"), "shuffle": False}
 
     def build(self, runtime: Runtime) -> keras.Model:
         # Without --jit-compile the runtime's compile arguments are Keras's defaults: the one-argument call
@@ -125,7 +123,13 @@ class PairTask(Task):
                                               low_light_seed=cfg.low_light_seed if cfg.low_light else None))
 
     def fit_arguments(self, first_epoch: int) -> dict:
-        return self.fit_data
+        # Endless epochs numbered from first_epoch: epoch k's pair order and flips depend on (seed, k), so a
+        # resumed run sees the data of the run that never stopped (not epoch 1's order again).
+        cfg = self.cfg
+        train = self.train.dataset(batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   augment=cfg.augment == "flip", repeat=True, first_epoch=first_epoch, **self.light)
+        steps = -(-len(self.train.labels) // cfg.batch_size)
+        return self.fit_data | {"x": self.runtime.shard(train, source="generator"), "steps_per_epoch": steps}
 
     def summary(self, h: dict, epoch_seconds: list, complete: bool) -> dict:
         n_train, n_val = int(len(self.train.labels)), int(len(self.val.labels))

@@ -180,8 +180,9 @@ class TripletTask(EpochLoopTask):
         loss = h["loss"][0]
         if not math.isfinite(loss):  # stop now: the weights are NaN, this epoch is never recorded
             where = {"epoch": epoch + 1, "chunk": chunk.number + 1, "loss": loss}
+            kept = f"; the run folder keeps the models of epoch {epoch}" if epoch else ""  # none in epoch 1
             self.state["stopped"] = (f"the training loss became {loss} at epoch {epoch + 1}, chunk "
-                                     f"{chunk.number + 1}; the run folder keeps the models of epoch {epoch}")
+                                     f"{chunk.number + 1}{kept}")
             logger.error(self.state["stopped"])
             return Stop("nan", where, self.state["stopped"])
         tally.loss_sum += loss * weight

@@ -19,15 +19,18 @@ __all__ = ["build_embedding_model", "compile_triplet", "prebuild_training_step"]
 
 
 def build_embedding_model(cfg: TripletExperiment) -> keras.Model:
-    """NN2 with its own L2 layer, or any registered backbone with an L2 normalisation added on top."""
+    """NN2 with its own L2 layer, or any registered backbone with an L2 normalisation added on top
+    (neither with ``l2_normalize=False``)."""
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.backbone == "facenet_nn2":
         return facenet_nn2(input_shape=shape, embedding_dim=cfg.embedding_dim, norm=cfg.norm,
-                           l2_pooling=cfg.l2_pooling, bn_momentum=cfg.bn_momentum)
+                           l2_pooling=cfg.l2_pooling, bn_momentum=cfg.bn_momentum, l2_normalize=cfg.l2_normalize)
     kwargs = {"input_shape": shape, "embedding_dim": cfg.embedding_dim}
     if cfg.backbone.startswith("vargfacenet"):
         kwargs.update(implementation=cfg.group_conv, bn_momentum=cfg.bn_momentum)
     backbone = build_backbone(cfg.backbone, **kwargs)
+    if not cfg.l2_normalize:
+        return backbone
     # float32 whatever the dtype policy: the embedding that distances and losses read
     out = L2Normalize(dtype="float32", name="l2_embedding")(backbone.outputs[0])
     return keras.Model(backbone.inputs[0], out, name=f"{backbone.name}_l2")
@@ -37,7 +40,7 @@ def compile_triplet(cfg: TripletExperiment, embedder: keras.Model,
              runtime: Runtime | None = None) -> tuple[keras.Model, keras.Model]:
     """``(fitted model, triplet graph)``: the triplet graph (offline) or the embedding model (online)."""
     xla = runtime.compile_kwargs() if runtime is not None else {}
-    triplet = TripletModel(embedder, name=f"{embedder.name}_triplet")
+    triplet = TripletModel(embedder, epsilon=cfg.distance_epsilon, name=f"{embedder.name}_triplet")
     stack_kw = {} if cfg.loss.startswith("difference") else {"margin": cfg.margin}
     stack_metrics = [TripletAccuracy(), TripletDistanceMean("pos"), TripletDistanceMean("neg")]
     if cfg.mining == "offline":
@@ -45,7 +48,8 @@ def compile_triplet(cfg: TripletExperiment, embedder: keras.Model,
                         loss=get_triplet_loss(cfg.loss, **stack_kw), metrics=stack_metrics, **xla)
         return triplet, triplet
     embedder.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                     loss=get_triplet_loss(cfg.mining, margin=cfg.margin, squared=cfg.squared), **xla)
+                     loss=get_triplet_loss(cfg.mining, margin=cfg.margin, squared=cfg.squared,
+                                           epsilon=cfg.distance_epsilon), **xla)
     # The saved graph carries the matching stack loss, ready for fine-tuning on offline triplets.
     triplet.compile(loss=get_triplet_loss(cfg.loss, **stack_kw), metrics=stack_metrics)
     return embedder, triplet

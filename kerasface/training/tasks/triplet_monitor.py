@@ -140,8 +140,11 @@ def plot_triplet_history(history: dict, path, title: str = "", floor: float = 0.
             ok = np.isfinite(y)
             ax.plot(ep[ok], y[ok], "o-", label=lab)
     ax.set_title("verification on the held-out pairs")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlim(0.5, max(n, 1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1, 2, 3, never 1.5
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
