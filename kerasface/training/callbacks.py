@@ -14,7 +14,7 @@ from kerasface.data.sources import open_image_source
 from kerasface.evaluation.verification import evaluate_pairs
 from kerasface.io import atomic_path, write_json
 from kerasface.models import MarginHead
-from kerasface.ops import normalize_faces
+from kerasface.ops import l2_normalize, normalize_faces
 
 __all__ = ["VerificationCallback", "StopOnNaN", "RunBackup", "HeldOutAccuracy", "HeldOutTeacherCosine",
            "LogLearningRate"]
@@ -227,6 +227,18 @@ class LogLearningRate(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+#: ``l2_normalize`` takes the epsilon under the square root: norms floored at 1e-12
+_UNIT_EPS = 1e-24
+
+
+def embed_faces(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model``'s embeddings of uint8 ``images`` (scaled by :func:`~kerasface.ops.normalize_faces`), in
+    batches, in inference mode, as one NumPy array."""
+    return np.concatenate([
+        keras.ops.convert_to_numpy(model(normalize_faces(images[b:b + batch_size]), training=False))
+        for b in range(0, len(images), batch_size)])
+
+
 class HeldOutAccuracy(keras.callbacks.Callback):
     """``val_accuracy`` (argmax of the margin-free logits) and ``val_loss`` (cross entropy of the logits with
     the margin, i.e. the margin objective) of held-out images of the training identities, after every epoch.
@@ -240,11 +252,7 @@ class HeldOutAccuracy(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def evaluate(self) -> dict:
-        emb = []
-        for b in range(0, len(self.images), self.batch_size):
-            x = normalize_faces(self.images[b:b + self.batch_size])
-            emb.append(keras.ops.convert_to_numpy(self.backbone(x, training=False)))
-        e = np.concatenate(emb)
+        e = embed_faces(self.backbone, self.images, self.batch_size)
         plain = keras.ops.convert_to_numpy(self.head(e))
         with_margin = (keras.ops.convert_to_numpy(self.head(e, labels=self.labels))
                        if isinstance(self.head, MarginHead) else plain)
@@ -266,17 +274,12 @@ class HeldOutTeacherCosine(keras.callbacks.Callback):
     def __init__(self, student: keras.Model, images: np.ndarray, targets: np.ndarray, batch_size: int = 64):
         super().__init__()
         self.student, self.images = student, images
-        t = np.asarray(targets, np.float32)
-        self.targets = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        self.targets = l2_normalize(np.asarray(targets, np.float32), epsilon=_UNIT_EPS)
         self.batch_size = batch_size
 
     def evaluate(self) -> float:
-        emb = []
-        for b in range(0, len(self.images), self.batch_size):
-            x = normalize_faces(self.images[b:b + self.batch_size])
-            emb.append(keras.ops.convert_to_numpy(self.student(x, training=False)))
-        e = np.concatenate(emb).astype(np.float32)
-        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        e = l2_normalize(embed_faces(self.student, self.images, self.batch_size).astype(np.float32),
+                         epsilon=_UNIT_EPS)
         return float(np.mean(np.sum(e * self.targets, axis=1)))
 
     def on_epoch_end(self, epoch, logs=None):
