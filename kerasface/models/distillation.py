@@ -414,16 +414,17 @@ class DistillationModel(keras.Model):
             terms["triplet"] = w["triplet"] * batch_hard_triplet_loss(labels, t_in, margin=self.triplet_margin,
                                                                       average=self.triplet_average)
         s_emb = self.distill_projection(emb) if self.distill_projection is not None else emb
+        # the frozen teacher runs once per step, for every term that needs it live
+        live = any(w[t] > 0 for t in TEACHER_TERMS if t != "embedding_distill") \
+            or (w["embedding_distill"] > 0 and teacher_embedding is None)
+        if live and self.teacher is None:
+            raise ValueError("embedding_distill without a teacher needs x['teacher_embedding']")
+        t_emb, t_logits = self.teacher_outputs(images) if live else (None, None)
         if w["embedding_distill"] > 0:
-            if teacher_embedding is None:
-                if self.teacher is None:
-                    raise ValueError("embedding_distill without a teacher needs x['teacher_embedding']")
-                teacher_embedding = self.teacher_outputs(images)[0]
-            value = embedding_distillation_loss(s_emb, teacher_embedding, self.embedding_distill_metric,
-                                                sample_weight)
+            target = teacher_embedding if teacher_embedding is not None else t_emb
+            value = embedding_distillation_loss(s_emb, target, self.embedding_distill_metric, sample_weight)
             terms["embedding_distill"] = w["embedding_distill"] * value
         if any(w[t] > 0 for t in TEACHER_TERMS if t != "embedding_distill"):
-            t_emb, t_logits = self.teacher_outputs(images)
             if w["embedding_l2"] > 0:
                 terms["embedding_l2"] = w["embedding_l2"] * embedding_l2_loss(s_emb, t_emb,
                                                                               self.embedding_l2_reduction)
@@ -431,7 +432,7 @@ class DistillationModel(keras.Model):
                 terms["soft_ce"] = w["soft_ce"] * soft_cross_entropy(logits, t_logits, self.temperature,
                                                                      self.soft_ce_kind)
             if w["projected_soft_ce"] > 0:
-                p_logits = self.projection_classifier(self.distill_projection(emb))
+                p_logits = self.projection_classifier(s_emb)  # s_emb is the projection: it exists for this term
                 terms["projected_soft_ce"] = w["projected_soft_ce"] * soft_cross_entropy(
                     p_logits, t_logits, self.temperature, self.soft_ce_kind)
             if w["hard_ce"] > 0:
