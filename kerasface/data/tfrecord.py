@@ -212,8 +212,7 @@ def pack(src, out, shards: int = 8, image_size: int | None = None, center_crop: 
         raise ValueError(f"--image-size must be positive, got {image_size}")
     if fmt not in ("jpg", "png"):
         raise ValueError(f"format must be jpg or png, got {fmt!r}")
-    if not 0 < center_crop <= 1:
-        raise ValueError(f"center_crop must be in (0, 1], got {center_crop}")
+    check_command_setting("center_crop", center_crop, flag="center_crop")
     check_command_setting("jpeg_quality", jpeg_quality)
     check_command_setting("limit", limit)
     if isinstance(src, IdentityIndex):
@@ -223,9 +222,9 @@ def pack(src, out, shards: int = 8, image_size: int | None = None, center_crop: 
             raise FileNotFoundError(f"SRC {src}: no such file or folder")
         if Path(src).is_file():
             with open(src, "rb") as f:
-                fmt = image_format(f.read(64))
-            if fmt is not None:
-                raise ValueError(f"SRC {src} is a {fmt} image, not a folder tree, zip or file list")
+                src_format = image_format(f.read(64))  # not ``fmt``: that is the crops' encoding
+            if src_format is not None:
+                raise ValueError(f"SRC {src} is a {src_format} image, not a folder tree, zip or file list")
         index, src_name = IdentityIndex.open(src), str(Path(src).resolve())
     if min_images > 1:
         index = index.filter(min_images=min_images)

@@ -102,3 +102,22 @@ def test_an_image_given_as_src_is_one_clear_error(sample_dir, tmp_path):
     with pytest.raises(ValueError, match=rf"SRC {jpeg} is a jpeg image, not a folder tree, zip or file list"):
         pack(jpeg, tmp_path / "out", shards=1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_zip_src_keeps_the_requested_crop_format(sample_dir, tmp_path):
+    """The SRC-is-an-image check reads the first bytes of a file SRC; it must not change ``fmt`` (a zip or a
+    file list packed with ``fmt="png"`` was recorded and encoded as JPEG)."""
+    import json
+    import zipfile
+
+    from kerasface.data.tfrecord import CONFIG_NAME, pack
+
+    people = sorted(p for p in (sample_dir / "lfw").iterdir() if p.is_dir())[:2]
+    src = tmp_path / "faces.zip"
+    with zipfile.ZipFile(src, "w") as z:
+        for person in people:
+            for f in sorted(person.glob("*.jpg"))[:2]:
+                z.write(f, f"{person.name}/{f.name}")
+    pack(src, tmp_path / "out", shards=1, image_size=32, fmt="png", progress=False)
+    config = json.loads((tmp_path / "out" / CONFIG_NAME).read_text())
+    assert config["encoding"] == "png" and config["jpeg_quality"] is None
