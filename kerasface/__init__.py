@@ -29,6 +29,8 @@ import importlib
 import sys
 import threading
 
+from kerasface._lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 #: Modules whose import registers kerasface's layers, losses and models with Keras.
@@ -40,18 +42,17 @@ _LAZY_FUNCTIONS = {"verify": "recognition", "represent": "recognition", "find": 
 __all__ = ["REGISTERING_MODULES", "__version__", "find", "layers", "losses", "models", "represent", "verify"]
 
 
+_lazy_function, _lazy_dir, _ = lazy_exports(__name__, globals(), _LAZY_FUNCTIONS)
+
+
 def __getattr__(name: str):
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
-    if name in _LAZY_FUNCTIONS:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_FUNCTIONS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy_function(name)
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY_SUBMODULES | set(_LAZY_FUNCTIONS))
+    return sorted(set(_lazy_dir()) | _LAZY_SUBMODULES)
 
 
 def _initializing(name: str) -> bool:

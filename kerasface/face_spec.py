@@ -23,7 +23,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["ALIGNMENTS", "INPUT_SCALINGS", "SPEC_METRICS", "FaceSpec"]
+__all__ = ["ALIGNMENTS", "DEFAULT_MODEL", "INPUT_SCALINGS", "SPEC_METRICS", "FaceSpec"]
+
+#: The model ``kerasface verify`` / ``embed`` / ``find`` (and ``kerasface.verify``...) use when none is named.
+DEFAULT_MODEL = "dlib-resnet-v1"
 
 #: ``mtcnn``: MTCNN's five points warped onto kerasface's ArcFace template (``kerasface align``);
 #: ``dlib``: five points warped onto dlib's face-chip geometry (the dlib ResNet's 150x150 chips);

@@ -13,6 +13,8 @@ import math
 import keras
 from keras import ops
 
+from kerasface.config import GROUP_CONV_PATHS
+
 __all__ = [
     "GroupConv2D",
     "AbsoluteDifference",
@@ -25,8 +27,7 @@ __all__ = [
     "resolve_group_conv_implementation",
 ]
 
-_IMPLEMENTATIONS = ("auto", "native", "depthwise", "split", "blockdiag", "matmul")
-GROUP_CONV_IMPLEMENTATIONS = _IMPLEMENTATIONS
+_IMPLEMENTATIONS = GROUP_CONV_IMPLEMENTATIONS = GROUP_CONV_PATHS  # declared once, in the settings schema
 
 
 def _register(cls):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DEFAULT_MODEL", "add_face_choice", "add_model"]
+from kerasface.face_spec import DEFAULT_MODEL  # plain Python: the CLI stays light
 
-#: The pretrained model the everyday commands use by default (kept equal to
-#: ``kerasface.recognition.loading.DEFAULT_MODEL``; the CLI does not import it, to stay light).
-DEFAULT_MODEL = "dlib-resnet-v1"
+__all__ = ["DEFAULT_MODEL", "add_face_choice", "add_model"]
 
 
 def add_model(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,6 @@ or several when only one is allowed (``pick="only"``), raises :class:`NoFaceErro
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,8 +112,6 @@ def align_options(spec: FaceSpec, pick: str = "largest", min_confidence: float =
     common = dict(size=h, pick="largest" if pick == "only" else pick, min_confidence=min_confidence,
                   min_face_size=min_face_size)
     if spec.alignment == "dlib":
-        if "template" not in {f.name for f in dataclasses.fields(AlignOptions)}:
-            raise ValueError("the model wants dlib face chips, and this kerasface's aligner has no dlib template")
         return AlignOptions(template="dlib", **common)
     return AlignOptions(**common)
 

@@ -8,6 +8,7 @@ compares embeddings of two different models. Every refusal is one line naming th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from dataclasses import dataclass
@@ -17,14 +18,12 @@ import keras
 import numpy as np
 
 from kerasface import pretrained
-from kerasface.face_spec import FaceSpec
+from kerasface.face_spec import DEFAULT_MODEL, FaceSpec
 from kerasface.recognition.spec import FACE_SPEC_NAME, spec_of
 
 __all__ = ["DEFAULT_MODEL", "PRETRAINED_NAMES", "FaceModel", "check_embedding_model", "load_face_model",
            "model_fingerprint", "resolve_model_name"]
 
-#: The model ``kerasface verify`` / ``embed`` / ``find`` use when none is named.
-DEFAULT_MODEL = "dlib-resnet-v1"
 #: Names of the pretrained models (built by :mod:`kerasface.pretrained` from an installed package).
 PRETRAINED_NAMES = tuple(pretrained.NAMES)
 
@@ -37,7 +36,11 @@ class FaceModel:
     model: keras.Model
     spec: FaceSpec
     name: str
-    fingerprint: str
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """:func:`model_fingerprint` of the weights, hashed on first use (only galleries need it)."""
+        return model_fingerprint(self.model)
 
     @property
     def dim(self) -> int:
@@ -99,7 +102,7 @@ def load_face_model(model=None) -> FaceModel:
         return model
     if isinstance(model, keras.Model):
         check_embedding_model(model, f"model {model.name!r}")
-        return FaceModel(model, spec_of(model), model.name, model_fingerprint(model))
+        return FaceModel(model, spec_of(model), model.name)
     name = str(model if model is not None else DEFAULT_MODEL)
     key = _cache_key(name)
     cached = _LOADED.get(key)
@@ -143,8 +146,8 @@ def _load_named(name: str) -> FaceModel:
         except ImportError as e:  # a pretrained model's source package is not installed: say how to install it
             raise ValueError(f"model {name!r}: {e}") from None
         check_embedding_model(net, f"model {name!r}")
-        return FaceModel(net, spec_of(net), name, model_fingerprint(net))
+        return FaceModel(net, spec_of(net), name)
     net = check_embedding_model(_load_keras_file(path), str(path))
     # the absolute path: an embeddings file records it, and `find` reloads the model from anywhere
     where = str((run_folder if run_folder is not None and Path(name).expanduser().is_dir() else path).resolve())
-    return FaceModel(net, spec_of(net, run_folder), where, model_fingerprint(net))
+    return FaceModel(net, spec_of(net, run_folder), where)

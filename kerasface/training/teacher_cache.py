@@ -38,8 +38,6 @@ import numpy as np
 from kerasface.data.align_run import CONFIG_NAME as ALIGN_CONFIG_NAME
 from kerasface.data.images import ImageDecoder
 from kerasface.io import atomic_path, write_json
-from kerasface.pretrained import NAMES as PRETRAINED_NAMES
-from kerasface.pretrained import resolve as resolve_pretrained
 from kerasface.recognition.embedding import embed_crops
 from kerasface.recognition.loading import FaceModel, load_face_model
 
@@ -56,11 +54,6 @@ CACHE_VERSION = 1
 def load_embedding_teacher(name) -> FaceModel:
     """The frozen teacher named by a pretrained name, a ``.keras`` file or a training run folder."""
     text = str(name)
-    if text in PRETRAINED_NAMES:
-        model = resolve_pretrained(text)
-        model.trainable = False
-        face_model = load_face_model(model)
-        return FaceModel(face_model.model, face_model.spec, text, face_model.fingerprint)
     try:
         face_model = load_face_model(text)
     except (FileNotFoundError, ValueError) as e:
