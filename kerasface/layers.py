@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from kerasface.config import GROUP_CONV_PATHS
+from kerasface.face_spec import FaceSpec
 
 __all__ = [
     "GroupConv2D",
@@ -24,6 +25,8 @@ __all__ = [
     "EuclideanDistance",
     "StackDistances",
     "FacePreprocessing",
+    "carried_face_spec",
+    "find_face_preprocessing",
     "resolve_group_conv_implementation",
 ]
 
@@ -550,6 +553,30 @@ class FacePreprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update(offset=self.offset, scale=self.scale, spec=self.spec)
         return config
+
+
+def find_face_preprocessing(model: keras.Model) -> FacePreprocessing | None:
+    """The first :class:`FacePreprocessing` layer of ``model`` or of a model nested in it (None: there is none)."""
+    for layer in model.layers:
+        if isinstance(layer, FacePreprocessing):
+            return layer
+        if isinstance(layer, keras.Model):
+            found = find_face_preprocessing(layer)
+            if found is not None:
+                return found
+    return None
+
+
+def carried_face_spec(model: keras.Model) -> FaceSpec | None:
+    """The :class:`~kerasface.face_spec.FaceSpec` that ``model``'s :class:`FacePreprocessing` layer carries
+    (None: no such layer, or one without a spec); a malformed one is a ``ValueError`` naming the model."""
+    layer = find_face_preprocessing(model)
+    if layer is None or not layer.spec:
+        return None
+    try:
+        return FaceSpec.from_dict(layer.spec)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model {model.name!r}: its FacePreprocessing layer carries a bad spec ({e})") from None
 
 
 def _pair(v):

@@ -24,7 +24,7 @@ import keras
 
 from kerasface.face_spec import FaceSpec
 from kerasface.io import save_model
-from kerasface.layers import FacePreprocessing
+from kerasface.layers import carried_face_spec
 from kerasface.pretrained.dlib_resnet import DLIB_RESNET_V1_SPEC, convert_dlib_resnet, dlib_chips
 from kerasface.pretrained.locate import INSTALL_HINT, MissingPackageError, face_recognition_models_file
 
@@ -98,9 +98,7 @@ def resolve(name_or_path) -> keras.Model:
 
 
 def face_spec(model: keras.Model) -> FaceSpec | None:
-    """The :class:`~kerasface.face_spec.FaceSpec` carried by ``model``'s ``FacePreprocessing`` layer, if any."""
-    for layer in model.layers:
-        if isinstance(layer, FacePreprocessing) and layer.spec:
-            return FaceSpec.from_dict(layer.spec)
-    return None
+    """The :class:`~kerasface.face_spec.FaceSpec` carried by ``model``'s ``FacePreprocessing`` layer, if any
+    (:func:`kerasface.layers.carried_face_spec`)."""
+    return carried_face_spec(model)
 

@@ -25,7 +25,7 @@ import keras
 
 from kerasface.data.align_run import CONFIG_NAME as ALIGN_CONFIG_NAME
 from kerasface.face_spec import FaceSpec
-from kerasface.layers import FacePreprocessing
+from kerasface.layers import carried_face_spec, find_face_preprocessing
 
 logger = logging.getLogger("kerasface.recognition")
 
@@ -36,18 +36,6 @@ __all__ = ["FACE_SPEC_NAME", "data_alignment", "find_face_preprocessing", "read_
 FACE_SPEC_NAME = "face_spec.json"
 #: The score names of the evaluation (``metrics.json``'s ``verification.score``) a FaceSpec can carry.
 _SPEC_SCORES = ("cosine", "l2")
-
-
-def find_face_preprocessing(model: keras.Model) -> FacePreprocessing | None:
-    """The first :class:`FacePreprocessing` layer of ``model`` or of a model nested in it (None: there is none)."""
-    for layer in model.layers:
-        if isinstance(layer, FacePreprocessing):
-            return layer
-        if isinstance(layer, keras.Model):
-            found = find_face_preprocessing(layer)
-            if found is not None:
-                return found
-    return None
 
 
 def data_alignment(data) -> dict | None:
@@ -148,12 +136,8 @@ def spec_of(model: keras.Model, run_folder=None) -> FaceSpec:
     records (:func:`read_run_spec`), else defaults from its input shape (centre crop of the whole photo,
     kerasface scaling, cosine, no threshold). The crop size always comes from the model's input when fixed."""
     layer = find_face_preprocessing(model)
-    spec = None
-    if layer is not None and layer.spec:
-        try:
-            spec = FaceSpec.from_dict(layer.spec)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"model {model.name!r}: its FacePreprocessing layer carries a bad spec ({e})") from None
+    spec = carried_face_spec(model)
+    if spec is not None:
         if spec.input_scaling != "in-model":
             spec = spec.replace(input_scaling="in-model")
     elif run_folder is not None:
