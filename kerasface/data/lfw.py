@@ -25,6 +25,7 @@ __all__ = [
     "lfw_relpath",
     "Pair",
     "parse_pairs",
+    "read_list_text",
     "resolve_pairs",
 ]
 
@@ -62,19 +63,26 @@ class Pair:
         return self.fold + 1
 
 
+def read_list_text(path) -> str:
+    """The text of a pairs list (LFW format or CSV): UTF-8, a byte-order mark (Notepad's UTF-8) accepted;
+    a folder, a missing file or other bytes are one clear error naming the file (and the line)."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"pairs list {str(p)!r} is a folder, not a file")
+    if not p.is_file():
+        raise FileNotFoundError(f"pairs list not found: {str(p)!r}")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{p}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         "save the list as UTF-8") from None
+
+
 def _read_lines(path_or_lines) -> tuple[str, list[str]]:
     if isinstance(path_or_lines, (str, os.PathLike)):
-        p = Path(path_or_lines)
-        if not p.is_file():
-            raise FileNotFoundError(f"pairs list not found: {str(p)!r}")
-        data = p.read_bytes()
-        try:
-            text = data.decode("utf-8-sig")  # a byte-order mark (Notepad's UTF-8) is accepted
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            raise ValueError(f"{p}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                             "save the list as UTF-8") from None
-        return str(p), text.splitlines()
+        return str(path_or_lines), read_list_text(path_or_lines).splitlines()
     lines = [str(line).rstrip("\r\n") for line in path_or_lines]
     if lines and lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]

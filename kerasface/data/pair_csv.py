@@ -29,7 +29,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lfw import Pair, parse_pairs
+from .lfw import Pair, parse_pairs, read_list_text
 
 __all__ = ["LABELS", "PathPair", "is_pairs_csv", "parse_pairs_csv", "read_pairs_list"]
 
@@ -111,24 +111,10 @@ def _fold(field: str, where: str) -> int:
         raise ValueError(f"{where}: fold must be an integer, got {field!r}") from None
 
 
-def _read_text(path: Path) -> str:
-    if path.is_dir():
-        raise IsADirectoryError(f"pairs list {str(path)!r} is a folder, not a file")
-    if not path.is_file():
-        raise FileNotFoundError(f"pairs list not found: {str(path)!r}")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                         "save the list as UTF-8") from None
-
-
 def parse_pairs_csv(path) -> list[PathPair]:
     """The pairs of a pairs CSV (see the module docstring); ``ValueError`` naming file and line for a bad row."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_list_text(path)
     columns = None
     pairs: list[PathPair] = []
     for lineno, row in _rows(path, text):
