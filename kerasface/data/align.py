@@ -141,16 +141,17 @@ def face_template(size: int = ARCFACE_SIZE, margin: float = 0.0, template: str =
     return (points + pad) * (size / (side + 2.0 * pad))
 
 
-def estimate_similarity(src, dst) -> np.ndarray:
+def estimate_similarity(src, dst, weights=None) -> np.ndarray:
     """Least-squares similarity transform mapping ``src`` points onto ``dst``.
 
     Finds the scale ``c``, rotation ``R`` (a proper rotation: reflections are
-    excluded) and translation ``t`` minimising ``sum ||dst_i - (c R src_i + t)||^2``
+    excluded) and translation ``t`` minimising ``sum w_i ||dst_i - (c R src_i + t)||^2``
     with Umeyama's closed form (IEEE PAMI 13(4), 1991): SVD of the
-    cross-covariance of the centred point sets.  ``src`` and ``dst`` are
-    ``[N, 2]`` with ``N >= 2``.  Returns the ``[2, 3]`` float64 matrix
+    (weighted) cross-covariance of the centred point sets.  ``src`` and ``dst`` are
+    ``[N, 2]`` with ``N >= 2``; ``weights`` ``[N]`` (non-negative, default all 1) say how
+    much each point counts.  Returns the ``[2, 3]`` float64 matrix
     ``[c R | t]`` (the layout ``cv2.warpAffine`` takes).  Raises ``ValueError``
-    for mismatched shapes or when all ``src`` points coincide.
+    for mismatched shapes or when all (weighted) ``src`` points coincide.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -158,13 +159,16 @@ def estimate_similarity(src, dst) -> np.ndarray:
         raise ValueError(f"need two [N, 2] point sets with N >= 2, got {src.shape} and {dst.shape}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("points must be finite")
-    n = src.shape[0]
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    w = np.ones(src.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (src.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {src.shape[0]} finite non-negative numbers, not all 0, got {w}")
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
     sc, dc = src - mu_s, dst - mu_d
-    var_s = (sc ** 2).sum() / n
+    var_s = float(w @ (sc ** 2).sum(axis=1))
     if var_s <= 1e-12:
         raise ValueError("source points coincide: no similarity transform is defined")
-    cov = dc.T @ sc / n                      # [2, 2] cross-covariance dst x src
+    cov = (dc * w[:, None]).T @ sc          # [2, 2] weighted cross-covariance dst x src
     u, d, vt = np.linalg.svd(cov)
     s = np.ones(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:   # the best orthogonal map would reflect

@@ -165,6 +165,27 @@ def test_estimate_similarity_is_least_squares_and_matches_opencv():
         assert err(est + d) > err(est) and err(est - d) > err(est)
 
 
+def test_weighted_estimate_similarity_equals_repeated_points_and_ignores_zero_weights():
+    rng = np.random.default_rng(2)
+    src = ARCFACE_TEMPLATE * 1.3 + rng.normal(0, 4, size=(5, 2))
+    dst = transform_points(_similarity(1.2, -25.0, 7, 3), src) + rng.normal(0, 2, size=(5, 2))
+    w = np.array([3, 1, 2, 0, 1])
+    # Independent reference: integer weights are the unweighted fit of each point repeated w_i times.
+    reps = np.repeat(np.arange(5), w)
+    np.testing.assert_allclose(estimate_similarity(src, dst, weights=w), estimate_similarity(src[reps], dst[reps]),
+                               atol=1e-9)
+    # scaling every weight changes nothing; all ones is the unweighted fit
+    np.testing.assert_allclose(estimate_similarity(src, dst, w * 0.37), estimate_similarity(src, dst, w), atol=1e-9)
+    np.testing.assert_allclose(estimate_similarity(src, dst, np.ones(5)), estimate_similarity(src, dst), atol=1e-12)
+    # a point weighted 0 does not move the fit, however far off it is
+    moved = dst.copy()
+    moved[3] += [500.0, -300.0]
+    np.testing.assert_allclose(estimate_similarity(src, moved, w), estimate_similarity(src, dst, w), atol=1e-9)
+    for bad in ([1, 1, 1, 1], [1, -1, 1, 1, 1], [0, 0, 0, 0, 0], [1, np.nan, 1, 1, 1]):
+        with pytest.raises(ValueError, match="weights"):
+            estimate_similarity(src, dst, weights=bad)
+
+
 def test_estimate_similarity_never_reflects():
     src = ARCFACE_TEMPLATE.copy()
     mirrored = src * [-1, 1] + [112, 0]           # a reflection fits exactly, a similarity cannot
