@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import kerasface
-from kerasface.data.align import AlignOptions, align_images
+from kerasface.data.align import AlignOptions, align_detected, align_images, default_detector
 from kerasface.data.lfw import parse_pairs
 from kerasface.face_spec import FaceSpec
 from kerasface.layers import FacePreprocessing
@@ -312,6 +312,34 @@ def test_detected_faces_are_aligned_like_kerasface_align(mtcnn_model, sample_dir
     fm = load_face_model(mtcnn_model)
     expected = np.asarray(fm.model(ref.crop[None].astype("float32")))[0]
     np.testing.assert_allclose(face["embedding"], expected / np.linalg.norm(expected), atol=1e-5)
+
+
+class _CountingDetector:
+    """The real MTCNN, counting its calls and the images of each."""
+
+    def __init__(self):
+        self.inner, self.batches = default_detector(), []
+
+    def __call__(self, images):
+        self.batches.append(len(images))
+        return self.inner(images)
+
+
+def test_verify_detects_both_photos_in_one_detector_call(mtcnn_model, val_pairs):
+    a, b, _ = val_pairs[-1]  # a different-people pair
+    detector = _CountingDetector()
+    r = verify(a, b, mtcnn_model, detector=detector)
+    assert detector.batches == [2]
+    # the reference: the same batch through the detector directly, each photo aligned as `kerasface align` does
+    photos = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in (a, b)]
+    found = default_detector()(photos)
+    crops = [align_detected(img, faces, AlignOptions(size=SIZE)) for img, faces in zip(photos, found)]
+    net = load_face_model(mtcnn_model).model
+    e = [np.asarray(net(c.crop[None].astype("float32")), np.float64)[0] for c in crops]
+    assert r["score"] == pytest.approx(float(e[0] @ e[1] / np.linalg.norm(e[0]) / np.linalg.norm(e[1])), abs=1e-5)
+    for face, c in zip(r["faces"], crops):
+        np.testing.assert_allclose(face["box"], c.face.box, atol=0.06)
+        assert face["confidence"] == pytest.approx(c.face.confidence)
 
 
 def test_several_faces_and_no_face(mtcnn_model):

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasface.data.align import Detector, detect_for_alignment
+from kerasface.data.align import Detector
 from kerasface.data.images import CorruptImageError, TextProgress
 from kerasface.data.sources import IMAGE_EXTENSIONS
 from kerasface.face_spec import FaceSpec
 from kerasface.io import atomic_path
 from kerasface.recognition.embedding import embed_crops
-from kerasface.recognition.faces import ManyFacesError, NoFaceError, align_options, face_crops, read_photo
+from kerasface.recognition.faces import ManyFacesError, NoFaceError, detect_faces, face_crops, read_photo
 from kerasface.recognition.loading import FaceModel
 
 __all__ = ["EMBEDDINGS_FORMAT", "OUTPUT_SUFFIXES", "Gallery", "checkpoint_path", "embed_tree", "list_files",
@@ -214,8 +214,6 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
             continue
         todo.append(rel)
     bar = TextProgress(len(todo), "embed", enabled=progress and bool(todo), unit="images")
-    detect = model.spec.alignment != "none"
-    opts = align_options(model.spec, pick, min_confidence) if detect else None
     since_save = 0
     try:
         for start in range(0, len(todo), batch_size):
@@ -226,15 +224,12 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
                     photos[rel] = read_photo(src / rel, rel)[0]
                 except (CorruptImageError, OSError) as e:
                     gallery.skipped[rel] = str(e)
-            found = {}
-            if detect and photos:
-                found = dict(zip(photos, detect_for_alignment(list(photos.values()), detector, opts.detect_max_side,
-                                                              opts.min_face_size)))
+            found = dict(zip(photos, detect_faces(list(photos.values()), model.spec, detector=detector)))
             faces = {}
             for rel, image in photos.items():
                 try:
                     faces[rel] = face_crops(image, model.spec, rel, all_faces=all_faces, pick=pick,
-                                            min_confidence=min_confidence, faces=found.get(rel))
+                                            min_confidence=min_confidence, faces=found[rel])
                 except (NoFaceError, ManyFacesError) as e:
                     gallery.skipped[rel] = str(e)
             if faces:  # one model call for the batch
