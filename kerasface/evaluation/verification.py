@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.data.images import CorruptImageError, decode_image, read_face
+from kerasface.data.images import CorruptImageError, read_face
 from kerasface.data.lfw import Pair, resolve_pairs
 from kerasface.data.pair_csv import PathPair, is_pairs_csv, read_pairs_list
 from kerasface.data.pairs import stable_image_id
@@ -168,7 +168,7 @@ def score_embedding_pairs(model: keras.Model, source, pairs, settings: EvalSetti
                    if settings.flip else "no flip TTA; embeddings L2-normalised"),
     )
     return _pair_scores(source, requested, kept, missing_names, scores, emb.ok[i1] & emb.ok[i2],
-                        "embedding", settings.metric, report)
+                        _failed(emb.relpaths, emb.ok), "embedding", settings.metric, report)
 
 
 def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
@@ -183,12 +183,13 @@ def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettin
     requested, kept, missing_names = _resolve(source, pairs, settings)
     head = verifier_head(model)
     if head is not None:
-        scores, ok = _verifier_head_scores(embedding_submodel(model), head, source, kept, settings)
+        scores, ok, undecodable = _verifier_head_scores(embedding_submodel(model), head, source, kept, settings)
     else:
-        scores, ok = _verifier_pairwise_scores(model, source, kept, settings)
+        scores, ok, undecodable = _verifier_pairwise_scores(model, source, kept, settings)
     report = dict(settings.report(), image_size=model_image_size(model, settings.image_size), score_description=(
         "Siamese verifier 'same' probability" + (", averaged with the mirrored pair" if settings.flip else "")))
-    return _pair_scores(source, requested, kept, missing_names, scores, ok, "verifier", "same_prob", report)
+    return _pair_scores(source, requested, kept, missing_names, scores, ok, undecodable, "verifier", "same_prob",
+                        report)
 
 
 def _resolve(source: ImageSource, pairs, settings: EvalSettings) -> tuple[list, list, list]:
@@ -200,21 +201,15 @@ def _resolve(source: ImageSource, pairs, settings: EvalSettings) -> tuple[list, 
     return requested, kept, list(dict.fromkeys(r for _, r in missing))
 
 
-def _undecodable(source, corrupt_pairs) -> list[str]:
-    """The first ``_N_NAMES`` images of ``corrupt_pairs`` that do not decode (not their good partners)."""
-    bad = []
-    for rel in dict.fromkeys(r for p in corrupt_pairs for r in (p.path1, p.path2)):
-        try:
-            decode_image(source.read_bytes(rel), rel)
-        except (CorruptImageError, OSError, KeyError):
-            bad.append(rel)
-            if len(bad) == _N_NAMES:
-                break
-    return bad
+def _failed(relpaths, ok) -> list[str]:
+    """The images of ``relpaths`` that did not decode (``ok[i]`` False), as their one decode found them."""
+    return [r for r, good in zip(relpaths, ok) if not good]
 
 
-def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score_name, report) -> PairScores:
-    """The scores of the pairs whose images decoded, with the accounting of what was left out."""
+def _pair_scores(source, requested, kept, missing_names, scores, ok, undecodable, kind, score_name,
+                 report) -> PairScores:
+    """The scores of the pairs whose images decoded, with the accounting of what was left out
+    (``undecodable``: the images whose decoding failed, not their good partners)."""
     corrupt = [p for p, g in zip(kept, ok) if not g]
     if corrupt:
         logger.warning("left out %d pair(s) touching undecodable images", len(corrupt))
@@ -227,7 +222,7 @@ def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score
         "missing_images": len(missing_names),
         "missing_names": missing_names[:_N_NAMES],
         "corrupt_pairs": len(corrupt),
-        "corrupt_names": _undecodable(source, corrupt),
+        "corrupt_names": undecodable[:_N_NAMES],
         "source": repr(source),
     }
     return PairScores(scores=scores, labels=np.array([p.same for p in good], bool),
@@ -244,7 +239,7 @@ def _verifier_head_scores(backbone, head, source: ImageSource, pairs, settings: 
     dtype = head.inputs[0].dtype
     scores = [np.asarray(head.predict([v[i1].astype(dtype), v[i2].astype(dtype)], batch_size=1024, verbose=0),
                          np.float64)[:, 1] for v in views]
-    return sum(scores) / len(scores), ok_img[i1] & ok_img[i2]
+    return sum(scores) / len(scores), ok_img[i1] & ok_img[i2], _failed(unique, ok_img)
 
 
 def _verifier_pairwise_scores(model, source: ImageSource, pairs, settings: EvalSettings):
@@ -276,7 +271,7 @@ def _verifier_pairwise_scores(model, source: ImageSource, pairs, settings: EvalS
     if settings.flip:
         scores = (scores + run(True)) / 2.0
     ok = ok_img[index[:, 0]] & ok_img[index[:, 1]]
-    return scores, ok
+    return scores, ok, _failed(unique, ok_img)
 
 
 @dataclass

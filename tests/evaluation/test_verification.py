@@ -7,6 +7,7 @@ L2 in NumPy.
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 import kerasface  # noqa: F401
 from kerasface.data import parse_pairs
+from kerasface.data.sources import FolderSource
 from kerasface.evaluation import metrics as M
 from kerasface.evaluation.baselines import raw_pixels
 from kerasface.evaluation.embeddings import extract_embeddings
@@ -165,13 +167,28 @@ def test_low_light_scoring_matches_the_training_pipeline(sample_dir, val_pairs):
 # --- accounting of missing and corrupt images ------------------------------------------------
 
 
+class _ReadCounter(FolderSource):
+    """A folder source counting how often each image is read."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads = collections.Counter()
+
+    def read_bytes(self, relpath):
+        self.reads[relpath] += 1
+        return super().read_bytes(relpath)
+
+
 def test_missing_and_corrupt_images_are_counted(sample_dir, val_pairs, tmp_path):
     data = tmp_path / "lfw_copy"
     shutil.copytree(sample_dir / "lfw", data / "lfw")
     gone, bad = val_pairs[0].path1, val_pairs[40].path2
     (data / "lfw" / gone).unlink()
     (data / "lfw" / bad).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    ps = score_pairs(raw_pixels(SIZE), data, val_pairs, verbose=0)
+    source = _ReadCounter(data / "lfw")
+    ps = score_pairs(raw_pixels(SIZE), source, val_pairs, verbose=0)
+    # every image decoded once: the corrupt one is named from that decode, not read again
+    assert bad in source.reads and set(source.reads.values()) == {1}
     n_missing = sum(gone in (p.path1, p.path2) for p in val_pairs)
     n_bad = sum(bad in (p.path1, p.path2) and gone not in (p.path1, p.path2) for p in val_pairs)
     acc = ps.accounting
@@ -181,6 +198,16 @@ def test_missing_and_corrupt_images_are_counted(sample_dir, val_pairs, tmp_path)
     assert acc["evaluated"] == len(ps.scores) == 60 - n_missing - n_bad
     with pytest.raises(FileNotFoundError, match=gone.split("/")[0]):
         score_pairs(raw_pixels(SIZE), data, val_pairs, on_missing="error", verbose=0)
+    # the verifiers' two paths (a SiameseVerifier's head, any other two-input model) name it the same way
+    emb = tiny_embedder(4)
+    a_in, b_in = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
+    pairwise = keras.Model([a_in, b_in], keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Concatenate()([emb(a_in), emb(b_in)])))
+    for verifier in (SiameseVerifier(tiny_embedder(5), hidden_units=8), pairwise):
+        source = _ReadCounter(data / "lfw")
+        acc = score_pairs(verifier, source, val_pairs, verbose=0).accounting
+        assert acc["corrupt_pairs"] == n_bad and acc["corrupt_names"] == [bad]
+        assert set(source.reads.values()) == {1}
 
 
 # --- 10-fold protocol on real faces ------------------------------------------------------------
