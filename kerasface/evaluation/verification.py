@@ -60,7 +60,7 @@ __all__ = [
     "evaluate_to_dir",
     "format_metrics",
     "heldout_accuracy",
-    "image_root",
+    "pairs_and_images",
     "score_embedding_pairs",
     "score_pairs",
     "score_verifier_pairs",
@@ -104,29 +104,29 @@ def default_pairs_file(data) -> Path:
     raise FileNotFoundError(f"no pairs.txt, pairsDevTest.txt or pairsVal.txt in {str(folder)!r}; pass --pairs")
 
 
-def _load_pairs(pairs) -> list[Pair] | list[PathPair]:
+def pairs_and_images(pairs, source=None) -> tuple[list[Pair] | list[PathPair], object]:
+    """``(pairs, image root)``: the pairs of a list of pairs or of a pairs file (read once, its format decided
+    once: a CSV of labelled paths or an LFW list), and where their images are: ``source`` when given, else
+    the folder of a pairs CSV (whose paths are relative to it). ``ValueError`` when neither says.
+
+    The public entry points call it first and pass the list down, so a pairs file is sniffed and read once.
+    """
     if pairs is None:
         raise ValueError("no pairs given: pass a pairs list (LFW pairs.txt or a CSV of img1,img2,label)")
-    if isinstance(pairs, (str, os.PathLike)):
-        return read_pairs_list(pairs)
-    return list(pairs)
-
-
-def image_root(source, pairs):
-    """Where the images of ``pairs`` are: ``source`` when given, else the folder of a pairs CSV
-    (whose paths are relative to it). ``ValueError`` when neither says."""
-    if source is not None:
-        return source
-    if isinstance(pairs, (str, os.PathLike)) and is_pairs_csv(pairs):
-        return Path(pairs).parent
-    raise ValueError("no image source given: pass the images' folder or zip (only a pairs CSV "
-                     "finds its images next to itself)")
+    is_file = isinstance(pairs, (str, os.PathLike))
+    is_csv = is_file and is_pairs_csv(pairs)
+    if source is None:
+        if not is_csv:
+            raise ValueError("no image source given: pass the images' folder or zip (only a pairs CSV "
+                             "finds its images next to itself)")
+        source = Path(pairs).parent
+    return (read_pairs_list(pairs, is_csv=is_csv) if is_file else list(pairs)), source
 
 
 def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None = None,
                 settings: EvalSettings | None = None, **setting_kwargs) -> PairScores:
     """Score every pair of ``pairs`` (a list of :class:`Pair` / :class:`PathPair`, or a pairs file:
-    LFW list or CSV) with ``model``, reading the images from ``source`` (:func:`image_root`).
+    LFW list or CSV) with ``model``, reading the images from ``source`` (:func:`pairs_and_images`).
 
     ``kind``: ``"embedding"``, ``"verifier"`` or ``"triplet"`` (default: from the model's signature,
     :func:`~kerasface.evaluation.kinds.model_kind`); ``settings``: an
@@ -135,7 +135,8 @@ def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None
     ``on_missing``, ``verbose``).
     """
     settings = EvalSettings.of(settings, **setting_kwargs)
-    source = open_image_source(image_root(source, pairs))
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     kind = model_kind(model, kind)
     if kind == "verifier":
         return score_verifier_pairs(model, source, pairs, settings)
@@ -147,7 +148,8 @@ def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None
 def score_embedding_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
     """Embedding model (one input): the ``settings.metric`` of the two faces' L2-normalised embeddings."""
     settings = settings or EvalSettings()
-    source = open_image_source(image_root(source, pairs))
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     requested, kept, missing_names = _resolve(source, pairs, settings)
     emb = extract_embeddings(model, source, [r for p in kept for r in (p.path1, p.path2)], settings=settings)
     row = emb.index()
@@ -179,7 +181,8 @@ def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettin
     both faces of every pair.
     """
     settings = settings or EvalSettings()
-    source = open_image_source(image_root(source, pairs))
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     requested, kept, missing_names = _resolve(source, pairs, settings)
     head = verifier_head(model)
     if head is not None:
@@ -192,9 +195,9 @@ def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettin
                         report)
 
 
-def _resolve(source: ImageSource, pairs, settings: EvalSettings) -> tuple[list, list, list]:
+def _resolve(source: ImageSource, pairs: list, settings: EvalSettings) -> tuple[list, list, list]:
     """``(requested, kept, missing image names)``: the pairs whose two images are in ``source``."""
-    requested = _load_pairs(pairs)
+    requested = list(pairs)
     kept, missing = resolve_pairs(requested, source, on_missing=settings.on_missing)
     if not kept:
         raise ValueError(f"none of the {len(requested)} pairs has both images in {source!r}")
@@ -392,9 +395,10 @@ def write_report(result: VerificationResult, out_dir, source=None, n_cases: int 
 def evaluate_to_dir(model, source, pairs, out_dir, *, n_cases: int = 6, title: str = "", scores=None,
                     **kwargs) -> VerificationResult:
     """:func:`evaluate_pairs` then :func:`write_report` (file names land in ``metrics['files']``);
-    the image source is opened once for both (``None``: a pairs CSV's folder, :func:`image_root`).
-    ``scores``: also write every pair's score to this CSV (:func:`write_scores`)."""
-    source = open_image_source(image_root(source, pairs))
+    the pairs are read and the image source opened once for both (``None``: a pairs CSV's folder,
+    :func:`pairs_and_images`). ``scores``: also write every pair's score to this CSV (:func:`write_scores`)."""
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     result = evaluate_pairs(model, source, pairs, **kwargs)
     if scores is not None:
         write_scores(result.scores, scores)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import cv2
 import keras
@@ -17,7 +18,7 @@ import pytest
 
 import kerasface  # noqa: F401
 from kerasface.cli import main
-from kerasface.data import parse_pairs
+from kerasface.data import pair_csv, parse_pairs
 from kerasface.evaluation.baselines import raw_pixels
 from kerasface.evaluation.verification import evaluate_pairs, evaluate_to_dir, score_pairs, write_scores
 
@@ -135,6 +136,35 @@ def test_scores_of_a_folded_lfw_list_number_folds_from_one(sample_dir, val_pairs
         assert float(g["score"]) == pytest.approx(expected[(g["img1"], g["img2"])], abs=1e-12)
     write_scores(evaluate_pairs(model, sample_dir, val_pairs, verbose=0), tmp_path / "s1.csv")
     assert list(read_scores(tmp_path / "s1.csv")[0]) == ["img1", "img2", "label", "score"]
+
+
+def _count_sniffs(monkeypatch) -> list:
+    """Every call of :func:`is_pairs_csv`, wherever a module took the name from (the paths it was asked about)."""
+    real, calls = pair_csv.is_pairs_csv, []
+
+    def counting(path):
+        calls.append(str(path))
+        return real(path)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "is_pairs_csv", None) is real:
+            monkeypatch.setattr(module, "is_pairs_csv", counting)
+    return calls
+
+
+def test_a_pairs_file_is_sniffed_once_per_evaluation(flat_faces, sample_dir, tmp_path, monkeypatch, capsys):
+    root, _ = flat_faces
+    calls = _count_sniffs(monkeypatch)
+    evaluate_to_dir(raw_pixels(SIZE), None, root / "pairs.csv", tmp_path / "api", n_cases=0, verbose=0)
+    assert calls == [str(root / "pairs.csv")]
+    calls.clear()
+    score_pairs(raw_pixels(SIZE), sample_dir, sample_dir / "pairsVal.txt", verbose=0)
+    assert calls == [str(sample_dir / "pairsVal.txt")]
+    calls.clear()
+    assert main(["evaluate", "raw-pixels", "--eval-pairs", str(root / "pairs.csv"), "--image-size", "16",
+                 "--cases", "0", "--out", str(tmp_path / "cli")]) == 0
+    assert calls == [str(root / "pairs.csv")]
+    capsys.readouterr()
 
 
 # --- the command line ----------------------------------------------------------------------
