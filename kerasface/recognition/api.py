@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasface.config import check_command_setting
 from kerasface.data.align import Detector
 from kerasface.face_spec import FaceSpec
 from kerasface.recognition.embedding import compare, embed_crops
@@ -93,8 +94,7 @@ def find(img, gallery, model=None, *, top: int = 5, pick: str = "largest", detec
     or a :class:`~kerasface.recognition.gallery.Gallery`. Each match is ``{"rank", "path", "face", "metric",
     "score", "distance", "same"}`` (``same``: None when the model ships no threshold).
     """
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+    check_command_setting("top", top, flag="top")
     g = gallery if isinstance(gallery, Gallery) else None
     if g is None and str(gallery).endswith(".npz"):
         g = load_gallery(gallery)

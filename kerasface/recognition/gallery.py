@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasface.config import check_command_setting
 from kerasface.data.align import Detector
 from kerasface.data.images import CorruptImageError, TextProgress
 from kerasface.data.sources import IMAGE_EXTENSIONS
@@ -189,6 +190,8 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
                batch_size: int = 16, progress: bool = True) -> Gallery:
     """Embed every image under folder ``src`` with ``model`` (see the module docstring); returns the
     :class:`Gallery`. ``checkpoint``: a ``.npz`` path to resume from and to write every ``every`` images."""
+    check_command_setting("every", every, flag="every")
+    check_command_setting("batch_size", batch_size, flag="batch_size")
     src = Path(src).expanduser()
     if not src.is_dir():
         raise FileNotFoundError(f"SRC not found: {str(src)!r} (a folder of images, any layout)")
