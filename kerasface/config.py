@@ -149,9 +149,10 @@ def _command_setting(help: str, **bounds) -> SettingInfo:
     return setting_info(setting(help=help, **bounds))
 
 
-#: The numeric flags of the commands that take no preset (evaluate, align, pack), declared here with
-#: their ranges like the schema's fields, so that every command refuses the same values with the same
-#: words (:func:`check_command_setting`; ``kerasface.cli.flags.ranged`` turns them into flag types).
+#: The numeric flags of the commands that take no preset (evaluate, align, pack, verify, embed, find),
+#: declared here with their ranges like the schema's fields, so that every command refuses the same values
+#: with the same words (:func:`check_command_setting`; ``kerasface.cli.flags.ranged`` turns them into flag
+#: types).
 COMMAND_SETTINGS = {
     "image_size": _command_setting("input side in pixels", minimum=1),
     "center_crop": _command_setting("fraction of the shorter side kept", above=0.0, maximum=1.0),
@@ -163,6 +164,9 @@ COMMAND_SETTINGS = {
     "workers": _command_setting("decoding threads", minimum=1),
     "min_images": _command_setting("fewest images of an identity", minimum=1),
     "grid_n": _command_setting("faces drawn", minimum=1),
+    "min_confidence": _command_setting("lowest detector confidence of a face kept", minimum=0.0, maximum=1.0),
+    "every": _command_setting("photos between saves of an unfinished run", minimum=1),
+    "top": _command_setting("matches listed", minimum=1),
 }
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed run never leaves a half-written file behind."""
+"""Atomic file writes (a killed run never leaves a half-written file behind), saving and loading models, and
+:func:`first_line`, the one line of an error's text that a one-line message quotes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "jsonable", "load_model", "write_json", "save_model", "save_figure"]
+__all__ = ["atomic_path", "first_line", "jsonable", "load_model", "write_json", "save_model", "save_figure"]
+
+
+def first_line(text, limit: int | None = None) -> str:
+    """The first line of ``str(text)`` (an error's message, say), stripped and cut to ``limit`` characters;
+    ``""`` when it is empty."""
+    line = (str(text).strip().splitlines() or [""])[0]
+    return line if limit is None else line[:limit]
 
 
 @contextlib.contextmanager
@@ -105,8 +113,7 @@ def load_model(path, **kwargs):
     try:
         return keras.saving.load_model(path, **kwargs)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise ValueError(f"cannot load the model {str(path)!r}: {type(e).__name__}: {first}") from e
+        raise ValueError(f"cannot load the model {str(path)!r}: {type(e).__name__}: {first_line(e, 300)}") from e
 
 
 def _jsonable(o):

@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled LFW sample (always present) and the full shared LFW (optional)."""
+"""Shared fixtures: the bundled LFW sample (always present), the full shared LFW and the detection samples
+(optional), and the tiny face models of the recognition tests."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED_LFW = SHARED / "lfw"
 SAMPLE = REPO / "data" / "lfw_sample"
+DETECTION = SHARED / "detection_samples"
+#: the face side of :func:`dense_face_model` (tests/test_recognition.py and tests/test_cli_recognition.py: SIZE)
+FACE_SIZE = 32
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +32,44 @@ def shared_lfw() -> Path:
     if not (SHARED_LFW / "lfw.zip").is_file():
         pytest.skip(f"full LFW not available at {SHARED_LFW}")
     return SHARED_LFW
+
+
+@pytest.fixture(scope="session")
+def detection_samples() -> Path:
+    """``../shared/data/detection_samples``: photos with no face, six faces, a crowd; skips when absent."""
+    if not all((DETECTION / n).is_file() for n in ("multiface.jpg", "no-faces.jpg")):
+        pytest.skip(f"detection samples not available at {DETECTION}")
+    return DETECTION
+
+
+@pytest.fixture(scope="session")
+def dense_face_model():
+    """``build(preprocessing=None, seed=0)``: Flatten -> Dense(8) on 32x32x3 faces, a model whose embeddings a
+    test recomputes in NumPy; with ``preprocessing`` (a FaceSpec's dict), a FacePreprocessing layer first."""
+    import keras
+
+    from kerasface.layers import FacePreprocessing
+
+    def build(preprocessing: dict | None = None, seed: int = 0) -> keras.Model:
+        x = inp = keras.Input((FACE_SIZE, FACE_SIZE, 3))
+        if preprocessing is not None:
+            x = FacePreprocessing(spec=preprocessing)(x)
+        dense = keras.layers.Dense(8, kernel_initializer=keras.initializers.GlorotNormal(seed))
+        return keras.Model(inp, dense(keras.layers.Flatten()(x)))
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def mtcnn_face_model(tmp_path_factory, dense_face_model) -> Path:
+    """A saved :func:`dense_face_model` whose FaceSpec detects and aligns faces with MTCNN (scaling in the model,
+    cosine threshold 0.5)."""
+    from kerasface.face_spec import FaceSpec
+
+    spec = FaceSpec(FACE_SIZE, alignment="mtcnn", input_scaling="in-model", threshold=0.5, threshold_source="test")
+    path = tmp_path_factory.mktemp("mtcnn_face_model") / "mtcnn.keras"
+    dense_face_model(spec.to_dict()).save(path)
+    return path
 
 
 # --- fresh-process model loading (tests/models/test_siamese.py, tests/training/) ---------------

@@ -1,9 +1,10 @@
 """One-line errors instead of tracebacks (issue 16, sections 4, 5 and 7): each probe of the red team.
 
 Flags out of range are refused where their range is declared (the preset schema for the trainers,
-``kerasface.config.COMMAND_SETTINGS`` for evaluate / align / pack): one line naming the flag, exit 2,
-before anything runs.  A model file that exists but cannot be loaded is named with the reason, not
-"not found"; any unexpected error is one line with its type (``--verbose`` shows the traceback).
+``kerasface.config.COMMAND_SETTINGS`` for evaluate / align / pack / verify / embed / find): one line
+naming the flag, exit 2, before anything runs.  A model file that exists but cannot be loaded is named
+with the reason, not "not found"; any unexpected error is one line with its type (``--verbose`` shows
+the traceback).
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def _one_error_line(capsys) -> str:
     (["pack", "a", "b", "--shards", "0"], "argument --shards: must be >= 1, got 0"),
     (["align", "a", "b", "--limit", "-1"], "argument --limit: must be >= 1, got -1"),
     (["align", "a", "b", "--jpeg-quality", "101"], "argument --jpeg-quality: must be in [1, 100], got 101"),
+    (["align", "a", "b", "--min-confidence", "1.5"], "argument --min-confidence: must be in [0, 1], got 1.5"),
+    (["embed", "src", "--out", "e.npz", "--every", "0"], "argument --every: must be >= 1, got 0"),
+    (["embed", "src", "--out", "e.npz", "--batch-size", "-2"], "argument --batch-size: must be >= 1, got -2"),
+    (["embed", "src", "--out", "e.npz", "--min-confidence", "nan"],
+     "argument --min-confidence: must be in [0, 1], got nan"),
+    (["find", "a.jpg", "--gallery", "g.npz", "--top", "0"], "argument --top: must be >= 1, got 0"),
+    (["verify", "a.jpg", "b.jpg", "--min-confidence", "-0.1"],
+     "argument --min-confidence: must be in [0, 1], got -0.1"),
 ])
 def test_values_out_of_range_are_one_line_naming_the_setting_exit_2(argv, words, tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -126,3 +135,20 @@ def test_command_settings_ranges_refuse_nan_and_infinity():
             check_command_setting("center_crop", value)
     assert check_command_setting("center_crop", 1.0) == 1.0 and check_command_setting("limit", None) is None
     assert COMMAND_SETTINGS["jpeg_quality"].describe_range() == "in [1, 100]"
+
+
+def test_the_python_calls_check_the_same_declared_ranges():
+    from kerasface.data.align import AlignOptions
+    from kerasface.recognition.api import find
+    from kerasface.recognition.gallery import embed_tree
+
+    with pytest.raises(ValueError, match=r"^min_confidence must be in \[0, 1\], got nan$"):
+        AlignOptions(min_confidence=float("nan"))
+    with pytest.raises(ValueError, match=r"^center_crop must be in \(0, 1\], got 0.0$"):
+        AlignOptions(center_crop=0.0)
+    with pytest.raises(ValueError, match="^every must be >= 1, got 0$"):
+        embed_tree("no-such-folder", None, every=0)
+    with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
+        embed_tree("no-such-folder", None, batch_size=0)
+    with pytest.raises(ValueError, match="^top must be >= 1, got 0$"):
+        find("a.jpg", "no-such-gallery", top=0)

@@ -13,29 +13,16 @@ import pytest
 
 from kerasface.cli import exit_codes
 from kerasface.cli.main import main
-from kerasface.face_spec import FaceSpec
-from kerasface.layers import FacePreprocessing
 from kerasface.recognition.gallery import checkpoint_path, load_gallery
 from kerasface.recognition.loading import load_face_model
 
-SIZE = 32
-DETECTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "detection_samples"
-
-
-def _model(preprocessing: dict | None = None, seed: int = 0) -> keras.Model:
-    x = inp = keras.Input((SIZE, SIZE, 3))
-    if preprocessing is not None:
-        x = FacePreprocessing(spec=preprocessing)(x)
-    out = keras.layers.Dense(8, kernel_initializer=keras.initializers.GlorotNormal(seed))(keras.layers.Flatten()(x))
-    return keras.Model(inp, out)
+SIZE = 32  # conftest.FACE_SIZE: the faces of dense_face_model
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, sample_dir):
+def files(tmp_path_factory, sample_dir, dense_face_model, mtcnn_face_model):
     d = tmp_path_factory.mktemp("cli")
-    _model().save(d / "plain.keras")
-    spec = FaceSpec(SIZE, alignment="mtcnn", input_scaling="in-model", threshold=0.5, threshold_source="test")
-    _model(spec.to_dict()).save(d / "mtcnn.keras")
+    dense_face_model().save(d / "plain.keras")
     # a Siamese-style verifier: two faces in, [different, same] out; no embedding output
     a, b = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
     trunk = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(), keras.layers.Dense(4)])
@@ -46,7 +33,7 @@ def files(tmp_path_factory, sample_dir):
     (d / "notes.txt").write_text("not a photo")
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     lfw = sample_dir / "lfw"
-    return {"dir": d, "plain": d / "plain.keras", "mtcnn": d / "mtcnn.keras", "verifier": d / "verifier.keras",
+    return {"dir": d, "plain": d / "plain.keras", "mtcnn": mtcnn_face_model, "verifier": d / "verifier.keras",
             "same": (lfw / "Abdullah_Gul" / "Abdullah_Gul_0013.jpg", lfw / "Abdullah_Gul" / "Abdullah_Gul_0014.jpg"),
             "lfw": lfw}
 
@@ -109,10 +96,8 @@ def test_verify_bad_input_is_one_line_and_exit_2(files, capsys, case):
     _bad(capsys, *argv[:1], *argv[1])
 
 
-def test_verify_no_face_and_several_faces(files, capsys):
-    multi, empty = DETECTION / "multiface.jpg", DETECTION / "no-faces.jpg"
-    if not multi.is_file() or not empty.is_file():
-        pytest.skip(f"detection samples not available at {DETECTION}")
+def test_verify_no_face_and_several_faces(files, capsys, detection_samples):
+    multi, empty = detection_samples / "multiface.jpg", detection_samples / "no-faces.jpg"
     a = files["same"][0]
     _bad(capsys, ["verify", a, empty, "--model", files["mtcnn"]], "no-faces.jpg", "no face found")
     _bad(capsys, ["verify", multi, a, "--model", files["mtcnn"], "--pick", "only"], "multiface.jpg", "faces found",

@@ -1,4 +1,5 @@
-"""kerasface.io.save_model: the inference artefact (no optimizer) and the in-memory model left as it was."""
+"""kerasface.io.save_model: the inference artefact (no optimizer) and the in-memory model left as it was;
+first_line, the line of an error that one-line messages quote."""
 
 import json
 import zipfile
@@ -6,7 +7,7 @@ import zipfile
 import keras
 import numpy as np
 
-from kerasface.io import save_model
+from kerasface.io import first_line, save_model
 
 
 def _trained():
@@ -42,3 +43,9 @@ def test_an_uncompiled_model_saves_either_way(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     save_model(model, tmp_path / "m.keras", include_optimizer=False)
     assert keras.saving.load_model(tmp_path / "m.keras").count_params() == 8
+
+
+def test_first_line_of_an_error():
+    assert first_line(ValueError("\n  bad header\nTraceback details\n")) == "bad header"
+    assert first_line(OSError("disk full"), limit=4) == "disk"
+    assert first_line(KeyError()) == "" and first_line("   \n ") == ""

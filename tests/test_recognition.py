@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 
 import kerasface
-from kerasface.data.align import AlignOptions, align_images
+from kerasface.data.align import AlignOptions, align_detected, align_images, default_detector
 from kerasface.data.lfw import parse_pairs
 from kerasface.face_spec import FaceSpec
-from kerasface.layers import FacePreprocessing
 from kerasface.recognition import gallery as gallery_module
 from kerasface.recognition.api import find, represent, verify
 from kerasface.recognition.faces import ManyFacesError, NoFaceError
@@ -31,18 +30,7 @@ from kerasface.recognition.gallery import checkpoint_path, embed_tree, load_gall
 from kerasface.recognition.loading import load_face_model
 from kerasface.recognition.spec import FACE_SPEC_NAME, data_alignment, run_face_spec, spec_of
 
-SIZE = 32
-DETECTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "detection_samples"
-
-
-def _dense_model(seed: int = 0, preprocessing: dict | None = None) -> keras.Model:
-    """Flatten -> Dense(8) on 32x32x3 faces; with ``preprocessing``, a FacePreprocessing layer first."""
-    x = inp = keras.Input((SIZE, SIZE, 3))
-    if preprocessing is not None:
-        x = FacePreprocessing(spec=preprocessing)(x)
-    out = keras.layers.Dense(8, kernel_initializer=keras.initializers.GlorotNormal(seed))(keras.layers.Flatten()(x))
-    return keras.Model(inp, out)
-
+SIZE = 32  # conftest.FACE_SIZE: the faces of dense_face_model
 
 def _reference_embedding(model: keras.Model, path, center_crop: float = 1.0) -> np.ndarray:
     """The unit embedding computed by hand: OpenCV decode, centred square crop, INTER_AREA resize,
@@ -59,12 +47,12 @@ def _reference_embedding(model: keras.Model, path, center_crop: float = 1.0) -> 
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, dense_face_model):
     folder = tmp_path_factory.mktemp("models")
-    plain = _dense_model()
+    plain = dense_face_model()
     plain.save(folder / "plain.keras")
     spec = FaceSpec(SIZE, alignment="none", input_scaling="in-model", threshold=0.25, threshold_source="chosen here")
-    in_model = _dense_model(preprocessing=spec.to_dict())
+    in_model = dense_face_model(preprocessing=spec.to_dict())
     in_model.set_weights(plain.get_weights())  # the same Dense: only where the scaling happens differs
     in_model.save(folder / "in_model.keras")
     return {"plain": folder / "plain.keras", "in_model": folder / "in_model.keras", "net": plain}
@@ -100,12 +88,12 @@ def test_a_model_that_scales_its_own_input_gives_the_same_embeddings(models, val
     assert load_face_model(models["in_model"]).spec.input_scaling == "in-model"
 
 
-def test_a_model_named_twice_is_loaded_once_until_its_file_changes(tmp_path):
+def test_a_model_named_twice_is_loaded_once_until_its_file_changes(tmp_path, dense_face_model):
     path = tmp_path / "m.keras"
-    _dense_model().save(path)
+    dense_face_model().save(path)
     first = load_face_model(path)
     assert load_face_model(str(path)) is first
-    _dense_model(seed=3).save(path)  # rewritten: read again, with its new weights
+    dense_face_model(seed=3).save(path)  # rewritten: read again, with its new weights
     again = load_face_model(path)
     assert again is not first and again.fingerprint != first.fingerprint
 
@@ -184,7 +172,7 @@ def _tree(root: Path, sample_dir: Path) -> dict[str, Path]:
     return layout
 
 
-def test_embed_tree_over_a_nested_tree_and_resume(models, sample_dir, tmp_path, monkeypatch):
+def test_embed_tree_over_a_nested_tree_and_resume(models, sample_dir, tmp_path, monkeypatch, dense_face_model):
     src = tmp_path / "tree"
     layout = _tree(src, sample_dir)
     fm = load_face_model(models["plain"])
@@ -220,7 +208,7 @@ def test_embed_tree_over_a_nested_tree_and_resume(models, sample_dir, tmp_path, 
     order = [resumed.paths.index(p) for p in full.paths]
     np.testing.assert_allclose(resumed.embeddings[order], full.embeddings, atol=1e-6)
     # another model cannot resume this run
-    other = load_face_model(_dense_model(seed=1))
+    other = load_face_model(dense_face_model(seed=1))
     with pytest.raises(ValueError, match="another model"):
         embed_tree(src, other, checkpoint=partial, progress=False)
 
@@ -243,7 +231,7 @@ def test_gallery_npz_and_csv_round_trip(models, sample_dir, tmp_path):
     np.testing.assert_allclose([float(v) for v in first[-8:]], g.embeddings[0], rtol=1e-6)
 
 
-def test_find_ranks_the_gallery_like_numpy(models, tmp_path):
+def test_find_ranks_the_gallery_like_numpy(models, tmp_path, dense_face_model):
     lfw_tiny = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw_tiny" / "images"
     if not lfw_tiny.is_dir():
         pytest.skip(f"lfw_tiny not available at {lfw_tiny}")
@@ -267,7 +255,7 @@ def test_find_ranks_the_gallery_like_numpy(models, tmp_path):
     npz = embed_tree(src, load_face_model(models["plain"]), progress=False).save(tmp_path / "g.npz")
     assert [m["path"] for m in find(query, npz, top=4)] == expected
     with pytest.raises(ValueError, match="made by model"):
-        find(query, npz, _dense_model(seed=1))
+        find(query, npz, dense_face_model(seed=1))
 
 
 def test_find_true_identity_first_with_the_pretrained_model(tmp_path):
@@ -294,37 +282,55 @@ def test_find_true_identity_first_with_the_pretrained_model(tmp_path):
     assert firsts == [p.name for p in people]
 
 
-@pytest.fixture(scope="module")
-def mtcnn_model(tmp_path_factory):
-    spec = FaceSpec(SIZE, alignment="mtcnn", input_scaling="in-model", threshold=0.5, threshold_source="test")
-    path = tmp_path_factory.mktemp("mtcnn") / "mtcnn.keras"
-    _dense_model(preprocessing=spec.to_dict()).save(path)
-    return path
-
-
-def test_detected_faces_are_aligned_like_kerasface_align(mtcnn_model, sample_dir):
+def test_detected_faces_are_aligned_like_kerasface_align(mtcnn_face_model, sample_dir):
     photo = sample_dir / "lfw" / "AJ_Cook" / "AJ_Cook_0001.jpg"
     rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
-    [face] = represent(photo, mtcnn_model)
+    [face] = represent(photo, mtcnn_face_model)
     ref = align_images([rgb], AlignOptions(size=SIZE))[0]
     assert face["confidence"] == pytest.approx(ref.face.confidence) and face["confidence"] >= 0.9
     np.testing.assert_allclose(face["landmarks"], ref.face.landmarks, atol=0.06)
-    fm = load_face_model(mtcnn_model)
+    fm = load_face_model(mtcnn_face_model)
     expected = np.asarray(fm.model(ref.crop[None].astype("float32")))[0]
     np.testing.assert_allclose(face["embedding"], expected / np.linalg.norm(expected), atol=1e-5)
 
 
-def test_several_faces_and_no_face(mtcnn_model):
-    multi, empty = DETECTION / "multiface.jpg", DETECTION / "no-faces.jpg"
-    if not multi.is_file() or not empty.is_file():
-        pytest.skip(f"detection samples not available at {DETECTION}")
-    faces = represent(multi, mtcnn_model, all_faces=True)
+class _CountingDetector:
+    """The real MTCNN, counting its calls and the images of each."""
+
+    def __init__(self):
+        self.inner, self.batches = default_detector(), []
+
+    def __call__(self, images):
+        self.batches.append(len(images))
+        return self.inner(images)
+
+
+def test_verify_detects_both_photos_in_one_detector_call(mtcnn_face_model, val_pairs):
+    a, b, _ = val_pairs[-1]  # a different-people pair
+    detector = _CountingDetector()
+    r = verify(a, b, mtcnn_face_model, detector=detector)
+    assert detector.batches == [2]
+    # the reference: the same batch through the detector directly, each photo aligned as `kerasface align` does
+    photos = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in (a, b)]
+    found = default_detector()(photos)
+    crops = [align_detected(img, faces, AlignOptions(size=SIZE)) for img, faces in zip(photos, found)]
+    net = load_face_model(mtcnn_face_model).model
+    e = [np.asarray(net(c.crop[None].astype("float32")), np.float64)[0] for c in crops]
+    assert r["score"] == pytest.approx(float(e[0] @ e[1] / np.linalg.norm(e[0]) / np.linalg.norm(e[1])), abs=1e-5)
+    for face, c in zip(r["faces"], crops):
+        np.testing.assert_allclose(face["box"], c.face.box, atol=0.06)
+        assert face["confidence"] == pytest.approx(c.face.confidence)
+
+
+def test_several_faces_and_no_face(mtcnn_face_model, detection_samples):
+    multi, empty = detection_samples / "multiface.jpg", detection_samples / "no-faces.jpg"
+    faces = represent(multi, mtcnn_face_model, all_faces=True)
     assert len(faces) >= 2 and all(f["confidence"] >= 0.9 for f in faces)
     areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in faces]
     assert areas == sorted(areas, reverse=True)
-    [largest] = represent(multi, mtcnn_model)  # --pick largest (the default)
+    [largest] = represent(multi, mtcnn_face_model)  # --pick largest (the default)
     np.testing.assert_allclose(largest["embedding"], faces[0]["embedding"], atol=1e-5)
     with pytest.raises(ManyFacesError, match=f"multiface.jpg: {len(faces)} faces found"):
-        represent(multi, mtcnn_model, pick="only")
+        represent(multi, mtcnn_face_model, pick="only")
     with pytest.raises(NoFaceError, match="no-faces.jpg: no face found"):
-        represent(empty, mtcnn_model)
+        represent(empty, mtcnn_face_model)

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("face choice")
     g.add_argument("--pick", choices=("largest", "central"), default="largest",
                    help="several faces: align the largest box or the one nearest the centre (default largest)")
-    g.add_argument("--min-confidence", type=float, default=0.9, help="ignore faces scored lower (default 0.9)")
+    g.add_argument("--min-confidence", type=ranged("min_confidence", float), default=0.9,
+                   help="ignore faces scored lower (default 0.9)")
     g.add_argument("--min-face-size", type=float, default=20.0,
                    help="ignore faces whose box is smaller, in original pixels (default 20); "
                         "above 20 detection also runs faster, on a copy shrunk by 20/N")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kerasface.cli import exit_codes
 from kerasface.cli.face_flags import add_face_choice, add_model
+from kerasface.cli.flags import ranged
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -23,9 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("--all-faces", action="store_true",
                    help="every face of a photo that passes the detector's filters (default: one, see --pick)")
-    p.add_argument("--every", type=int, default=200,
+    p.add_argument("--every", type=ranged("every"), default=200,
                    help="save the photos done so far every N photos (default 200): a killed run resumes there")
-    p.add_argument("--batch-size", type=int, default=16, help="photos per detector and model call (default 16)")
+    p.add_argument("--batch-size", type=ranged("batch_size"), default=16,
+                   help="photos per detector and model call (default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_face_choice(p)
 
@@ -41,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: is a folder")
     if not out.parent.exists() or not out.parent.is_dir():
         raise FileNotFoundError(f"--out {args.out}: its folder does not exist")
-    if args.every < 1 or args.batch_size < 1:
-        raise ValueError("--every and --batch-size must be >= 1")
 
     # here, not at the top: recognition imports Keras, TensorFlow and OpenCV
     from kerasface.recognition.gallery import checkpoint_path, embed_tree, skipped_summary

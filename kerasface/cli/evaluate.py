@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasface.data.pair_csv import is_pairs_csv
+    from kerasface.data.pair_csv import is_pairs_csv, read_pairs_list
     from kerasface.data.splits import find_pairs_list  # NumPy: not needed to build the parser
 
     data = Path(args.data) if args.data else None
@@ -72,9 +72,6 @@ def run(args: argparse.Namespace) -> int:
         if pairs != Path(args.pairs):
             print(f"kerasface evaluate: --eval-pairs {args.pairs} is not in the working folder; using {pairs} "
                   f"(next to {'--data' if args.data else 'the bundled sample'})", flush=True)
-    if data is None:  # a pairs CSV's paths are relative to its folder; LFW lists read the bundled sample
-        data = pairs.parent if pairs is not None and is_pairs_csv(pairs) else bundled_sample_dir()
-
     # here, not at the top: these import Keras and TensorFlow
     from kerasface.evaluation.baselines import BASELINES
     from kerasface.evaluation.embeddings import embedding_submodel
@@ -82,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     from kerasface.io import load_model
     from kerasface.pretrained import NAMES, face_spec, resolve
 
-    pairs = pairs or default_pairs_file(data)
+    if pairs is None:
+        data = data or bundled_sample_dir()
+        pairs = default_pairs_file(data)
+    is_csv = is_pairs_csv(pairs)  # the list's format, decided here once; the pairs go down as a list
+    if data is None:  # a pairs CSV's paths are relative to its folder; LFW lists read the bundled sample
+        data = pairs.parent if is_csv else bundled_sample_dir()
+    pair_list = read_pairs_list(pairs, is_csv=is_csv)
     normalization = args.normalization
     if args.model in BASELINES:
         model = BASELINES[args.model](args.image_size or 64)
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out
     print(f"kerasface evaluate: {args.model} on {pairs} (images from {data})", flush=True)
     result = evaluate_to_dir(
-        model, data, pairs, out, n_cases=args.cases, title=Path(args.model).name,
+        model, data, pair_list, out, n_cases=args.cases, title=Path(args.model).name,
         metric=args.metric, flip=args.flip, image_size=args.image_size, center_crop=args.center_crop,
         normalization=normalization, low_light_seed=args.low_light_seed,
         batch_size=args.batch_size, on_missing=args.on_missing, scores=args.scores,

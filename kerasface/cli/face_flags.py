@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from kerasface.cli.flags import ranged
 from kerasface.face_spec import DEFAULT_MODEL  # plain Python: the CLI stays light
 
 __all__ = ["DEFAULT_MODEL", "add_face_choice", "add_model"]
@@ -21,5 +22,5 @@ def add_face_choice(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pick", choices=("largest", "central", "only"), default="largest",
                    help="several faces in a photo: use the largest box or the one nearest the centre (as "
                         "`kerasface align --pick`), or 'only': several faces are an error (default largest)")
-    g.add_argument("--min-confidence", type=float, default=0.9,
+    g.add_argument("--min-confidence", type=ranged("min_confidence", float), default=0.9,
                    help="ignore faces the detector scores lower (default 0.9)")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from kerasface.cli.face_flags import add_face_choice, add_model
+from kerasface.cli.flags import ranged
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -17,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", required=True, metavar="DIR|NPZ",
                    help="a folder of photos (any layout; embedded now) or an embeddings .npz written by "
                         "`kerasface embed` (then --model defaults to the model that wrote it)")
-    p.add_argument("--top", type=int, default=5, help="matches to list (default 5)")
+    p.add_argument("--top", type=ranged("top"), default=5, help="matches to list (default 5)")
     add_model(p)
     p.add_argument("--json", action="store_true", help="print the matches as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar while a gallery folder is embedded")

@@ -19,6 +19,7 @@ import sys
 
 from kerasface.cli import align, embed, evaluate, exit_codes, find, lowlight_grid, pack, presets, summary, train, verify
 from kerasface.cli.quiet import configure_logging, import_tensorflow
+from kerasface.io import first_line
 
 __all__ = ["build_parser", "main", "preset_in"]
 
@@ -90,8 +91,7 @@ def main(argv=None) -> int:
     except Exception as e:  # anything else: one line with the error's type; --verbose shows the traceback
         if args.verbose:
             raise
-        first = (str(e).strip().splitlines() or [""])[0]
-        print(f"kerasface {label}: error: {type(e).__name__}: {first} (an unexpected error; run with --verbose "
+        print(f"kerasface {label}: error: {type(e).__name__}: {first_line(e)} (an unexpected error; run with --verbose "
               "for the traceback)", file=sys.stderr)
         return exit_codes.FAILURE
 

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from ..config import check_command_setting
 from . import images as _images
 from .images import CorruptImageError
 
@@ -471,12 +472,10 @@ class AlignOptions:
             raise ValueError(f"pick must be one of {PICKS}, got {self.pick!r}")
         if self.on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {self.on_no_face!r}")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        check_command_setting("min_confidence", self.min_confidence, flag="min_confidence")
         if self.min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0, got {self.min_face_size}")
-        if not 0.0 < self.center_crop <= 1.0:
-            raise ValueError(f"center_crop must be in (0, 1], got {self.center_crop}")
+        check_command_setting("center_crop", self.center_crop, flag="center_crop")
         if self.detect_max_side < 48:
             raise ValueError(f"detect_max_side must be at least 48, got {self.detect_max_side}")
 

@@ -77,9 +77,12 @@ def is_pairs_csv(path) -> bool:
     return False
 
 
-def read_pairs_list(path) -> list[Pair] | list[PathPair]:
-    """The pairs of a pairs list: a CSV of labelled paths (:func:`is_pairs_csv`), else an LFW list."""
-    return parse_pairs_csv(path) if is_pairs_csv(path) else parse_pairs(path)
+def read_pairs_list(path, is_csv: bool | None = None) -> list[Pair] | list[PathPair]:
+    """The pairs of a pairs list: a CSV of labelled paths, else an LFW list. ``is_csv``: the format when the
+    caller has decided it already (so that a list is sniffed once), else :func:`is_pairs_csv` decides."""
+    if is_csv is None:
+        is_csv = is_pairs_csv(path)
+    return parse_pairs_csv(path) if is_csv else parse_pairs(path)
 
 
 def _label(field: str, where: str) -> bool:

@@ -55,7 +55,7 @@ import cv2
 import numpy as np
 
 from ..config import check_command_setting
-from ..io import atomic_path, write_json
+from ..io import atomic_path, first_line, write_json
 from ..ops import normalize_faces
 from .identities import IdentityIndex
 from .images import CorruptImageError, TextProgress, crop_resize, decode_image, image_format
@@ -144,8 +144,8 @@ def _writing(path: Path):
     try:
         yield
     except tf.errors.OpError as e:
-        first = (str(e.message).strip().splitlines() or [""])[0]
-        raise OSError(f"cannot write {path} (folder {path.parent}): {type(e).__name__}: {first}") from None
+        raise OSError(f"cannot write {path} (folder {path.parent}): {type(e).__name__}: "
+                      f"{first_line(e.message)}") from None
 
 
 def _shard_rows(n: int, shards: int, seed: int) -> list[np.ndarray]:

@@ -45,7 +45,7 @@ _EXPORTS = {
     "evaluate_to_dir": "verification",
     "write_report": "verification",
     "write_scores": "verification",
-    "image_root": "verification",
+    "pairs_and_images": "verification",
     "raw_pixels": "baselines",
 }
 

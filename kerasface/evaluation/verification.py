@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.data.images import CorruptImageError, decode_image, read_face
+from kerasface.data.images import CorruptImageError, read_face
 from kerasface.data.lfw import Pair, resolve_pairs
 from kerasface.data.pair_csv import PathPair, is_pairs_csv, read_pairs_list
 from kerasface.data.pairs import stable_image_id
@@ -60,7 +60,7 @@ __all__ = [
     "evaluate_to_dir",
     "format_metrics",
     "heldout_accuracy",
-    "image_root",
+    "pairs_and_images",
     "score_embedding_pairs",
     "score_pairs",
     "score_verifier_pairs",
@@ -104,29 +104,29 @@ def default_pairs_file(data) -> Path:
     raise FileNotFoundError(f"no pairs.txt, pairsDevTest.txt or pairsVal.txt in {str(folder)!r}; pass --pairs")
 
 
-def _load_pairs(pairs) -> list[Pair] | list[PathPair]:
+def pairs_and_images(pairs, source=None) -> tuple[list[Pair] | list[PathPair], object]:
+    """``(pairs, image root)``: the pairs of a list of pairs or of a pairs file (read once, its format decided
+    once: a CSV of labelled paths or an LFW list), and where their images are: ``source`` when given, else
+    the folder of a pairs CSV (whose paths are relative to it). ``ValueError`` when neither says.
+
+    The public entry points call it first and pass the list down, so a pairs file is sniffed and read once.
+    """
     if pairs is None:
         raise ValueError("no pairs given: pass a pairs list (LFW pairs.txt or a CSV of img1,img2,label)")
-    if isinstance(pairs, (str, os.PathLike)):
-        return read_pairs_list(pairs)
-    return list(pairs)
-
-
-def image_root(source, pairs):
-    """Where the images of ``pairs`` are: ``source`` when given, else the folder of a pairs CSV
-    (whose paths are relative to it). ``ValueError`` when neither says."""
-    if source is not None:
-        return source
-    if isinstance(pairs, (str, os.PathLike)) and is_pairs_csv(pairs):
-        return Path(pairs).parent
-    raise ValueError("no image source given: pass the images' folder or zip (only a pairs CSV "
-                     "finds its images next to itself)")
+    is_file = isinstance(pairs, (str, os.PathLike))
+    is_csv = is_file and is_pairs_csv(pairs)
+    if source is None:
+        if not is_csv:
+            raise ValueError("no image source given: pass the images' folder or zip (only a pairs CSV "
+                             "finds its images next to itself)")
+        source = Path(pairs).parent
+    return (read_pairs_list(pairs, is_csv=is_csv) if is_file else list(pairs)), source
 
 
 def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None = None,
                 settings: EvalSettings | None = None, **setting_kwargs) -> PairScores:
     """Score every pair of ``pairs`` (a list of :class:`Pair` / :class:`PathPair`, or a pairs file:
-    LFW list or CSV) with ``model``, reading the images from ``source`` (:func:`image_root`).
+    LFW list or CSV) with ``model``, reading the images from ``source`` (:func:`pairs_and_images`).
 
     ``kind``: ``"embedding"``, ``"verifier"`` or ``"triplet"`` (default: from the model's signature,
     :func:`~kerasface.evaluation.kinds.model_kind`); ``settings``: an
@@ -135,7 +135,8 @@ def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None
     ``on_missing``, ``verbose``).
     """
     settings = EvalSettings.of(settings, **setting_kwargs)
-    source = open_image_source(image_root(source, pairs))
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     kind = model_kind(model, kind)
     if kind == "verifier":
         return score_verifier_pairs(model, source, pairs, settings)
@@ -147,7 +148,8 @@ def score_pairs(model: keras.Model, source=None, pairs=None, *, kind: str | None
 def score_embedding_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
     """Embedding model (one input): the ``settings.metric`` of the two faces' L2-normalised embeddings."""
     settings = settings or EvalSettings()
-    source = open_image_source(image_root(source, pairs))
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     requested, kept, missing_names = _resolve(source, pairs, settings)
     emb = extract_embeddings(model, source, [r for p in kept for r in (p.path1, p.path2)], settings=settings)
     row = emb.index()
@@ -168,7 +170,7 @@ def score_embedding_pairs(model: keras.Model, source, pairs, settings: EvalSetti
                    if settings.flip else "no flip TTA; embeddings L2-normalised"),
     )
     return _pair_scores(source, requested, kept, missing_names, scores, emb.ok[i1] & emb.ok[i2],
-                        "embedding", settings.metric, report)
+                        _failed(emb.relpaths, emb.ok), "embedding", settings.metric, report)
 
 
 def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettings | None = None) -> PairScores:
@@ -179,42 +181,38 @@ def score_verifier_pairs(model: keras.Model, source, pairs, settings: EvalSettin
     both faces of every pair.
     """
     settings = settings or EvalSettings()
-    source = open_image_source(image_root(source, pairs))
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     requested, kept, missing_names = _resolve(source, pairs, settings)
     head = verifier_head(model)
     if head is not None:
-        scores, ok = _verifier_head_scores(embedding_submodel(model), head, source, kept, settings)
+        scores, ok, undecodable = _verifier_head_scores(embedding_submodel(model), head, source, kept, settings)
     else:
-        scores, ok = _verifier_pairwise_scores(model, source, kept, settings)
+        scores, ok, undecodable = _verifier_pairwise_scores(model, source, kept, settings)
     report = dict(settings.report(), image_size=model_image_size(model, settings.image_size), score_description=(
         "Siamese verifier 'same' probability" + (", averaged with the mirrored pair" if settings.flip else "")))
-    return _pair_scores(source, requested, kept, missing_names, scores, ok, "verifier", "same_prob", report)
+    return _pair_scores(source, requested, kept, missing_names, scores, ok, undecodable, "verifier", "same_prob",
+                        report)
 
 
-def _resolve(source: ImageSource, pairs, settings: EvalSettings) -> tuple[list, list, list]:
+def _resolve(source: ImageSource, pairs: list, settings: EvalSettings) -> tuple[list, list, list]:
     """``(requested, kept, missing image names)``: the pairs whose two images are in ``source``."""
-    requested = _load_pairs(pairs)
+    requested = list(pairs)
     kept, missing = resolve_pairs(requested, source, on_missing=settings.on_missing)
     if not kept:
         raise ValueError(f"none of the {len(requested)} pairs has both images in {source!r}")
     return requested, kept, list(dict.fromkeys(r for _, r in missing))
 
 
-def _undecodable(source, corrupt_pairs) -> list[str]:
-    """The first ``_N_NAMES`` images of ``corrupt_pairs`` that do not decode (not their good partners)."""
-    bad = []
-    for rel in dict.fromkeys(r for p in corrupt_pairs for r in (p.path1, p.path2)):
-        try:
-            decode_image(source.read_bytes(rel), rel)
-        except (CorruptImageError, OSError, KeyError):
-            bad.append(rel)
-            if len(bad) == _N_NAMES:
-                break
-    return bad
+def _failed(relpaths, ok) -> list[str]:
+    """The images of ``relpaths`` that did not decode (``ok[i]`` False), as their one decode found them."""
+    return [r for r, good in zip(relpaths, ok) if not good]
 
 
-def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score_name, report) -> PairScores:
-    """The scores of the pairs whose images decoded, with the accounting of what was left out."""
+def _pair_scores(source, requested, kept, missing_names, scores, ok, undecodable, kind, score_name,
+                 report) -> PairScores:
+    """The scores of the pairs whose images decoded, with the accounting of what was left out
+    (``undecodable``: the images whose decoding failed, not their good partners)."""
     corrupt = [p for p, g in zip(kept, ok) if not g]
     if corrupt:
         logger.warning("left out %d pair(s) touching undecodable images", len(corrupt))
@@ -227,7 +225,7 @@ def _pair_scores(source, requested, kept, missing_names, scores, ok, kind, score
         "missing_images": len(missing_names),
         "missing_names": missing_names[:_N_NAMES],
         "corrupt_pairs": len(corrupt),
-        "corrupt_names": _undecodable(source, corrupt),
+        "corrupt_names": undecodable[:_N_NAMES],
         "source": repr(source),
     }
     return PairScores(scores=scores, labels=np.array([p.same for p in good], bool),
@@ -244,7 +242,7 @@ def _verifier_head_scores(backbone, head, source: ImageSource, pairs, settings: 
     dtype = head.inputs[0].dtype
     scores = [np.asarray(head.predict([v[i1].astype(dtype), v[i2].astype(dtype)], batch_size=1024, verbose=0),
                          np.float64)[:, 1] for v in views]
-    return sum(scores) / len(scores), ok_img[i1] & ok_img[i2]
+    return sum(scores) / len(scores), ok_img[i1] & ok_img[i2], _failed(unique, ok_img)
 
 
 def _verifier_pairwise_scores(model, source: ImageSource, pairs, settings: EvalSettings):
@@ -276,7 +274,7 @@ def _verifier_pairwise_scores(model, source: ImageSource, pairs, settings: EvalS
     if settings.flip:
         scores = (scores + run(True)) / 2.0
     ok = ok_img[index[:, 0]] & ok_img[index[:, 1]]
-    return scores, ok
+    return scores, ok, _failed(unique, ok_img)
 
 
 @dataclass
@@ -397,9 +395,10 @@ def write_report(result: VerificationResult, out_dir, source=None, n_cases: int 
 def evaluate_to_dir(model, source, pairs, out_dir, *, n_cases: int = 6, title: str = "", scores=None,
                     **kwargs) -> VerificationResult:
     """:func:`evaluate_pairs` then :func:`write_report` (file names land in ``metrics['files']``);
-    the image source is opened once for both (``None``: a pairs CSV's folder, :func:`image_root`).
-    ``scores``: also write every pair's score to this CSV (:func:`write_scores`)."""
-    source = open_image_source(image_root(source, pairs))
+    the pairs are read and the image source opened once for both (``None``: a pairs CSV's folder,
+    :func:`pairs_and_images`). ``scores``: also write every pair's score to this CSV (:func:`write_scores`)."""
+    pairs, source = pairs_and_images(pairs, source)
+    source = open_image_source(source)
     result = evaluate_pairs(model, source, pairs, **kwargs)
     if scores is not None:
         write_scores(result.scores, scores)

@@ -34,6 +34,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from kerasface.io import first_line
+
 __all__ = ["APPLICATIONS", "keras_application"]
 
 # kind -> (keras.applications attribute, Keras's no-top weight file, its total parameter count without the top)
@@ -73,7 +75,7 @@ def keras_application(kind="resnet50", input_shape=(224, 224, 3), embedding_dim=
             raise
         raise RuntimeError(
             f"--pretrained imagenet: could not get Keras's ImageNet weights for {kind} ({weight_file}): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; with internet access Keras "
+            f"{type(e).__name__}: {first_line(e)}; with internet access Keras "
             f"downloads it to ~/.keras/models/ on first use (or place the file there yourself)") from None
     x = base(x)
     out = layers.Dense(int(embedding_dim), dtype="float32", name="embedding")(x)

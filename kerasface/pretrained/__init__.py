@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 
 from kerasface.face_spec import FaceSpec
-from kerasface.io import save_model
+from kerasface.io import first_line, save_model
 from kerasface.layers import carried_face_spec
 from kerasface.pretrained.dlib_resnet import DLIB_RESNET_V1_SPEC, convert_dlib_resnet, dlib_chips
 from kerasface.pretrained.locate import INSTALL_HINT, MissingPackageError, face_recognition_models_file
@@ -93,8 +93,7 @@ def resolve(name_or_path) -> keras.Model:
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # Keras raises ValueError, OSError, zipfile errors...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a loadable Keras model ({reason})") from None
+        raise ValueError(f"{path}: not a loadable Keras model ({first_line(e) or type(e).__name__})") from None
 
 
 def face_spec(model: keras.Model) -> FaceSpec | None:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasface.config import check_command_setting
 from kerasface.data.align import Detector
 from kerasface.face_spec import FaceSpec
 from kerasface.recognition.embedding import compare, embed_crops
-from kerasface.recognition.faces import FaceCrop, face_crops, read_photo
+from kerasface.recognition.faces import FaceCrop, detect_faces, face_crops, read_photo
 from kerasface.recognition.gallery import Gallery, embed_tree, load_gallery
 from kerasface.recognition.loading import FaceModel, load_face_model
 
@@ -71,11 +72,10 @@ def verify(img1, img2, model=None, *, threshold: float | None = None, pick: str 
     if spec.threshold is None:
         raise ValueError(f"model {fm.name}: it ships no decision threshold; pass one (--threshold, "
                          f"a {spec.metric} {'similarity' if spec.metric == 'cosine' else 'distance'})")
-    faces = []
-    for img in (img1, img2):
-        crops, _ = _photo_faces(img, fm, all_faces=False, pick=pick, detector=detector,
-                                min_confidence=min_confidence)
-        faces.append(crops[0])
+    photos = [read_photo(img) for img in (img1, img2)]
+    found = detect_faces([image for image, _ in photos], spec, detector=detector)  # one detector call for both
+    faces = [face_crops(image, spec, name, pick=pick, min_confidence=min_confidence, faces=f)[0]
+             for (image, name), f in zip(photos, found)]
     emb = embed_crops(fm, np.stack([f.crop for f in faces]))
     score = float(compare(spec, emb[0], emb[1]))
     same = bool(spec.same(score))
@@ -94,8 +94,7 @@ def find(img, gallery, model=None, *, top: int = 5, pick: str = "largest", detec
     or a :class:`~kerasface.recognition.gallery.Gallery`. Each match is ``{"rank", "path", "face", "metric",
     "score", "distance", "same"}`` (``same``: None when the model ships no threshold).
     """
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+    check_command_setting("top", top, flag="top")
     g = gallery if isinstance(gallery, Gallery) else None
     if g is None and str(gallery).endswith(".npz"):
         g = load_gallery(gallery)

@@ -7,7 +7,8 @@
   (what the LFW trainers read).
 
 :func:`read_photo` decodes a path (or takes an array) into uint8 RGB; :func:`face_crops` returns the
-chosen face(s) as :class:`FaceCrop` (crop, box, landmarks, detector confidence). A photo with no face,
+chosen face(s) as :class:`FaceCrop` (crop, box, landmarks, detector confidence); :func:`detect_faces` runs
+the detector once for several photos, whose detections :func:`face_crops` then takes. A photo with no face,
 or several when only one is allowed (``pick="only"``), raises :class:`NoFaceError` /
 :class:`ManyFacesError`, both ``ValueError`` with one line naming the photo.
 """
@@ -33,7 +34,8 @@ from kerasface.data.align import (
 from kerasface.data.images import crop_resize
 from kerasface.face_spec import FaceSpec
 
-__all__ = ["PICKS", "FaceCrop", "ManyFacesError", "NoFaceError", "align_options", "face_crops", "read_photo"]
+__all__ = ["PICKS", "FaceCrop", "ManyFacesError", "NoFaceError", "align_options", "detect_faces", "face_crops",
+           "read_photo"]
 
 #: ``largest`` / ``central``: as ``kerasface align --pick``; ``only``: several faces are an error.
 PICKS = ("largest", "central", "only")
@@ -120,6 +122,18 @@ def _passing(faces: Sequence[Face], opts: AlignOptions) -> list[Face]:
     return [f for f in faces if f.confidence >= opts.min_confidence and f.size >= opts.min_face_size]
 
 
+def detect_faces(images: Sequence[np.ndarray], spec: FaceSpec, *, detector: Detector | None = None,
+                 min_face_size: float = 20.0) -> list[list[Face] | None]:
+    """The faces found in each of ``images`` (uint8 RGB) for a model following ``spec``, by ONE detector call
+    for them all (:func:`~kerasface.data.align.detect_for_alignment`, as ``kerasface align`` batches them);
+    what :func:`face_crops` takes as ``faces``. ``None`` for each image when ``spec`` detects nothing
+    (``alignment="none"``: centre crops)."""
+    if spec.alignment == "none" or not images:
+        return [None] * len(images)
+    opts = align_options(spec, min_face_size=min_face_size)
+    return detect_for_alignment(list(images), detector, opts.detect_max_side, opts.min_face_size)
+
+
 def face_crops(image: np.ndarray, spec: FaceSpec, name: str, *, all_faces: bool = False, pick: str = "largest",
                detector: Detector | None = None, min_confidence: float = 0.9, min_face_size: float = 20.0,
                faces: Sequence[Face] | None = None) -> list[FaceCrop]:
@@ -138,7 +152,7 @@ def face_crops(image: np.ndarray, spec: FaceSpec, name: str, *, all_faces: bool 
         return [FaceCrop(crop_resize(image, h, spec.center_crop), np.array([x0, y0, x0 + side, y0 + side], float))]
     opts = align_options(spec, pick, min_confidence, min_face_size)
     if faces is None:
-        faces = detect_for_alignment([image], detector, opts.detect_max_side, opts.min_face_size)[0]
+        faces = detect_faces([image], spec, detector=detector, min_face_size=min_face_size)[0]
     chosen, n_ok, why = choose_face(faces, image.shape, opts)
     if chosen is None:
         raise NoFaceError(f"{name}: no face found ({why})")

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasface.data.align import Detector, detect_for_alignment
+from kerasface.config import check_command_setting
+from kerasface.data.align import Detector
 from kerasface.data.images import CorruptImageError, TextProgress
 from kerasface.data.sources import IMAGE_EXTENSIONS
 from kerasface.face_spec import FaceSpec
 from kerasface.io import atomic_path
 from kerasface.recognition.embedding import embed_crops
-from kerasface.recognition.faces import ManyFacesError, NoFaceError, align_options, face_crops, read_photo
+from kerasface.recognition.faces import ManyFacesError, NoFaceError, detect_faces, face_crops, read_photo
 from kerasface.recognition.loading import FaceModel
 
 __all__ = ["EMBEDDINGS_FORMAT", "OUTPUT_SUFFIXES", "Gallery", "checkpoint_path", "embed_tree", "list_files",
@@ -189,6 +190,8 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
                batch_size: int = 16, progress: bool = True) -> Gallery:
     """Embed every image under folder ``src`` with ``model`` (see the module docstring); returns the
     :class:`Gallery`. ``checkpoint``: a ``.npz`` path to resume from and to write every ``every`` images."""
+    check_command_setting("every", every, flag="every")
+    check_command_setting("batch_size", batch_size, flag="batch_size")
     src = Path(src).expanduser()
     if not src.is_dir():
         raise FileNotFoundError(f"SRC not found: {str(src)!r} (a folder of images, any layout)")
@@ -214,8 +217,6 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
             continue
         todo.append(rel)
     bar = TextProgress(len(todo), "embed", enabled=progress and bool(todo), unit="images")
-    detect = model.spec.alignment != "none"
-    opts = align_options(model.spec, pick, min_confidence) if detect else None
     since_save = 0
     try:
         for start in range(0, len(todo), batch_size):
@@ -226,15 +227,12 @@ def embed_tree(src, model: FaceModel, *, all_faces: bool = False, pick: str = "l
                     photos[rel] = read_photo(src / rel, rel)[0]
                 except (CorruptImageError, OSError) as e:
                     gallery.skipped[rel] = str(e)
-            found = {}
-            if detect and photos:
-                found = dict(zip(photos, detect_for_alignment(list(photos.values()), detector, opts.detect_max_side,
-                                                              opts.min_face_size)))
+            found = dict(zip(photos, detect_faces(list(photos.values()), model.spec, detector=detector)))
             faces = {}
             for rel, image in photos.items():
                 try:
                     faces[rel] = face_crops(image, model.spec, rel, all_faces=all_faces, pick=pick,
-                                            min_confidence=min_confidence, faces=found.get(rel))
+                                            min_confidence=min_confidence, faces=found[rel])
                 except (NoFaceError, ManyFacesError) as e:
                     gallery.skipped[rel] = str(e)
             if faces:  # one model call for the batch

@@ -19,6 +19,7 @@ import numpy as np
 
 from kerasface import pretrained
 from kerasface.face_spec import DEFAULT_MODEL, FaceSpec
+from kerasface.io import first_line
 from kerasface.recognition.spec import FACE_SPEC_NAME, spec_of
 
 __all__ = ["DEFAULT_MODEL", "PRETRAINED_NAMES", "FaceModel", "check_embedding_model", "load_face_model",
@@ -79,8 +80,7 @@ def _load_keras_file(path: Path) -> keras.Model:
     try:
         model = keras.saving.load_model(path)  # `import kerasface` registered its layers; safe_mode stays on
     except Exception as e:  # a broken file raises many kinds of errors; all mean "not a model"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+        raise ValueError(f"{path}: not a loadable Keras model ({first_line(e, 200) or type(e).__name__})") from None
     if not isinstance(model, keras.Model):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     return model

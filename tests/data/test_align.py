@@ -52,7 +52,6 @@ from kerasface.data.images import CorruptImageError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_LFW = REPO / "data" / "lfw_sample" / "lfw"
-DETECTION = REPO.parent / "shared" / "data" / "detection_samples"
 # Four bundled LFW faces, one identity each (all have a single clear face).
 LFW_FACES = ["AJ_Cook/AJ_Cook_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0001.jpg",
              "Aaron_Guiel/Aaron_Guiel_0001.jpg", "AJ_Lamas/AJ_Lamas_0001.jpg"]
@@ -74,13 +73,6 @@ def mtcnn() -> MTCNNDetector:
     det = MTCNNDetector()
     det([np.zeros((48, 48, 3), np.uint8)])   # build the network now
     return det
-
-
-@pytest.fixture(scope="session")
-def detection_samples() -> Path:
-    if not (DETECTION / "multiface.jpg").is_file():
-        pytest.skip(f"detection samples not available at {DETECTION}")
-    return DETECTION
 
 
 class FakeDetector:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import cv2
-import keras
 import numpy as np
 import pytest
 
 import kerasface  # noqa: F401
 from kerasface.cli import main
-from kerasface.data import parse_pairs
+from kerasface.data import pair_csv
 from kerasface.evaluation.baselines import raw_pixels
 from kerasface.evaluation.verification import evaluate_pairs, evaluate_to_dir, score_pairs, write_scores
 
@@ -31,14 +31,6 @@ def face(path, size=SIZE):
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def tiny_embedder(seed=0):
-    keras.utils.set_random_seed(seed)
-    x = keras.Input((SIZE, SIZE, 3), name="image")
-    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(x)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    return keras.Model(x, keras.layers.Dense(16, name="embedding")(h), name="tiny_embedder")
-
-
 def numpy_scores(model, files1, files2, metric):
     """The pair scores computed directly: embeddings of OpenCV-decoded faces, L2-normalised, compared in NumPy."""
     batch = lambda files: (np.stack([face(f) for f in files]).astype(np.float32) - 127.5) / 128.0  # noqa: E731
@@ -47,11 +39,6 @@ def numpy_scores(model, files1, files2, metric):
     if metric == "cosine":
         return np.sum(a * b, axis=1)
     return np.sqrt(np.sum((a - b) ** 2, axis=1))
-
-
-@pytest.fixture(scope="module")
-def val_pairs(sample_dir):
-    return parse_pairs(sample_dir / "pairsVal.txt")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +65,7 @@ def read_scores(path):
         return list(csv.DictReader(f))
 
 
-def test_csv_pairs_scores_match_numpy(flat_faces, val_pairs):
+def test_csv_pairs_scores_match_numpy(flat_faces, val_pairs, tiny_embedder):
     root, rows = flat_faces
     model = tiny_embedder(1)
     for metric in ("cosine", "l2"):
@@ -90,7 +77,7 @@ def test_csv_pairs_scores_match_numpy(flat_faces, val_pairs):
         assert [p.path1 for p in ps.pairs] == [r[0] for r in rows]
 
 
-def test_csv_evaluation_equals_lfw_list_evaluation_and_uses_its_folds(flat_faces, sample_dir, val_pairs):
+def test_csv_evaluation_equals_lfw_list_evaluation_and_uses_its_folds(flat_faces, sample_dir, val_pairs, tiny_embedder):
     root, rows = flat_faces
     model = tiny_embedder(2)
     csv_m = evaluate_pairs(model, pairs=str(root / "pairs.csv"), verbose=0).metrics
@@ -102,7 +89,7 @@ def test_csv_evaluation_equals_lfw_list_evaluation_and_uses_its_folds(flat_faces
         assert csv_m[key] == pytest.approx(lfw_m[key], abs=1e-9), key
 
 
-def test_scores_csv_holds_every_pair_score(flat_faces, tmp_path):
+def test_scores_csv_holds_every_pair_score(flat_faces, tmp_path, tiny_embedder):
     root, rows = flat_faces
     model = tiny_embedder(3)
     res = evaluate_to_dir(model, None, root / "pairs.csv", tmp_path / "ev", n_cases=0, metric="l2",
@@ -137,10 +124,39 @@ def test_scores_of_a_folded_lfw_list_number_folds_from_one(sample_dir, val_pairs
     assert list(read_scores(tmp_path / "s1.csv")[0]) == ["img1", "img2", "label", "score"]
 
 
+def _count_sniffs(monkeypatch) -> list:
+    """Every call of :func:`is_pairs_csv`, wherever a module took the name from (the paths it was asked about)."""
+    real, calls = pair_csv.is_pairs_csv, []
+
+    def counting(path):
+        calls.append(str(path))
+        return real(path)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "is_pairs_csv", None) is real:
+            monkeypatch.setattr(module, "is_pairs_csv", counting)
+    return calls
+
+
+def test_a_pairs_file_is_sniffed_once_per_evaluation(flat_faces, sample_dir, tmp_path, monkeypatch, capsys):
+    root, _ = flat_faces
+    calls = _count_sniffs(monkeypatch)
+    evaluate_to_dir(raw_pixels(SIZE), None, root / "pairs.csv", tmp_path / "api", n_cases=0, verbose=0)
+    assert calls == [str(root / "pairs.csv")]
+    calls.clear()
+    score_pairs(raw_pixels(SIZE), sample_dir, sample_dir / "pairsVal.txt", verbose=0)
+    assert calls == [str(sample_dir / "pairsVal.txt")]
+    calls.clear()
+    assert main(["evaluate", "raw-pixels", "--eval-pairs", str(root / "pairs.csv"), "--image-size", "16",
+                 "--cases", "0", "--out", str(tmp_path / "cli")]) == 0
+    assert calls == [str(root / "pairs.csv")]
+    capsys.readouterr()
+
+
 # --- the command line ----------------------------------------------------------------------
 
 
-def test_cli_csv_with_data_root_and_scores(sample_dir, val_pairs, tmp_path, capsys):
+def test_cli_csv_with_data_root_and_scores(sample_dir, val_pairs, tmp_path, capsys, tiny_embedder):
     """A CSV elsewhere whose paths are relative to --data; --scores checked against NumPy."""
     model = tiny_embedder(4)
     model.save(tmp_path / "emb.keras")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import kerasface  # noqa: F401
-from kerasface.data import parse_pairs
 from kerasface.data.sources import ImageSource
 from kerasface.evaluation import embeddings as E
 from kerasface.evaluation import verification as V
@@ -27,17 +26,10 @@ from kerasface.models import SiameseVerifier, TripletModel
 SIZE = 32
 
 
-def tiny_embedder(seed=0, name="tiny_embedder"):
-    keras.utils.set_random_seed(seed)
-    x = keras.Input((SIZE, SIZE, 3), name="image")
-    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(x)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    return keras.Model(x, keras.layers.Dense(16, name="embedding")(h), name=name)
-
-
 @pytest.fixture(scope="module")
-def val_pairs(sample_dir):
-    return parse_pairs(sample_dir / "pairsVal.txt")[:24]
+def val_pairs(val_pairs):
+    """The first 24 pairs of conftest's val_pairs."""
+    return val_pairs[:24]
 
 
 def test_settings_are_validated_once_and_frozen():
@@ -67,7 +59,7 @@ def test_settings_object_and_keywords_score_alike(sample_dir, val_pairs):
 
 
 def test_a_saved_siamese_verifier_loads_as_a_plain_functional_model_and_keeps_its_fast_path(
-        sample_dir, val_pairs, tmp_path):
+        sample_dir, val_pairs, tmp_path, tiny_embedder):
     """SiameseVerifier / TripletModel are builders of functional models: after load_model there is no class
     to dispatch on. The kind comes from the signature (or kind=), the verifier head from its
     AbsoluteDifference layer -- and both survive saving."""
@@ -94,7 +86,7 @@ def test_a_saved_siamese_verifier_loads_as_a_plain_functional_model_and_keeps_it
     np.testing.assert_allclose(pairwise.scores, got.scores, atol=1e-5)
 
 
-def test_explicit_kind_picks_the_path(sample_dir, val_pairs, tmp_path):
+def test_explicit_kind_picks_the_path(sample_dir, val_pairs, tmp_path, tiny_embedder):
     emb = tiny_embedder(2)
     graph = TripletModel(emb)
     graph.save(tmp_path / "triplet.keras")
@@ -116,7 +108,7 @@ def test_explicit_kind_picks_the_path(sample_dir, val_pairs, tmp_path):
     assert MODEL_KINDS == ("embedding", "verifier", "triplet") and embedding_submodel(loaded).name == emb.name
 
 
-def test_the_image_source_is_opened_once(sample_dir, val_pairs, tmp_path, monkeypatch):
+def test_the_image_source_is_opened_once(sample_dir, val_pairs, tmp_path, monkeypatch, tiny_embedder):
     opened = []
     real = V.open_image_source
 

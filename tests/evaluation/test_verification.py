@@ -7,6 +7,7 @@ L2 in NumPy.
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 import kerasface  # noqa: F401
 from kerasface.data import parse_pairs
+from kerasface.data.sources import FolderSource
 from kerasface.evaluation import metrics as M
 from kerasface.evaluation.baselines import raw_pixels
 from kerasface.evaluation.embeddings import extract_embeddings
@@ -39,19 +41,6 @@ def face(sample_dir, rel, size=SIZE):
 
 def norm(x):
     return (x.astype(np.float32) - 127.5) / 128.0
-
-
-def tiny_embedder(seed=0, size=SIZE, name="tiny_embedder"):
-    keras.utils.set_random_seed(seed)
-    x = keras.Input((size, size, 3), name="image")
-    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(x)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    return keras.Model(x, keras.layers.Dense(16, name="embedding")(h), name=name)
-
-
-@pytest.fixture(scope="module")
-def val_pairs(sample_dir):
-    return parse_pairs(sample_dir / "pairsVal.txt")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +66,7 @@ def test_raw_pixel_cosine_matches_numpy(sample_dir, val_pairs, faces):
     assert roc_auc_score(ps.labels, ps.scores) == pytest.approx(M.roc_auc(ps.labels, ps.scores))
 
 
-def test_flip_tta_and_distances_match_numpy(sample_dir, val_pairs, faces):
+def test_flip_tta_and_distances_match_numpy(sample_dir, val_pairs, faces, tiny_embedder):
     model = tiny_embedder()
     rels = list(faces)
     x = norm(np.stack([faces[r] for r in rels]))
@@ -109,7 +98,7 @@ def test_wrong_image_size_and_bad_options(sample_dir, val_pairs):
 # --- verifier and triplet graph ----------------------------------------------------------------
 
 
-def test_siamese_verifier_scores_are_its_same_probability(sample_dir, val_pairs, faces):
+def test_siamese_verifier_scores_are_its_same_probability(sample_dir, val_pairs, faces, tiny_embedder):
     verifier = SiameseVerifier(tiny_embedder(1), hidden_units=8)
     assert model_kind(verifier) == "verifier"
     ps = score_pairs(verifier, sample_dir, val_pairs, verbose=0)
@@ -124,7 +113,7 @@ def test_siamese_verifier_scores_are_its_same_probability(sample_dir, val_pairs,
     assert m["accuracy_at_0.5"] == pytest.approx(np.mean((ref >= 0.5) == ps.labels))
 
 
-def test_other_two_input_models_are_scored_pair_by_pair(sample_dir, val_pairs, faces):
+def test_other_two_input_models_are_scored_pair_by_pair(sample_dir, val_pairs, faces, tiny_embedder):
     """No SiameseVerifier head (abs_diff ... same_prob): both faces of each pair go through the model."""
     emb = tiny_embedder(6)
     a_in, b_in = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
@@ -137,7 +126,7 @@ def test_other_two_input_models_are_scored_pair_by_pair(sample_dir, val_pairs, f
     np.testing.assert_allclose(score_pairs(model, sample_dir, val_pairs, verbose=0).scores, ref, atol=1e-5)
 
 
-def test_triplet_graph_uses_its_shared_embedding_model(sample_dir, val_pairs):
+def test_triplet_graph_uses_its_shared_embedding_model(sample_dir, val_pairs, tiny_embedder):
     emb = tiny_embedder(2)
     ins = [keras.Input((SIZE, SIZE, 3), name=n) for n in ("anchor", "positive", "negative")]
     outs = [emb(x) for x in ins]
@@ -148,7 +137,7 @@ def test_triplet_graph_uses_its_shared_embedding_model(sample_dir, val_pairs):
     np.testing.assert_array_equal(a, b)
 
 
-def test_low_light_scoring_matches_the_training_pipeline(sample_dir, val_pairs):
+def test_low_light_scoring_matches_the_training_pipeline(sample_dir, val_pairs, tiny_embedder):
     """--low-light evaluation darkens exactly as PairData does for the low-light presets."""
     from kerasface.data import PairData
 
@@ -165,13 +154,28 @@ def test_low_light_scoring_matches_the_training_pipeline(sample_dir, val_pairs):
 # --- accounting of missing and corrupt images ------------------------------------------------
 
 
-def test_missing_and_corrupt_images_are_counted(sample_dir, val_pairs, tmp_path):
+class _ReadCounter(FolderSource):
+    """A folder source counting how often each image is read."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads = collections.Counter()
+
+    def read_bytes(self, relpath):
+        self.reads[relpath] += 1
+        return super().read_bytes(relpath)
+
+
+def test_missing_and_corrupt_images_are_counted(sample_dir, val_pairs, tmp_path, tiny_embedder):
     data = tmp_path / "lfw_copy"
     shutil.copytree(sample_dir / "lfw", data / "lfw")
     gone, bad = val_pairs[0].path1, val_pairs[40].path2
     (data / "lfw" / gone).unlink()
     (data / "lfw" / bad).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    ps = score_pairs(raw_pixels(SIZE), data, val_pairs, verbose=0)
+    source = _ReadCounter(data / "lfw")
+    ps = score_pairs(raw_pixels(SIZE), source, val_pairs, verbose=0)
+    # every image decoded once: the corrupt one is named from that decode, not read again
+    assert bad in source.reads and set(source.reads.values()) == {1}
     n_missing = sum(gone in (p.path1, p.path2) for p in val_pairs)
     n_bad = sum(bad in (p.path1, p.path2) and gone not in (p.path1, p.path2) for p in val_pairs)
     acc = ps.accounting
@@ -181,6 +185,16 @@ def test_missing_and_corrupt_images_are_counted(sample_dir, val_pairs, tmp_path)
     assert acc["evaluated"] == len(ps.scores) == 60 - n_missing - n_bad
     with pytest.raises(FileNotFoundError, match=gone.split("/")[0]):
         score_pairs(raw_pixels(SIZE), data, val_pairs, on_missing="error", verbose=0)
+    # the verifiers' two paths (a SiameseVerifier's head, any other two-input model) name it the same way
+    emb = tiny_embedder(4)
+    a_in, b_in = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
+    pairwise = keras.Model([a_in, b_in], keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Concatenate()([emb(a_in), emb(b_in)])))
+    for verifier in (SiameseVerifier(tiny_embedder(5), hidden_units=8), pairwise):
+        source = _ReadCounter(data / "lfw")
+        acc = score_pairs(verifier, source, val_pairs, verbose=0).accounting
+        assert acc["corrupt_pairs"] == n_bad and acc["corrupt_names"] == [bad]
+        assert set(source.reads.values()) == {1}
 
 
 # --- 10-fold protocol on real faces ------------------------------------------------------------
@@ -241,7 +255,7 @@ def _cli(*args, cwd):
                           text=True, timeout=300)
 
 
-def test_cli_evaluate_saved_model(sample_dir, val_pairs, tmp_path):
+def test_cli_evaluate_saved_model(sample_dir, val_pairs, tmp_path, tiny_embedder):
     model = tiny_embedder(4)
     model.save(tmp_path / "emb.keras")
     p = _cli("evaluate", str(tmp_path / "emb.keras"), "--data", str(sample_dir), "--metric", "l2",
@@ -257,7 +271,7 @@ def test_cli_evaluate_saved_model(sample_dir, val_pairs, tmp_path):
     assert (out / "roc.png").is_file() and (out / "cases.png").is_file()
 
 
-def test_cli_evaluate_run_folder_of_a_model_that_scales_its_own_input(sample_dir, tmp_path):
+def test_cli_evaluate_run_folder_of_a_model_that_scales_its_own_input(sample_dir, tmp_path, tiny_embedder):
     """A run folder is a model; a model whose first layer is FacePreprocessing gets raw 0..255 pixels."""
     from kerasface.cli import main
     from kerasface.face_spec import FaceSpec
@@ -292,7 +306,7 @@ def test_cli_evaluate_errors(tmp_path, sample_dir, capsys):
 # --- the training callback -----------------------------------------------------------------
 
 
-def test_verification_callback_logs_to_history(sample_dir, val_pairs):
+def test_verification_callback_logs_to_history(sample_dir, val_pairs, tiny_embedder):
     from kerasface.data import PairData
 
     verifier = SiameseVerifier(tiny_embedder(5), hidden_units=8)
