@@ -329,13 +329,19 @@ class DistillationModel(keras.Model):
         for term in self._active:
             setattr(self, f"_{term}_tracker", keras.metrics.Mean(name=f"loss_{term}"))
         self._stash = _Stash()
-        if not any(self.term_weights[t] > 0 for t in LOGIT_TERMS):
+        if not self.trains_classifier:
             self.classifier.trainable = False  # no term reads the logits: nothing would train it
         self.built = True
         if not trainable:  # after every sublayer exists, so that it reaches them all
             self.trainable = False
 
     # --- helpers -------------------------------------------------------------------------------
+    @property
+    def trains_classifier(self) -> bool:
+        """Whether a term reads the logits (``LOGIT_TERMS``): only then is the classifier trained (pure
+        embedding distillation trains none, and its accuracy would mean nothing)."""
+        return any(self.term_weights[t] > 0 for t in LOGIT_TERMS)
+
     @staticmethod
     def _teacher_dims(teacher):
         if isinstance(teacher, DistillationModel):

@@ -28,7 +28,7 @@ from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import parse_pairs
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
 from kerasface.training import teacher_cache
-from kerasface.training.tasks.classify import train_classifier, with_projection
+from kerasface.training.tasks.classify import ClassifyTask, train_classifier, with_projection
 from kerasface.training.teacher_cache import (
     CACHE_NAME,
     PARTS_NAME,
@@ -270,6 +270,35 @@ def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips,
     # it follows each face's own target, not only the mean direction of the teacher's embeddings
     assert after_centred > before_centred + 0.1 and after_centred > other_face + 0.1, \
         (before_centred, after_centred, other_face)
+
+
+def test_teacher_targets_follow_the_training_and_heldout_rows_when_chips_are_missing(chips, tmp_path):
+    student_dir, teacher_dir, rels = chips
+    some_missing = tmp_path / "teacher_chips"
+    shutil.copytree(teacher_dir, some_missing)
+    for rel in rels[::9]:
+        (some_missing / rel).unlink()
+    model = tiny_teacher(tmp_path / "t.keras", 7)
+    cfg = ClassifyExperiment(name="distill-rows", backbone="tiny_student", data=str(student_dir),
+                             image_size=STUDENT, objective="distillation", ce_weight=0.0,
+                             embedding_teacher=str(model), teacher_data=str(some_missing),
+                             embedding_distill_weight=1.0, flip=True, batch_size=8, verify_every=0)
+    task = ClassifyTask(cfg)
+    task.settings()
+    index, missing = task.split.train, set(rels[::9])
+    train_before, held_before = set(index.paths(task.train_rows)), set(index.paths(task.val_rows))
+    assert train_before & missing and held_before & missing  # chips go missing on both sides
+    (tmp_path / "run").mkdir()
+    task.prepare(tmp_path / "run", 0, None)
+    train, held = index.paths(task.train_rows), index.paths(task.val_rows)
+    assert set(train) == train_before - missing and set(held) == held_before - missing
+    assert task.teacher_train.shape == (len(train), 2, DIM) and task.teacher_heldout.shape == (len(held), DIM)
+    np.testing.assert_allclose(task.teacher_train[:, 0], by_hand(model, some_missing, train), atol=1e-5)
+    np.testing.assert_allclose(task.teacher_train[:, 1], by_hand(model, some_missing, train, mirror=True), atol=1e-5)
+    np.testing.assert_allclose(task.teacher_heldout, by_hand(model, some_missing, held), atol=1e-5)
+    # the two tables are parts of one array (no copy of the training rows)
+    assert task.teacher_train.base is not None and task.teacher_train.base is task.teacher_heldout.base
+    task.close()
 
 
 def test_presets_and_settings_rules():
