@@ -26,9 +26,10 @@ import pytest
 from kerasface.config import ClassifyExperiment
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import parse_pairs
+from kerasface.models import with_projection
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
 from kerasface.training import teacher_cache
-from kerasface.training.tasks.classify import ClassifyTask, train_classifier, with_projection
+from kerasface.training.tasks.classify import ClassifyTask, train_classifier
 from kerasface.training.teacher_cache import (
     CACHE_NAME,
     PARTS_NAME,

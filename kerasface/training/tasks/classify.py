@@ -79,7 +79,14 @@ from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
-from kerasface.models import BACKBONES, DistillationModel, MarginHead, build_backbone
+from kerasface.models import (
+    BACKBONES,
+    DistillationModel,
+    MarginHead,
+    build_backbone,
+    stack_embedding_layers,
+    with_projection,
+)
 from kerasface.training.callbacks import HeldOutAccuracy, HeldOutTeacherCosine, LogLearningRate
 from kerasface.training.distribute import Runtime
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
@@ -91,7 +98,7 @@ from kerasface.training.teacher_cache import load_embedding_teacher, teacher_emb
 logger = logging.getLogger("kerasface.training")
 
 __all__ = ["ClassifyTask", "load_init_model", "load_teacher", "build_training_model", "stage_blocks",
-           "train_classifier", "with_projection"]
+           "train_classifier"]
 
 
 # --------------------------------------------------------------------------- models
@@ -123,22 +130,14 @@ def load_teacher(path, train_names: list[str]) -> keras.Model:
     return keras.saving.load_model(f, compile=False)
 
 
-def with_projection(backbone: keras.Model, dim: int) -> keras.Model:
-    """``backbone`` when it gives ``dim``-d embeddings, else the same layers followed by a bias-free
-    ``Dense(dim)`` named ``distill_projection`` (a model of the same name)."""
-    if int(backbone.outputs[0].shape[-1]) == int(dim):
-        return backbone
-    proj = keras.layers.Dense(int(dim), use_bias=False, name="distill_projection")
-    return keras.Model(backbone.inputs, proj(backbone.outputs[0]), name=backbone.name)
-
-
 def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: keras.Model | None = None,
                          teacher: keras.Model | None = None, teacher_embedding_dim: int | None = None):
     """``(train_model, backbone, head)``; ``head`` is the MarginHead (margin), the angproto logits layer or the
     Dense classifier of a :class:`~kerasface.models.DistillationModel` (objective distillation).
 
     ``teacher_embedding_dim``: the size of the cached teacher embeddings of an ``embedding_teacher``; a
-    student of another size gets the projection of :func:`with_projection` (part of its embedding model).
+    student of another size gets the projection of :func:`~kerasface.models.embedding_layers.with_projection`
+    (part of its embedding model).
     The training graph uses the backbone's own layers (not a nested copy), so
     freezing / unfreezing a backbone layer acts on both.
     """
@@ -184,19 +183,6 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
         label = keras.Input(shape=(), dtype="int32", name="label")
         model = keras.Model([image, label], head(emb, labels=label), name=f"{backbone.name}_{cfg.head}")
     return model, backbone, head
-
-
-def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
-    """The backbone with ``layers - 1`` more ``ReLU -> Dense(dim)`` after its linear embedding (report 003's
-    "sequence of several" linear layers before the classifier; 1: the backbone unchanged)."""
-    if layers <= 1:
-        return backbone
-    x = backbone.outputs[0]
-    dim = int(x.shape[-1])
-    for i in range(2, layers + 1):
-        x = keras.layers.ReLU(name=f"embedding_relu{i}")(x)
-        x = keras.layers.Dense(dim, dtype="float32", name=f"embedding_{i}")(x)
-    return keras.Model(backbone.inputs[0], x, name=backbone.name)
 
 
 def stage_blocks(backbone: keras.Model) -> list[list[str]]:
