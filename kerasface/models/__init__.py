@@ -3,6 +3,7 @@ the registry and the profiler."""
 
 from kerasface.models.distillation import DistillationModel, Report002Model
 from kerasface.models.dlib_resnet import ChannelAffine, ZeroPadAdd, dlib_resnet_v1
+from kerasface.models.embedding_layers import stack_embedding_layers, with_projection
 from kerasface.models.facenet_nn2 import FaceNetNN2, facenet_nn2
 from kerasface.models.heads import MarginHead, classification_model
 from kerasface.models.inception_resnet import inception_resnet_v1
@@ -53,10 +54,12 @@ __all__ = [
     "sqnxt23v5",
     "sqnxt23v5_w1",
     "sqnxt23v5_w2",
+    "stack_embedding_layers",
     "thin_resnet34",
     "thin_resnet50",
     "thin_resnet50_v2",
     "vargfacenet",
     "vargfacenet_reduced",
     "vargfacenet_tiny",
+    "with_projection",
 ]

@@ -17,13 +17,15 @@ The training model of report 002 (its presets live in :mod:`kerasface.presets`).
   resized bilinearly (``keras.ops.image.resize``) for it.
   A teacher may also be a model ``images -> embedding`` (one output, e.g. the
   pretrained ``dlib-resnet-v1``); then only the embedding terms can use it.
-* ``distill_projection``: a bias-free ``Dense(teacher_dim)`` from the student
-  embedding, created only when an embedding term (``embedding_l2``,
-  ``embedding_distill``) is on and the two embeddings differ in size (report
-  002's T-S checkpoints "contain weights of the embedding layer" for this
-  reason). It is not part of ``backbone``. (The classification trainer does not
-  use it: it appends its projection to the student's embedding model instead,
-  so that the saved ``model.keras`` gives the embedding that was distilled.)
+* ``distill_projection``: a bias-free float32 ``Dense(teacher_dim)`` from the
+  student embedding (:func:`~kerasface.models.embedding_layers.projection_layer`),
+  created only when an embedding term (``embedding_l2``, ``embedding_distill``)
+  is on and the two embeddings differ in size (report 002's T-S checkpoints
+  "contain weights of the embedding layer" for this reason). It is not part of
+  ``backbone``. (The classification trainer does not use it: it appends the same
+  layer to the student's embedding model instead,
+  :func:`~kerasface.models.embedding_layers.with_projection`, so that the saved
+  ``model.keras`` gives the embedding that was distilled.)
 
 Inputs: ``{"image": images, "label": integer labels}`` (the label is read by
 :meth:`compute_loss` when ``y`` is not given; ``call`` ignores it), or images
@@ -114,6 +116,7 @@ from kerasface.losses.embedding_distillation import EMBEDDING_DISTILL_METRICS, e
 from kerasface.losses.hard_mining import HARD_MINING_RULES, hard_instance_weights, threshold_instance_weights
 from kerasface.losses.online import batch_hard_triplet_loss
 from kerasface.losses.regularizers import prelogit_norm_loss
+from kerasface.models.embedding_layers import projection_layer
 from kerasface.ops import l2_normalize
 
 try:  # Keras's own per-replica scaling of a loss (1 / replicas under tf.distribute, else identity)
@@ -305,8 +308,7 @@ class DistillationModel(keras.Model):
                 self._teacher_size = tuple(int(s) for s in t_size)
         if t_emb_dim is not None and (self.term_weights["projected_soft_ce"] > 0 or (
                 t_emb_dim != dim and any(self.term_weights[t] > 0 for t in EMBEDDING_TERMS))):
-            self.distill_projection = keras.layers.Dense(t_emb_dim, use_bias=self.projection_bias,
-                                                         dtype="float32", name="distill_projection")
+            self.distill_projection = projection_layer(t_emb_dim, use_bias=self.projection_bias)
             self.distill_projection.build((None, dim))
         self.projection_classifier = None
         if self.term_weights["projected_soft_ce"] > 0:
@@ -329,13 +331,19 @@ class DistillationModel(keras.Model):
         for term in self._active:
             setattr(self, f"_{term}_tracker", keras.metrics.Mean(name=f"loss_{term}"))
         self._stash = _Stash()
-        if not any(self.term_weights[t] > 0 for t in LOGIT_TERMS):
+        if not self.trains_classifier:
             self.classifier.trainable = False  # no term reads the logits: nothing would train it
         self.built = True
         if not trainable:  # after every sublayer exists, so that it reaches them all
             self.trainable = False
 
     # --- helpers -------------------------------------------------------------------------------
+    @property
+    def trains_classifier(self) -> bool:
+        """Whether a term reads the logits (``LOGIT_TERMS``): only then is the classifier trained (pure
+        embedding distillation trains none, and its accuracy would mean nothing)."""
+        return any(self.term_weights[t] > 0 for t in LOGIT_TERMS)
+
     @staticmethod
     def _teacher_dims(teacher):
         if isinstance(teacher, DistillationModel):

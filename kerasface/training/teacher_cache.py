@@ -21,8 +21,14 @@ path; ``ok``: whether its chip was read; ``fingerprint``: what the values depend
 teacher's weights fingerprint, its FaceSpec and input size, the chip folder and its
 ``align_config.json``, the number of views). A call reuses every cached row whose path it
 asks for when the fingerprint is the same, and recomputes everything when it differs (a
-changed teacher, other chips). It is written every ``save_every`` images, so a killed run
-(or its resume) loses at most that many.
+changed teacher, other chips).
+
+While it computes, every ``save_every`` images go to a part of their own in
+``teacher_embeddings.parts/`` (``part-NNNNNN.npy`` and ``.json``, the same layout; each
+written atomically, its ``.json`` last), so the I/O is linear in the images and a killed
+run (or its resume) loses at most ``save_every`` of them: the next call reads the parts too.
+When every row is there, the two files above are written once (the rows in the order asked
+for) and the parts removed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -43,12 +50,15 @@ from kerasface.recognition.loading import FaceModel, load_face_model
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["CACHE_NAME", "CACHE_VERSION", "cache_fingerprint", "load_embedding_teacher", "teacher_embeddings"]
+__all__ = ["CACHE_NAME", "CACHE_VERSION", "PARTS_NAME", "cache_fingerprint", "load_embedding_teacher",
+           "teacher_embeddings"]
 
 #: ``<CACHE_NAME>.npy`` / ``<CACHE_NAME>.json`` in the run folder.
 CACHE_NAME = "teacher_embeddings"
 #: Bumped when the cached values change meaning: older caches are recomputed.
 CACHE_VERSION = 1
+#: The folder (in the run folder) of the parts of a computation in progress.
+PARTS_NAME = f"{CACHE_NAME}.parts"
 
 
 def load_embedding_teacher(name) -> FaceModel:
@@ -83,33 +93,44 @@ def cache_fingerprint(teacher: FaceModel, chips, views: int, center_crop: float 
     return body
 
 
-def _read_cache(folder: Path, fingerprint: dict) -> dict[str, tuple[np.ndarray, bool]]:
-    """``{path: (embedding [views, D], ok)}`` of a valid cache in ``folder`` ({} if none or stale)."""
-    meta_f, arr_f = folder / f"{CACHE_NAME}.json", folder / f"{CACHE_NAME}.npy"
+def _read_rows(arr_f: Path, meta_f: Path, fingerprint: dict) -> tuple[list, np.ndarray, list] | None:
+    """``(paths, values [n, views, D], ok)`` of one cache file pair (the whole cache or a part) when it
+    is complete, readable and of ``fingerprint``; else None."""
     if not (meta_f.is_file() and arr_f.is_file()):
-        return {}
+        return None
     try:
         meta = json.loads(meta_f.read_text(encoding="utf-8"))
-        values = np.load(arr_f, allow_pickle=False)
+        values = np.load(arr_f, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
-        logger.warning("teacher embedding cache in %s unreadable (%s): recomputing", folder, e)
-        return {}
+        logger.warning("teacher embedding cache %s unreadable (%s): recomputing its rows", arr_f, e)
+        return None
     if meta.get("fingerprint") != fingerprint:
-        logger.info("teacher embedding cache in %s is of another teacher or other chips: recomputing", folder)
-        return {}
+        logger.info("teacher embedding cache %s is of another teacher or other chips: recomputing", arr_f)
+        return None
     paths, ok = meta.get("paths", []), meta.get("ok", [])
     if len(paths) != len(values) or len(ok) != len(values):
-        logger.warning("teacher embedding cache in %s is inconsistent: recomputing", folder)
-        return {}
-    return {p: (values[i], bool(good)) for i, (p, good) in enumerate(zip(paths, ok))}
+        logger.warning("teacher embedding cache %s is inconsistent: recomputing its rows", arr_f)
+        return None
+    return paths, values, ok
 
 
-def _write_cache(folder: Path, fingerprint: dict, paths: list[str], values: np.ndarray, ok: np.ndarray) -> None:
-    with atomic_path(folder / f"{CACHE_NAME}.npy") as tmp:
+def _write_rows(arr_f: Path, meta_f: Path, fingerprint: dict, paths: list[str], values: np.ndarray,
+                ok: np.ndarray) -> None:
+    """The array, then the ``.json`` that names its rows (each atomically): a file pair without its
+    ``.json`` is not read."""
+    with atomic_path(arr_f) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(values, np.float32), allow_pickle=False)
-    write_json(folder / f"{CACHE_NAME}.json", {"fingerprint": fingerprint, "paths": list(paths),
-                                               "ok": [bool(v) for v in ok]})
+    write_json(meta_f, {"fingerprint": fingerprint, "paths": list(paths), "ok": [bool(v) for v in ok]})
+
+
+def _part_files(parts: Path) -> list[tuple[Path, Path]]:
+    return [(f.with_suffix(".npy"), f) for f in sorted(parts.glob("part-*.json"))]
+
+
+def _next_part(parts: Path) -> int:
+    numbers = [int(f.stem.split("-")[1]) for f in parts.glob("part-*.*") if f.stem.split("-")[1].isdigit()]
+    return max(numbers, default=-1) + 1
 
 
 def teacher_embeddings(teacher: FaceModel, paths: list[str], chips, cache_dir=None, mirrors: bool = False,
@@ -129,18 +150,31 @@ def teacher_embeddings(teacher: FaceModel, paths: list[str], chips, cache_dir=No
     if size[0] != size[1]:
         raise ValueError(f"teacher {teacher.name}: square chips only, its input is {size[0]}x{size[1]}")
     fingerprint = cache_fingerprint(teacher, chips, views, center_crop)
-    folder = Path(cache_dir) if cache_dir is not None else None
-    cached = _read_cache(folder, fingerprint) if folder is not None else {}
     n = len(paths)
     values = np.zeros((n, views, dim), np.float32)
     ok = np.zeros(n, bool)
-    todo = []
+    whole, sources = None, []
+    if cache_dir is not None:
+        folder = Path(cache_dir)
+        arr_f, meta_f, parts = folder / f"{CACHE_NAME}.npy", folder / f"{CACHE_NAME}.json", folder / PARTS_NAME
+        whole = _read_rows(arr_f, meta_f, fingerprint)
+        sources = [found for found in [_read_rows(a, m, fingerprint) for a, m in _part_files(parts)] + [whole]
+                   if found is not None]
+    where = {}  # path -> (source, row)
+    for s, (stored_paths, _, _) in enumerate(sources):
+        where.update((p, (s, j)) for j, p in enumerate(stored_paths))
+    todo, picks = [], [([], []) for _ in sources]
     for i, p in enumerate(paths):
-        hit = cached.get(p)
-        if hit is not None:
-            values[i], ok[i] = hit
-        else:
+        hit = where.get(p)
+        if hit is None:
             todo.append(i)
+        else:
+            picks[hit[0]][0].append(i)
+            picks[hit[0]][1].append(hit[1])
+    for (dst, src), (_, stored_values, stored_ok) in zip(picks, sources):
+        if dst:
+            values[dst] = stored_values[src]
+            ok[dst] = np.asarray(stored_ok, bool)[src]
     stats = {"images": n, "reused": n - len(todo), "computed": 0, "seconds": 0.0}
     if todo:
         logger.info("teacher %s: embedding %d chips%s from %s (%d reused from the cache)", teacher.name,
@@ -148,7 +182,7 @@ def teacher_embeddings(teacher: FaceModel, paths: list[str], chips, cache_dir=No
         decoder = ImageDecoder(str(chips), int(size[0]), center_crop, on_error="raise" if on_error == "error"
                                else "skip")
         t0 = time.perf_counter()
-        done_rows = set(range(n)) - set(todo)
+        number = _next_part(parts) if cache_dir is not None else 0
         try:
             for start in range(0, len(todo), save_every):
                 part = todo[start:start + save_every]
@@ -158,10 +192,11 @@ def teacher_embeddings(teacher: FaceModel, paths: list[str], chips, cache_dir=No
                     values[part, 1] = embed_crops(teacher, np.ascontiguousarray(crops[:, :, ::-1]), batch_size)
                 values[part] *= good[:, None, None]
                 ok[part] = good
-                done_rows.update(part)
-                if folder is not None:
-                    keep = sorted(done_rows)
-                    _write_cache(folder, fingerprint, [paths[i] for i in keep], values[keep], ok[keep])
+                if cache_dir is not None:
+                    name = f"part-{number:06d}"
+                    _write_rows(parts / f"{name}.npy", parts / f"{name}.json", fingerprint,
+                                [paths[i] for i in part], values[part], ok[part])
+                    number += 1
                 rate = (start + len(part)) / max(time.perf_counter() - t0, 1e-9)
                 logger.info("teacher embeddings: %d / %d chips (%.1f chips/s%s)", start + len(part), len(todo),
                             rate, ", each also mirrored" if mirrors else "")
@@ -170,5 +205,13 @@ def teacher_embeddings(teacher: FaceModel, paths: list[str], chips, cache_dir=No
         stats["computed"] = len(todo)
         stats["seconds"] = time.perf_counter() - t0
         stats["images_per_second"] = len(todo) / max(stats["seconds"], 1e-9)
+    if cache_dir is not None:
+        in_whole = set(whole[0]) if whole is not None else set()
+        if any(p not in in_whole for p in paths):  # rows computed now or in the parts of a killed computation
+            if whole is not None and len(whole[0]) == n:
+                # a kill between the two renames must not leave the old .json naming the new array's rows
+                meta_f.unlink()
+            _write_rows(arr_f, meta_f, fingerprint, paths, values, ok)
+        shutil.rmtree(parts, ignore_errors=True)
     stats["missing"] = int((~ok).sum())
     return values, ok, stats

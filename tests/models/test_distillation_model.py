@@ -147,6 +147,16 @@ def test_off_terms_build_nothing_and_teacher_terms_need_a_teacher(teacher):
         DistillationModel(tiny_backbone(64, 16, "s"), num_classes=P, center_weight=-1.0)
 
 
+def test_the_classifier_trains_only_with_a_term_that_reads_the_logits(teacher):
+    for weights, trains in (({"ce_weight": 1.0}, True), ({"ce_weight": 0.0, "soft_ce_weight": 1.0}, True),
+                            ({"ce_weight": 0.0, "hard_ce_weight": 1.0}, True),
+                            ({"ce_weight": 0.0, "logit_mse_weight": 1.0}, True),
+                            ({"ce_weight": 0.0, "center_weight": 1.0, "embedding_l2_weight": 1.0}, False),
+                            ({"ce_weight": 0.0, "embedding_distill_weight": 1.0}, False)):
+        model = DistillationModel(tiny_backbone(64, 16, "s"), num_classes=P, teacher=teacher, **weights)
+        assert model.trains_classifier is trains and model.classifier.trainable is trains, weights
+
+
 def test_functional_teacher_same_size_and_dim(faces):
     images, labels = faces
     keras.utils.set_random_seed(3)

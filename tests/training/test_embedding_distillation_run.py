@@ -13,6 +13,7 @@ student's cosine similarity to the teacher on the held-out people (never trained
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -25,9 +26,17 @@ import pytest
 from kerasface.config import ClassifyExperiment
 from kerasface.data.identities import IdentityIndex
 from kerasface.data.lfw import parse_pairs
+from kerasface.models import with_projection
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
-from kerasface.training.tasks.classify import train_classifier, with_projection
-from kerasface.training.teacher_cache import CACHE_NAME, load_embedding_teacher, teacher_embeddings
+from kerasface.training import teacher_cache
+from kerasface.training.tasks.classify import ClassifyTask, train_classifier
+from kerasface.training.teacher_cache import (
+    CACHE_NAME,
+    PARTS_NAME,
+    cache_fingerprint,
+    load_embedding_teacher,
+    teacher_embeddings,
+)
 
 STUDENT, TEACHER, DIM = 32, 48, 16
 
@@ -120,6 +129,98 @@ def test_cached_teacher_embeddings_equal_recomputed_ones_and_follow_the_teacher(
     assert stats4["reused"] == 0
 
 
+def old_format_cache(folder: Path, fingerprint: dict, paths: list[str], values: np.ndarray, ok) -> None:
+    """The cache as the code before parts wrote it (and a run killed while embedding left it): the rows so far
+    in one ``.npy``, their paths, ``ok`` and the fingerprint in the ``.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{CACHE_NAME}.npy", np.asarray(values, np.float32), allow_pickle=False)
+    (folder / f"{CACHE_NAME}.json").write_text(json.dumps({"fingerprint": fingerprint, "paths": list(paths),
+                                                           "ok": [bool(v) for v in ok]}, indent=2) + "\n")
+
+
+class Killed(Exception):
+    pass
+
+
+def counting_embedder(monkeypatch, kill_at_call: int | None = None) -> list[int]:
+    """Wrap the cache's ``embed_crops``: the sizes of the batches it was given (mirrors included); with
+    ``kill_at_call`` the call of that number raises :class:`Killed` (a run killed mid-way)."""
+    sizes, real = [], teacher_cache.embed_crops
+
+    def embed(model, crops, batch_size):
+        if kill_at_call is not None and len(sizes) == kill_at_call:
+            raise Killed
+        sizes.append(len(crops))
+        return real(model, crops, batch_size)
+
+    monkeypatch.setattr(teacher_cache, "embed_crops", embed)
+    return sizes
+
+
+def test_killed_cache_computation_resumes_from_its_parts_and_ends_in_the_old_format(chips, tmp_path, monkeypatch):
+    _, teacher_dir, rels = chips
+    rels = rels[:40] + ["Nobody/Nobody_0001.jpg"]
+    model = tiny_teacher(tmp_path / "t.keras", 5)
+    teacher = load_embedding_teacher(model)
+    ref, ref_ok, _ = teacher_embeddings(teacher, rels, teacher_dir, mirrors=True, save_every=8)  # no cache
+    cache = tmp_path / "run"
+    with monkeypatch.context() as m:  # killed while embedding the 4th chunk of 8 (each chunk: faces, mirrors)
+        counting_embedder(m, kill_at_call=7)
+        with pytest.raises(Killed):
+            teacher_embeddings(teacher, rels, teacher_dir, cache_dir=cache, mirrors=True, save_every=8)
+    assert len(list((cache / PARTS_NAME).glob("part-*.json"))) == 3 and not (cache / f"{CACHE_NAME}.npy").exists()
+
+    sizes = counting_embedder(monkeypatch)
+    values, ok, stats = teacher_embeddings(load_embedding_teacher(model), rels, teacher_dir, cache_dir=cache,
+                                           mirrors=True, save_every=8)
+    assert stats["reused"] == 24 and stats["computed"] == 17 and sum(sizes) == 2 * 17  # the parts not redone
+    np.testing.assert_allclose(values, ref, atol=1e-6)
+    np.testing.assert_array_equal(ok, ref_ok)
+    # merged once into the two files of the old format (rows in the order asked for), the parts gone
+    assert not (cache / PARTS_NAME).exists()
+    saved = io.BytesIO()
+    np.save(saved, values, allow_pickle=False)
+    assert (cache / f"{CACHE_NAME}.npy").read_bytes() == saved.getvalue()
+    meta = json.loads((cache / f"{CACHE_NAME}.json").read_text())
+    fingerprint = cache_fingerprint(teacher, teacher_dir, 2)
+    assert meta == {"fingerprint": fingerprint, "paths": rels, "ok": ok.tolist()}
+
+    # a cache of the old format, as a run of the code before parts left it when killed after 20 images, is
+    # reused by a resume: only the other rows are computed
+    old = tmp_path / "old_run"
+    old_format_cache(old, fingerprint, rels[:20], ref[:20], ref_ok[:20])
+    sizes.clear()
+    resumed, _, stats = teacher_embeddings(teacher, rels, teacher_dir, cache_dir=old, mirrors=True, save_every=8)
+    assert stats["reused"] == 20 and stats["computed"] == 21 and sum(sizes) == 2 * 21
+    np.testing.assert_allclose(resumed, ref, atol=1e-6)
+    assert json.loads((old / f"{CACHE_NAME}.json").read_text())["paths"] == rels
+
+
+def test_a_kill_while_the_cache_is_merged_never_pairs_rows_with_other_paths(chips, tmp_path, monkeypatch):
+    _, teacher_dir, rels = chips
+    model = tiny_teacher(tmp_path / "t.keras", 6)
+    teacher = load_embedding_teacher(model)
+    first, second = rels[:12], rels[12:24]
+    ref, _, _ = teacher_embeddings(teacher, second, teacher_dir, mirrors=False)
+    cache = tmp_path / "run"
+    teacher_embeddings(teacher, second, teacher_dir, cache_dir=cache, save_every=4)  # a complete cache of 12 rows
+    real = teacher_cache.write_json
+
+    def killed_on_the_cache_json(path, obj):
+        if Path(path).name == f"{CACHE_NAME}.json":
+            raise Killed  # the new array is in place, its .json not yet
+        real(path, obj)
+
+    with monkeypatch.context() as m:
+        m.setattr(teacher_cache, "write_json", killed_on_the_cache_json)
+        with pytest.raises(Killed):
+            teacher_embeddings(teacher, first, teacher_dir, cache_dir=cache, save_every=4)
+    # the array now holds the rows of `first`; the old .json (12 paths of `second`) must not be read with it
+    again, _, stats = teacher_embeddings(teacher, second, teacher_dir, cache_dir=cache, save_every=4)
+    assert stats["reused"] == 0
+    np.testing.assert_allclose(again, ref, atol=1e-6)
+
+
 def _cosine_to_teacher(student, student_dir, teacher_values, rels):
     imgs = np.stack([cv2.cvtColor(cv2.imread(str(student_dir / r)), cv2.COLOR_BGR2RGB) for r in rels])
     e = keras.ops.convert_to_numpy(student((imgs.astype(np.float32) - 127.5) / 128.0)).astype(np.float64)
@@ -170,6 +271,35 @@ def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips,
     # it follows each face's own target, not only the mean direction of the teacher's embeddings
     assert after_centred > before_centred + 0.1 and after_centred > other_face + 0.1, \
         (before_centred, after_centred, other_face)
+
+
+def test_teacher_targets_follow_the_training_and_heldout_rows_when_chips_are_missing(chips, tmp_path):
+    student_dir, teacher_dir, rels = chips
+    some_missing = tmp_path / "teacher_chips"
+    shutil.copytree(teacher_dir, some_missing)
+    for rel in rels[::9]:
+        (some_missing / rel).unlink()
+    model = tiny_teacher(tmp_path / "t.keras", 7)
+    cfg = ClassifyExperiment(name="distill-rows", backbone="tiny_student", data=str(student_dir),
+                             image_size=STUDENT, objective="distillation", ce_weight=0.0,
+                             embedding_teacher=str(model), teacher_data=str(some_missing),
+                             embedding_distill_weight=1.0, flip=True, batch_size=8, verify_every=0)
+    task = ClassifyTask(cfg)
+    task.settings()
+    index, missing = task.split.train, set(rels[::9])
+    train_before, held_before = set(index.paths(task.train_rows)), set(index.paths(task.val_rows))
+    assert train_before & missing and held_before & missing  # chips go missing on both sides
+    (tmp_path / "run").mkdir()
+    task.prepare(tmp_path / "run", 0, None)
+    train, held = index.paths(task.train_rows), index.paths(task.val_rows)
+    assert set(train) == train_before - missing and set(held) == held_before - missing
+    assert task.teacher_train.shape == (len(train), 2, DIM) and task.teacher_heldout.shape == (len(held), DIM)
+    np.testing.assert_allclose(task.teacher_train[:, 0], by_hand(model, some_missing, train), atol=1e-5)
+    np.testing.assert_allclose(task.teacher_train[:, 1], by_hand(model, some_missing, train, mirror=True), atol=1e-5)
+    np.testing.assert_allclose(task.teacher_heldout, by_hand(model, some_missing, held), atol=1e-5)
+    # the two tables are parts of one array (no copy of the training rows)
+    assert task.teacher_train.base is not None and task.teacher_train.base is task.teacher_heldout.base
+    task.close()
 
 
 def test_presets_and_settings_rules():

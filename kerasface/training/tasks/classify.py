@@ -79,7 +79,14 @@ from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
-from kerasface.models import BACKBONES, DistillationModel, MarginHead, build_backbone
+from kerasface.models import (
+    BACKBONES,
+    DistillationModel,
+    MarginHead,
+    build_backbone,
+    stack_embedding_layers,
+    with_projection,
+)
 from kerasface.training.callbacks import HeldOutAccuracy, HeldOutTeacherCosine, LogLearningRate
 from kerasface.training.distribute import Runtime
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
@@ -91,7 +98,7 @@ from kerasface.training.teacher_cache import load_embedding_teacher, teacher_emb
 logger = logging.getLogger("kerasface.training")
 
 __all__ = ["ClassifyTask", "load_init_model", "load_teacher", "build_training_model", "stage_blocks",
-           "train_classifier", "with_projection"]
+           "train_classifier"]
 
 
 # --------------------------------------------------------------------------- models
@@ -123,22 +130,14 @@ def load_teacher(path, train_names: list[str]) -> keras.Model:
     return keras.saving.load_model(f, compile=False)
 
 
-def with_projection(backbone: keras.Model, dim: int) -> keras.Model:
-    """``backbone`` when it gives ``dim``-d embeddings, else the same layers followed by a bias-free
-    ``Dense(dim)`` named ``distill_projection`` (a model of the same name)."""
-    if int(backbone.outputs[0].shape[-1]) == int(dim):
-        return backbone
-    proj = keras.layers.Dense(int(dim), use_bias=False, name="distill_projection")
-    return keras.Model(backbone.inputs, proj(backbone.outputs[0]), name=backbone.name)
-
-
 def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: keras.Model | None = None,
                          teacher: keras.Model | None = None, teacher_embedding_dim: int | None = None):
     """``(train_model, backbone, head)``; ``head`` is the MarginHead (margin), the angproto logits layer or the
     Dense classifier of a :class:`~kerasface.models.DistillationModel` (objective distillation).
 
     ``teacher_embedding_dim``: the size of the cached teacher embeddings of an ``embedding_teacher``; a
-    student of another size gets the projection of :func:`with_projection` (part of its embedding model).
+    student of another size gets the projection of :func:`~kerasface.models.embedding_layers.with_projection`
+    (part of its embedding model).
     The training graph uses the backbone's own layers (not a nested copy), so
     freezing / unfreezing a backbone layer acts on both.
     """
@@ -184,19 +183,6 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
         label = keras.Input(shape=(), dtype="int32", name="label")
         model = keras.Model([image, label], head(emb, labels=label), name=f"{backbone.name}_{cfg.head}")
     return model, backbone, head
-
-
-def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
-    """The backbone with ``layers - 1`` more ``ReLU -> Dense(dim)`` after its linear embedding (report 003's
-    "sequence of several" linear layers before the classifier; 1: the backbone unchanged)."""
-    if layers <= 1:
-        return backbone
-    x = backbone.outputs[0]
-    dim = int(x.shape[-1])
-    for i in range(2, layers + 1):
-        x = keras.layers.ReLU(name=f"embedding_relu{i}")(x)
-        x = keras.layers.Dense(dim, dtype="float32", name=f"embedding_{i}")(x)
-    return keras.Model(backbone.inputs[0], x, name=backbone.name)
 
 
 def stage_blocks(backbone: keras.Model) -> list[list[str]]:
@@ -249,7 +235,7 @@ class ClassifyTask(Task):
         if len(store.bad_rows):
             self.train_rows = self.train_rows[~np.isin(self.train_rows, store.bad_rows)]
             self.val_rows = self.val_rows[~np.isin(self.val_rows, store.bad_rows)]
-        self.teacher_table = None
+        self.teacher_train = self.teacher_heldout = None
         if cfg.embedding_teacher:
             self._prepare_teacher(run_dir)
         train_rows, val_rows = self.train_rows, self.val_rows
@@ -269,14 +255,15 @@ class ClassifyTask(Task):
         report["heldout"] = {"images": int(len(val_rows)), "identities": int(len(np.unique(index.labels[val_rows]))),
                              "fraction": cfg.val_fraction, "min_images": cfg.val_min_images}
         report["decode"] = {"in_memory": store.in_memory, **store.stats}
-        if self.teacher_table is not None:
+        if self.teacher_train is not None:
             report["teacher"] = self.teacher_report
         self.data_report = report
         write_json(run_dir / "data_report.json", report)
 
     def _prepare_teacher(self, run_dir: Path) -> None:
-        """The embedding teacher's (cached) embeddings of the training and held-out images: ``teacher_table``
-        ``[index rows, views, D]``; images whose teacher chip is missing leave training."""
+        """The embedding teacher's (cached) embeddings of the training and held-out images: ``teacher_train``
+        ``[train rows, views, D]`` and ``teacher_heldout`` ``[held-out rows, D]`` (views of one array, in the
+        order of ``train_rows`` and ``val_rows``); images whose teacher chip is missing leave training."""
         cfg, index = self.cfg, self.split.train
         self.embedding_teacher = teacher = load_embedding_teacher(cfg.embedding_teacher)
         chips = cfg.teacher_data or self.data_path
@@ -287,15 +274,15 @@ class ClassifyTask(Task):
         values, ok, stats = teacher_embeddings(teacher, index.paths(rows), chips, cache_dir=run_dir,
                                                mirrors=bool(cfg.flip), center_crop=1.0 if cfg.teacher_data
                                                else cfg.center_crop, on_error=cfg.on_error)
-        table = np.full((len(index), values.shape[1], values.shape[2]), np.nan, np.float32)
-        table[rows] = values
-        bad = rows[~ok]
-        if len(bad):
+        if not ok.all():
+            bad = rows[~ok]
             logger.warning("%d images have no teacher chip in %s (e.g. %s): left out", len(bad), chips,
                            index.path(int(bad[0])))
-            self.train_rows = self.train_rows[~np.isin(self.train_rows, bad)]
-            self.val_rows = self.val_rows[~np.isin(self.val_rows, bad)]
-        self.teacher_table = table
+            n_train = len(self.train_rows)
+            self.train_rows, self.val_rows = self.train_rows[ok[:n_train]], self.val_rows[ok[n_train:]]
+            values = values[ok]  # the one copy, and only when a chip is missing
+        self.teacher_train = values[:len(self.train_rows)]
+        self.teacher_heldout = values[len(self.train_rows):, 0]
         self.teacher_report = {"model": teacher.name, "weights_fingerprint": teacher.fingerprint,
                                "embedding_dim": teacher.dim, "image_size": list(teacher.spec.image_size),
                                "alignment": teacher.spec.alignment, "chips": str(chips),
@@ -309,7 +296,7 @@ class ClassifyTask(Task):
             fresh.set_weights(init_model.get_weights())
             init_model = fresh
         teacher = load_teacher(cfg.teacher, self.split.train.names) if cfg.teacher else None
-        t_dim = self.embedding_teacher.dim if self.teacher_table is not None else None
+        t_dim = self.embedding_teacher.dim if self.teacher_train is not None else None
         model, self.backbone, self.head = build_training_model(cfg, self.split.train.num_identities,
                                                                backbone=init_model, teacher=teacher,
                                                                teacher_embedding_dim=t_dim)
@@ -324,6 +311,7 @@ class ClassifyTask(Task):
                                                                    cfg.decay_rate, staircase=True)
         optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay, schedule=schedule)
         # pure embedding distillation trains no classifier: its accuracy would mean nothing
+        self.uses_classifier = not isinstance(model, DistillationModel) or model.trains_classifier
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] if self.uses_classifier else []
         # distillation: its compute_loss sums the preset's terms (each logged as loss_<term>)
         loss = None if cfg.objective == "distillation" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -332,21 +320,14 @@ class ClassifyTask(Task):
                                                         if cfg.objective != "angproto" else {})
         return model
 
-    @property
-    def uses_classifier(self) -> bool:
-        """Whether a term trains the classifier (a distillation with only embedding terms trains none)."""
-        cfg = self.cfg
-        return cfg.objective != "distillation" or bool(cfg.ce_weight or cfg.soft_ce_weight or cfg.hard_ce_weight)
-
     def callbacks(self) -> list:
         cfg, index = self.cfg, self.split.train
         out = [LogLearningRate()]
         if cfg.objective != "angproto" and len(self.val_rows) and self.uses_classifier:
             out.append(HeldOutAccuracy(self.backbone, self.head, self.store.get(self.val_rows),
                                        index.labels[self.val_rows]))
-        if self.teacher_table is not None and len(self.val_rows):
-            out.append(HeldOutTeacherCosine(self.backbone, self.store.get(self.val_rows),
-                                            self.teacher_table[self.val_rows, 0]))
+        if self.teacher_heldout is not None and len(self.val_rows):
+            out.append(HeldOutTeacherCosine(self.backbone, self.store.get(self.val_rows), self.teacher_heldout))
         if cfg.unfreeze_every:
             blocks = stage_blocks(self.backbone) + [[self.head.name]]
             out.append(GradualUnfreezing(blocks=blocks, every=cfg.unfreeze_every, head=2, verbose=1))
@@ -366,7 +347,7 @@ class ClassifyTask(Task):
                     "%d evaluation pairs", cfg.name, self.split.train.num_identities, len(self.train_rows),
                     plan0.size, len(plan0), plan0.shape[1], len(self.val_rows), len(self.split.eval_pairs))
         ds = train_dataset(cfg, self.store, self.train_rows, self.labels, start_epoch=first_epoch,
-                           teacher=None if self.teacher_table is None else self.teacher_table[self.train_rows])
+                           teacher=self.teacher_train)
         return {"x": self.runtime.shard(ds, source="generator"), "steps_per_epoch": len(plan0)}
 
     def plot(self, history: dict, path) -> None:
