@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Distil the pretrained dlib ResNet (dlib-resnet-v1) into three small Keras students on LFW and evaluate
 # them on fold 10 of pairs.txt, whose people never train (docs/experiments/teacher-student.md,
-# "With a pretrained teacher"). Not run by the tests; about 4-5 hours on the shared 2-core CPU:
-# aligning LFW twice (~30 min each), the teacher's embeddings once per run (~5 min), the three students
-# (~1 hour each), the evaluations and the speed table.
+# "With a pretrained teacher"). Not run by the tests; about 4 hours on the shared 2-core CPU:
+# aligning LFW (~10-30 min; the teacher's chips re-warp the same detections in about a minute), the
+# teacher's embeddings once (~10-15 min), the three students (~1 hour each), the evaluations and the
+# speed table.
 #
 #   LFW=/work/shared/data/lfw OUT=/work/runs/distill bash scripts/distill_lfw.sh
 #
@@ -21,7 +22,8 @@ ALIGN_FLAGS=(--pick central --on-no-face center --center-crop 0.48 --min-face-si
 #    ArcFace-template crops and the teacher's own 150x150 dlib-template chips (every image gets a crop:
 #    a face MTCNN misses falls back to a centre crop in both folders).
 $KF align "$LFW/lfw.zip" "$OUT/lfw_arcface112" "${ALIGN_FLAGS[@]}"
-$KF align "$LFW/lfw.zip" "$OUT/lfw_dlib150" --template dlib --size 150 "${ALIGN_FLAGS[@]}"
+$KF align "$LFW/lfw.zip" "$OUT/lfw_dlib150" --template dlib --size 150 --landmarks-from "$OUT/lfw_arcface112" \
+  "${ALIGN_FLAGS[@]}"      # the same MTCNN faces, re-warped: no second detection (about a minute)
 
 # 2. The students: people of pairs.txt folds 1-9 train (no labels used), fold 10 is held out; the final
 #    verification of each run (metrics.json, "verification") is on fold 10's 600 pairs.

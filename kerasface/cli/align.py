@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=ranged("batch_size"), default=16, help="images per detector call (default 16)")
     g.add_argument("--limit", type=ranged("limit"), help="align only the first N images (sorted)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--landmarks-from", metavar="REPORT",
+                   help="reuse the faces an earlier align run recorded (its align_report.csv or its DST folder) "
+                        "instead of detecting: other sizes or templates from the same detections, no MTCNN")
     g.add_argument("--grid", metavar="PNG", help="also draw N originals and their crops into this PNG")
     g.add_argument("--grid-n", type=ranged("grid_n"), default=8, help="faces in the --grid picture (default 8)")
 
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                         center_crop=args.center_crop, detect_max_side=args.detect_max_side)
     try:
         summary = align_tree(args.src, args.dst, opts, batch_size=args.batch_size, fmt=args.fmt,
-                             jpeg_quality=args.jpeg_quality, limit=args.limit, progress=not args.quiet)
+                             jpeg_quality=args.jpeg_quality, limit=args.limit, progress=not args.quiet,
+                             landmarks_from=args.landmarks_from)
     except KeyboardInterrupt:
         print("\nkerasface align: interrupted; the crops and report rows written so far are complete, "
               "run the same command again to resume", file=sys.stderr)

@@ -13,7 +13,11 @@ batches (one detector call per batch) and mirrors the tree under ``DST``:
   crop, if any, exists) are not read or detected again; rows for unfinished
   images (``error``) are retried and replaced;
 * ``DST/align_config.json`` records the crop settings; resuming with other
-  settings is refused rather than mixing two kinds of crop in one tree.
+  settings is refused rather than mixing two kinds of crop in one tree;
+* ``landmarks_from`` (an earlier run's ``align_report.csv``, or its folder) reuses
+  the faces that run recorded instead of detecting again: crops of another size or
+  template from the same detections, without running MTCNN (landmarks as recorded,
+  to 0.1 px; images the report does not cover are detected as usual).
 
 Bad inputs never stop the run: each image gets a status
 (:data:`kerasface.data.align.STATUSES`).  What does stop it -- a missing
@@ -50,6 +54,7 @@ from .align import (
     AlignOptions,
     AlignResult,
     Detector,
+    Face,
     align_detected,
     decode_for_alignment,
     detect_for_alignment,
@@ -203,6 +208,32 @@ def _config(opts: AlignOptions, fmt: str) -> dict:
     return {k: d[k] for k in _CONFIG_KEYS}
 
 
+def recorded_faces(report: str | os.PathLike) -> dict[str, tuple[list[Face] | None, dict]]:
+    """Per image of an align report: (faces, row), the faces being the one it recorded (``[face]``),
+    ``[]`` when it found none (``fallback_center`` / ``no_face``), or ``None`` when its row says nothing
+    usable (corrupt, error: such images are detected again)."""
+    path = Path(report).expanduser()
+    if path.is_dir():
+        path = path / REPORT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"landmarks report not found: {str(path)!r} (an earlier align run's {REPORT_NAME})")
+    faces: dict[str, tuple[list[Face] | None, dict]] = {}
+    for row in read_report(path):
+        if row["status"] in (ALIGNED, ALIGNED_MULTI) and row["landmarks"] and row["box"]:
+            try:
+                box = np.array([float(v) for v in row["box"].split()])
+                lm = np.array([float(v) for v in row["landmarks"].split()]).reshape(5, 2)
+                conf = float(row["confidence"])
+            except ValueError as e:
+                raise ValueError(f"{path}: row of {row['file']!r} has unreadable box/landmarks ({e})") from None
+            faces[row["file"]] = ([Face(box, conf, lm)], row)
+        elif row["status"] in (FALLBACK, NO_FACE):
+            faces[row["file"]] = ([], row)
+        else:
+            faces[row["file"]] = (None, row)
+    return faces
+
+
 def _check_config(dst: Path, cfg: dict) -> None:
     p = dst / CONFIG_NAME
     if p.is_file():
@@ -211,7 +242,8 @@ def _check_config(dst: Path, cfg: dict) -> None:
         except (OSError, ValueError) as e:
             raise ValueError(f"{p}: unreadable align config ({e}); delete it to start afresh") from None
         old.setdefault("template", "arcface")  # folders aligned before templates existed
-        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in cfg.items() if old.get(k) != v]
+        keys = list(cfg) + [k for k in ("landmarks_from",) if k in old and k not in cfg]
+        diff = [f"{k} {old.get(k)!r} -> {cfg.get(k)!r}" for k in keys if old.get(k) != cfg.get(k)]
         if diff:
             raise ValueError(f"{dst} holds crops made with other settings ({'; '.join(diff)}); "
                              f"use another DST or the same settings to resume")
@@ -243,14 +275,17 @@ def _encode(crop: np.ndarray, fmt: str, jpeg_quality: int) -> bytes:
 def align_tree(src: str | os.PathLike | ImageSource, dst: str | os.PathLike,
                options: AlignOptions | None = None, *, detector: Detector | None = None,
                batch_size: int = 16, fmt: str = "jpg", jpeg_quality: int = 95, limit: int | None = None,
-               progress: bool = True, **overrides) -> AlignSummary:
+               progress: bool = True, landmarks_from: str | os.PathLike | None = None,
+               **overrides) -> AlignSummary:
     """Align every image of ``src`` into ``dst`` (see the module docstring).
 
     ``options`` / keyword ``overrides`` are :class:`~kerasface.data.align.AlignOptions`
     fields; ``detector`` defaults to the shared MTCNN; ``batch_size`` images
     share one detector call; ``fmt`` is the crop format (``"jpg"`` at
     ``jpeg_quality``, or lossless ``"png"``); ``limit`` aligns only the first
-    ``limit`` images (sorted order).  Returns an :class:`AlignSummary`.
+    ``limit`` images (sorted order); ``landmarks_from`` (an earlier run's
+    ``align_report.csv`` or folder) takes each image's face from that report instead of the
+    detector.  Returns an :class:`AlignSummary`.
     """
     opts = options or AlignOptions()
     if overrides:
@@ -261,25 +296,31 @@ def align_tree(src: str | os.PathLike | ImageSource, dst: str | os.PathLike,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not isinstance(src, ImageSource) and not Path(src).expanduser().exists():
         raise FileNotFoundError(f"SRC not found: {str(src)!r} (expected a folder <identity>/<image> or a .zip)")
+    recorded = None if landmarks_from is None else recorded_faces(landmarks_from)
     owned = not isinstance(src, ImageSource)
     source = open_image_source(src)
     try:
         return _align_source(source, Path(dst).expanduser(), opts, detector, batch_size, fmt, jpeg_quality,
-                             limit, progress)
+                             limit, progress, recorded, landmarks_from)
     finally:
         if owned:
             source.close()
 
 
 def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: Detector | None, batch_size: int,
-                  fmt: str, jpeg_quality: int, limit: int | None, progress: bool) -> AlignSummary:
+                  fmt: str, jpeg_quality: int, limit: int | None, progress: bool,
+                  recorded: dict[str, tuple[list[Face] | None, dict]] | None = None,
+                  landmarks_from: str | os.PathLike | None = None) -> AlignSummary:
     _check_dst(dst, source)
     relpaths = source.list_images()
     if not relpaths:
         raise ValueError(f"no images found in {source!r} (expected <identity>/<image> files)")
     if limit is not None:
         relpaths = relpaths[:max(0, int(limit))]
-    _check_config(dst, _config(opts, fmt))
+    cfg = _config(opts, fmt)
+    if landmarks_from is not None:
+        cfg["landmarks_from"] = str(Path(landmarks_from).expanduser().resolve())
+    _check_config(dst, cfg)
     n_stale = _remove_stale_temporaries(dst, fmt)
     if n_stale:
         logger.info("removed %d temporary file(s) left by an interrupted run", n_stale)
@@ -338,10 +379,14 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
             t1 = time.monotonic()
             t_read += t1 - t0
             results: list[AlignResult] = []
+            known = [(recorded or {}).get(rel, (None, None))[0] for rel in names]
+            to_detect = [img for img, k in zip(images, known) if k is None]
             if images:
-                calls += 1
                 try:
-                    faces = detect_for_alignment(images, detector, opts.detect_max_side, opts.min_face_size)
+                    found = iter(detect_for_alignment(to_detect, detector, opts.detect_max_side, opts.min_face_size)
+                                 if to_detect else ())
+                    calls += bool(to_detect)
+                    faces = [next(found) if k is None else k for k in known]
                 except Exception as e:   # the detector failed for the whole batch: record, go on
                     logger.warning("detection failed for %d image(s) (%s: %s)", len(images), type(e).__name__, e)
                     faces = None
@@ -357,6 +402,10 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
                                                        reason=f"alignment failed: {type(e).__name__}: {e}"))
                 t_warp += time.monotonic() - t2
             for rel, r in zip(names, results):
+                row = (recorded or {}).get(rel, (None, None))[1]
+                if row is not None and row["status"] == ALIGNED_MULTI and r.status == ALIGNED:
+                    # the report kept only the face its run picked among several: say so again
+                    r = dataclasses.replace(r, status=ALIGNED_MULTI, n_detected=int(row["n_faces"] or 1))
                 out = ""
                 if r.crop is not None:
                     out = outputs[rel]

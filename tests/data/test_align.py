@@ -427,6 +427,57 @@ def test_align_tree_skip_records_no_face_and_writes_nothing(tmp_path):
     assert s.no_face_files == ["Zz_Bad/flat.png"]
 
 
+class TwoFaceDetector(FakeDetector):
+    """FakeDetector's face (coordinates on a 0.1 px grid, as the report records them) plus a
+    smaller second face, so every textured image is an ``aligned_multi`` case."""
+
+    def __call__(self, images):
+        out = super().__call__(images)
+        return [[Face(np.round(f.box, 1), f.confidence, np.round(f.landmarks, 1)) for f in faces]
+                + [Face(np.round(f.box * 0.5, 1), 0.95, np.round(f.landmarks * 0.5, 1)) for f in faces]
+                for faces in out]
+
+
+def test_landmarks_from_rewarps_recorded_faces_without_detecting(tmp_path):
+    files = _make_tree(tmp_path / "src", n_faces=5)
+    first = tmp_path / "arcface112"
+    align_tree(tmp_path / "src", first, detector=TwoFaceDetector(), on_no_face="center", fmt="png", progress=False)
+    # the same faces in dlib's 150 chips: from the report, no detector call at all ...
+    never = FakeDetector(interrupt_on_call=1)
+    s = align_tree(tmp_path / "src", tmp_path / "rewarped", detector=never, landmarks_from=first, template="dlib",
+                   size=150, on_no_face="center", fmt="png", progress=False)
+    assert never.calls == 0 and s.detector_calls == 0
+    # ... equal, byte for byte, to detecting again with the same detector
+    direct = align_tree(tmp_path / "src", tmp_path / "direct", detector=TwoFaceDetector(), template="dlib", size=150,
+                        on_no_face="center", fmt="png", progress=False)
+    assert direct.detector_calls == 1
+    re_rows, direct_rows = _report(tmp_path / "rewarped"), _report(tmp_path / "direct")
+    for rel in files:
+        a, b = re_rows[rel], direct_rows[rel]
+        assert (a["status"], a["n_faces"], a["landmarks"], a["output"]) == \
+            (b["status"], b["n_faces"], b["landmarks"], b["output"]), rel
+        if a["output"]:
+            assert (tmp_path / "rewarped" / a["output"]).read_bytes() == (tmp_path / "direct" / b["output"]).read_bytes()
+    assert re_rows[files[0]]["status"] == ALIGNED_MULTI and re_rows["Zz_Bad/flat.png"]["status"] == FALLBACK
+    assert re_rows["Zz_Bad/corrupt.jpg"]["status"] == CORRUPT
+    # the config says where the faces came from; resuming without it is refused
+    assert json.loads((tmp_path / "rewarped" / CONFIG_NAME).read_text())["landmarks_from"] == str(first.resolve())
+    with pytest.raises(ValueError, match="landmarks_from"):
+        align_tree(tmp_path / "src", tmp_path / "rewarped", detector=never, template="dlib", size=150,
+                   on_no_face="center", fmt="png", progress=False)
+    # an image the report does not cover is detected as usual
+    lines = (first / REPORT_NAME).read_text().splitlines()
+    (first / REPORT_NAME).write_text("\n".join(lines[:-1]) + "\n")
+    missing = read_report(tmp_path / "direct" / REPORT_NAME)[-1]["file"]
+    assert lines[-1].startswith(missing + ",") and missing != "Zz_Bad/corrupt.jpg"
+    counting = TwoFaceDetector()
+    align_tree(tmp_path / "src", tmp_path / "partly", detector=counting, landmarks_from=first / REPORT_NAME,
+               fmt="png", progress=False)
+    assert counting.calls == 1 and counting.images == 1
+    with pytest.raises(FileNotFoundError, match="landmarks report not found"):
+        align_tree(tmp_path / "src", tmp_path / "x", landmarks_from=tmp_path / "nowhere", progress=False)
+
+
 def test_align_tree_reads_a_zip(tmp_path):
     import zipfile
 
