@@ -457,7 +457,8 @@ def test_landmarks_from_rewarps_recorded_faces_without_detecting(tmp_path):
         assert (a["status"], a["n_faces"], a["landmarks"], a["output"]) == \
             (b["status"], b["n_faces"], b["landmarks"], b["output"]), rel
         if a["output"]:
-            assert (tmp_path / "rewarped" / a["output"]).read_bytes() == (tmp_path / "direct" / b["output"]).read_bytes()
+            rewarped, direct_crop = tmp_path / "rewarped" / a["output"], tmp_path / "direct" / b["output"]
+            assert rewarped.read_bytes() == direct_crop.read_bytes()
     assert re_rows[files[0]]["status"] == ALIGNED_MULTI and re_rows["Zz_Bad/flat.png"]["status"] == FALLBACK
     assert re_rows["Zz_Bad/corrupt.jpg"]["status"] == CORRUPT
     # the config says where the faces came from; resuming without it is refused
