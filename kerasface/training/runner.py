@@ -278,7 +278,10 @@ def _fit_keras(task: Task, model: keras.Model, run: Run, verbose, tensorboard) -
         run.backup.restore(model)
         return None
     callbacks = _callbacks(task, run, tensorboard)
-    model.fit(epochs=task.cfg.epochs, callbacks=callbacks, verbose=verbose, **task.fit_arguments(run.done_epochs))
+    # shuffle=False: every task's dataset orders itself (seeded per epoch, so a resumed run sees the
+    # same batches); Keras's default True would only warn that it ignores it for a tf.data dataset
+    model.fit(epochs=task.cfg.epochs, callbacks=callbacks, verbose=verbose,
+              **{"shuffle": False, **task.fit_arguments(run.done_epochs)})
     if run.guard.tripped:
         return Stop("nan", dict(run.guard.stopped), run.guard.message())
     return None

@@ -10,11 +10,13 @@ own epoch loop (the triplet trainer's kind).
 from __future__ import annotations
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kerasface.training import run_folder
 from kerasface.training.callbacks import RunBackup
@@ -60,7 +62,8 @@ class ToyTask(Task):
         return model
 
     def fit_arguments(self, first_epoch):
-        return {"x": self.x, "y": self.y, "batch_size": 8, "shuffle": False}
+        # a tf.data dataset, as every real task gives (Keras warns if it is also asked to shuffle one)
+        return {"x": tf.data.Dataset.from_tensor_slices((self.x, self.y)).batch(8)}
 
     def plot(self, history, path):
         path.write_text("curves")
@@ -101,7 +104,11 @@ def _metrics(run_dir):
 @pytest.mark.parametrize("kind", ["fit", "loop"])
 def test_complete_run_writes_one_run_folder(tmp_path, kind):
     task = ToyTask(tmp_path) if kind == "fit" else ToyLoopTask(tmp_path)
-    result = run_training(task, verbose=0, run_name="toy-named")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_training(task, verbose=0, run_name="toy-named")
+    # the dataset orders itself: Keras is not asked to shuffle it (it would warn that it ignores that)
+    assert not [w for w in caught if "shuffle" in str(w.message)], [str(w.message) for w in caught]
     run_dir = result.run_dir
     assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("toy-named-")
     m = _metrics(run_dir)

@@ -109,7 +109,7 @@ class PairTask(Task):
         light = dict(low_light=cfg.low_light, low_light_seed=cfg.low_light_seed)
         val = self.val.dataset(batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed, **light)
         self.runtime, self.light = runtime, light
-        self.fit_data = {"validation_data": runtime.shard(val, source="generator"), "shuffle": False}
+        self.fit_data = {"validation_data": runtime.shard(val, source="generator")}
 
     def build(self, runtime: Runtime) -> keras.Model:
         # Without --jit-compile the runtime's compile arguments are Keras's defaults: the one-argument call
