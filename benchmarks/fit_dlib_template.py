@@ -9,8 +9,8 @@ similarity is equivariant, ``S_i o M_i^-1 = umeyama_w(q_i -> T)``: the map from 
 ours.  Its error is how far it moves the chip's pixels: the root mean square displacement over a
 grid of the 150x150 chip (0 when ours is dlib's chip).  This script reports that error for
 
-* ``mean``: the mean of ``q_i`` as the template, all points weighted 1 (kerasface's first
-  ``dlib`` template);
+* ``mean``: the mean of ``q_i`` as the template, all points weighted 1 (how kerasface's ``dlib``
+  template was made, from 400 images);
 * ``mean, weighted``: the same template, the point weights from a small grid (:data:`EYE_W` x
   :data:`NOSE_W` x :data:`MOUTH_W`, picked on the fitting half; normalised to sum to 5);
 * ``fit T`` / ``fit T, weighted``: the template itself fitted (L-BFGS) to minimise the error,
@@ -20,6 +20,8 @@ grid of the 150x150 chip (0 when ours is dlib's chip).  This script reports that
 
 fitted on the even-indexed images and scored on the odd ones (and the other way round), so the
 numbers are held out.  Only geometry is used: no identity label, no verification score.
+(The weighted fit put chips closer to dlib's but did not verify LFW better, so kerasface keeps
+equal weights: docs/alignment.md.)
 
 Run: ``python benchmarks/fit_dlib_template.py cal.npz [--json fit.json]``.
 """

@@ -51,7 +51,6 @@ __all__ = [
     "ARCFACE_TEMPLATE",
     "DLIB_TEMPLATE",
     "TEMPLATES",
-    "TEMPLATE_WEIGHTS",
     "LANDMARK_NAMES",
     "AlignOptions",
     "AlignResult",
@@ -90,28 +89,20 @@ ARCFACE_SIZE = 112
 #: and mean-face similarity transform), the chips dlib's ResNet face descriptor was trained on.
 #: Measured, not derived (dlib's 5 points are eye corners and the nose bottom, not MTCNN's):
 #: the mean over LFW images of MTCNN's points mapped into dlib's chip with dlib's own chip
-#: transform (``benchmarks/calibrate_dlib_template.py --n 1200``: 1,178 of 1,200 seeded LFW
-#: images where both found the same face; per-point standard deviation 2 px at the eyes, 4-6 px
-#: at the nose and mouth; dlib's chip rebuilt from that transform differs from ``get_face_chip``'s
-#: by 0.49 / 255 per pixel on average; docs/alignment.md).
+#: transform (``benchmarks/calibrate_dlib_template.py``: 391 of 400 seeded LFW images where both
+#: found the same face; per-point standard deviation 1.7 px at the eyes, 4-6 px at the nose and
+#: mouth; dlib's chip rebuilt from that transform differs from ``get_face_chip``'s by 0.49 / 255
+#: per pixel on average; docs/alignment.md).
 DLIB_TEMPLATE = np.array(
-    [[46.9481, 44.7667],
-     [100.6221, 44.6601],
-     [73.2934, 76.6133],
-     [49.8495, 104.1700],
-     [97.4797, 104.1066]], dtype=np.float64)
-#: How much each of MTCNN's five points counts when fitting the ``dlib`` template (eyes, nose,
-#: mouth corners): chosen from a small grid to put MTCNN's faces where dlib's chips have them
-#: (``benchmarks/fit_dlib_template.py``: the chip moves 2.8 px RMS from dlib's, held out, against
-#: 4.6 px with equal weights). The mouth corners, which move with expression and are not among
-#: dlib's points, hardly count.
-DLIB_WEIGHTS = np.array([16.0, 16.0, 4.0, 0.1, 0.1])
+    [[46.9585, 44.8011],
+     [100.4792, 44.7397],
+     [73.4151, 76.7495],
+     [50.1095, 104.0266],
+     [97.4127, 104.0202]], dtype=np.float64)
 DLIB_SIZE = 150
 
 #: Alignment templates: name -> (five points, the crop side they are given for).
 TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, ARCFACE_SIZE), "dlib": (DLIB_TEMPLATE, DLIB_SIZE)}
-#: Point weights of a template's similarity fit (None: all points count the same).
-TEMPLATE_WEIGHTS = {"arcface": None, "dlib": DLIB_WEIGHTS}
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 PICKS = ("largest", "central")
@@ -221,7 +212,7 @@ def warp_face(image: np.ndarray, landmarks, size: int = ARCFACE_SIZE, margin: fl
     then warped bilinearly.  Pixels from outside the image are black.
     """
     if matrix is None:
-        matrix = estimate_similarity(landmarks, face_template(size, margin, template), TEMPLATE_WEIGHTS[template])
+        matrix = estimate_similarity(landmarks, face_template(size, margin, template))
     matrix = np.asarray(matrix, dtype=np.float64)
     h, w = image.shape[:2]
     a = matrix[:, :2]
