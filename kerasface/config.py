@@ -601,6 +601,12 @@ class ClassifyExperiment(Settings):
     embedding_distill_metric: str | None = setting(None, group=_DISTILL, choices=("cosine", "l2"),
                                                    help="--embedding-distill per image: 1 - cosine (default), or "
                                                         "the squared L2 distance of the unit vectors (= 2 x cosine)")
+    distill_projection: str = setting("auto", group=_DISTILL, choices=("auto", "always"),
+                                      help="--embedding-distill: a learned bias-free Dense onto the teacher's "
+                                           "embedding size after the student's embedding when the sizes differ "
+                                           "(auto), or always: for students whose embedding is non-negative "
+                                           "(pooled ReLU features, e.g. SqNxt-23v5) and cannot point where a "
+                                           "teacher's signed embedding does")
     optimizer: str = setting("adam", group="optimisation", choices=("adam", "adamw"), help="optimizer")
     learning_rate: float = _learning_rate()
     weight_decay: float = setting(0.01, group="optimisation", minimum=0.0, help="AdamW weight decay")

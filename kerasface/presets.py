@@ -285,10 +285,16 @@ _DISTILL_PRETRAINED_COMMON = {
     "bn_momentum": 0.99,  # runs of 900-1,800 steps: the BN statistics the saved student uses must keep up
 }
 _DISTILL_PRETRAINED_PRESETS = [
+    # SqNxt-23v5's 128-d embedding is pooled ReLU features (>= 0): a projection makes it signed like the
+    # teacher's (without it the first runs stalled at cosine 0.63 to the teacher, chance on fold 10)
     {"name": "distill-sqnxt23v5-1.0", "backbone": "sqnxt23v5_w1", "epochs": 12, "cycle_epochs": 12.0,
-     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 1.0 (128-d)", epochs=12)},
+     "distill_projection": "always",
+     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 1.0 (128-d, + a 128-d projection)",
+                                               epochs=12)},
     {"name": "distill-sqnxt23v5-2.0", "backbone": "sqnxt23v5_w2", "epochs": 6, "cycle_epochs": 6.0,
-     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 2.0 (128-d)", epochs=6)},
+     "distill_projection": "always",
+     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 2.0 (128-d, + a 128-d projection)",
+                                               epochs=6)},
     {"name": "distill-vargfacenet", "backbone": "vargfacenet", "epochs": 4, "cycle_epochs": 4.0,
      "description": _DISTILL_PRETRAINED.format(bb="VarGFaceNet (512-d, + a 128-d projection)", epochs=4)},
 ]

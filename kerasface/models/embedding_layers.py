@@ -57,9 +57,9 @@ def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
                                                   embedding_dense(dim, f"embedding_{i}"))])
 
 
-def with_projection(backbone: keras.Model, dim: int) -> keras.Model:
-    """``backbone`` when it gives ``dim``-d embeddings, else the same layers followed by
+def with_projection(backbone: keras.Model, dim: int, always: bool = False) -> keras.Model:
+    """``backbone`` when it gives ``dim``-d embeddings (and not ``always``), else the same layers followed by
     :func:`projection_layer` (a model of the same name)."""
-    if int(backbone.outputs[0].shape[-1]) == int(dim):
+    if int(backbone.outputs[0].shape[-1]) == int(dim) and not always:
         return backbone
     return append_layers(backbone, [projection_layer(dim)])

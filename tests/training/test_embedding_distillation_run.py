@@ -29,7 +29,7 @@ from kerasface.data.lfw import parse_pairs
 from kerasface.models import with_projection
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset
 from kerasface.training import teacher_cache
-from kerasface.training.tasks.classify import ClassifyTask, train_classifier
+from kerasface.training.tasks.classify import ClassifyTask, build_training_model, train_classifier
 from kerasface.training.teacher_cache import (
     CACHE_NAME,
     PARTS_NAME,
@@ -309,6 +309,18 @@ def test_presets_and_settings_rules():
         assert p.backbone == bb and p.embedding_teacher == "dlib-resnet-v1" and p.embedding_distill_weight > 0
         assert p.ce_weight == 0 and p.flip and p.image_size == 112
         assert p.train_folds == tuple(range(1, 10)) and p.holdout_folds == (10,)
+    # SqNxt-23v5's embedding is pooled ReLU features (never negative): its presets project it, so the
+    # student can point where the teacher's signed embeddings do; same-size students get none by default
+    for name in ("distill-sqnxt23v5-1.0", "distill-sqnxt23v5-2.0"):
+        assert CLASSIFY_PRESETS[name].distill_projection == "always"
+    cfg = CLASSIFY_PRESETS["distill-sqnxt23v5-1.0"].override(teacher_data="chips")
+    _, backbone, _ = build_training_model(cfg, 3, teacher_embedding_dim=128)
+    assert backbone.layers[-1].name == "distill_projection" and backbone.output_shape == (None, 128)
+    raw = keras.Model(backbone.inputs[0], backbone.get_layer("embedding").output)
+    x = np.random.default_rng(0).normal(size=(4, 112, 112, 3)).astype("float32")
+    assert np.asarray(raw(x)).min() >= 0 and np.asarray(backbone(x)).min() < 0
+    assert with_projection(raw, 128) is raw and with_projection(raw, 128, always=True).layers[-1].name == \
+        "distill_projection"
     with pytest.raises(ValueError, match="--embedding-teacher"):
         get_classify_preset("sqnxt23v5-1.0").override(embedding_distill_weight=1.0)
     with pytest.raises(ValueError, match="--teacher-data needs"):

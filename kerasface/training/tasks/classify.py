@@ -151,7 +151,7 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
         backbone = stack_embedding_layers(backbone, cfg.embedding_layers)
     if teacher_embedding_dim is not None:
-        backbone = with_projection(backbone, teacher_embedding_dim)
+        backbone = with_projection(backbone, teacher_embedding_dim, always=cfg.distill_projection == "always")
     side = backbone.inputs[0].shape[1]
     if side is not None and side != cfg.image_size:
         raise ValueError(f"the backbone takes {side}x{side} images but image_size is {cfg.image_size}")
