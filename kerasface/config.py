@@ -498,6 +498,10 @@ class ClassifyExperiment(Settings):
     center_crop: float = _center_crop()
     augment: str = setting("none", group="data", choices=AUGMENTATIONS,
                            help="augmentation policy (docs/augmentation.md)")
+    augment_fixed_set: bool | None = setting(
+        None, group="data",
+        help="with --augment report003: each epoch is report 003's fixed 6x set, every training image once as it "
+             "is and once through each of the five transforms, shuffled (default: one of the six drawn per image)")
     flip: bool | None = setting(None, group="data",
                                 help="mirror each training face with probability 0.5; with --embedding-teacher the "
                                      "target is the teacher's embedding of the mirrored chip (default: off)")
@@ -657,6 +661,12 @@ class ClassifyExperiment(Settings):
                 bad(f"m_images must be at least 2 (M - 1 support images and 1 query), got {self.m_images}")
             if self.batch_size < 2 * self.m_images:
                 bad(f"batch_size {self.batch_size} holds fewer than 2 identities of m_images={self.m_images}")
+        if self.augment_fixed_set:
+            if self.augment != "report003":
+                bad(f"augment_fixed_set needs augment report003 (its five transforms), got {self.augment}")
+            if self.identity_batches:
+                bad("augment_fixed_set plans every image's six variants per epoch; it does not combine with "
+                    "N identities x M images batches (angproto, or a triplet term with triplet_batches identities)")
         if self.unfreeze_every and self.objective != "margin":
             bad("unfreeze_every works with objective margin only")
 

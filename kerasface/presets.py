@@ -153,8 +153,10 @@ def _report001():
 
 
 _R003 = ("Report 003: torchvision ResNet34 with a 512-d linear embedding, {what}, AdamW lr 3e-4 wd 0.01, "
-         "batch 16, 50 epochs, its five colour augmentations one at a time")
-_R003_COMMON = {"backbone": "resnet34", "image_size": 224, "augment": "report003", "objective": "margin",
+         "batch 16, 50 epochs, its five augmentations one at a time: the fixed 6x set with the originals")
+# "compose_augmentations": False over its five transforms: each epoch the originals and one copy through each
+_R003_COMMON = {"backbone": "resnet34", "image_size": 224, "augment": "report003", "augment_fixed_set": True,
+                "objective": "margin",
                 "optimizer": "adamw", "learning_rate": 3e-4, "weight_decay": 0.01, "epochs": 50, "batch_size": 16,
                 "max_per_identity": 1_000_000}
 _REPORT003 = [

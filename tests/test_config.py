@@ -114,6 +114,7 @@ def test_upgrade_settings_maps_a_main_era_pair_run_folder():
 CHANGED_SINCE_MAIN_ERA = {"facenet-nn2", "incres-teacher", "sqnxt23v5-1.0", "sqnxt23v5-1.0-ts", "sqnxt23v5-2.0",
                           "sqnxt23v5-2.0-ts"}
 CHANGED_SINCE_MAIN_ERA |= {n for n in CLASSIFY_PRESETS if n.startswith("thinresnet")}  # crop only, not crop + jitter
+CHANGED_SINCE_MAIN_ERA |= {n for n in CLASSIFY_PRESETS if n.startswith("resnet34")}  # the fixed 6x set
 
 
 def test_upgrade_settings_maps_every_main_era_preset():

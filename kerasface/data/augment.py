@@ -17,9 +17,9 @@ Ops (formulas in ``docs/augmentation.md``):
 * :func:`color_jitter` — torchvision ``ColorJitter`` formulas: brightness ``b x``,
   contrast ``c x + (1 - c) mean(grey(x))``, saturation ``s x + (1 - s) grey(x)``,
   each clipped to [0, 255], applied in that fixed order;
-* :func:`to_grayscale3`, :func:`brightness_jitter`, :func:`posterize`,
-  :func:`equalize` (PIL ``ImageOps.equalize`` / torchvision algorithm, per channel),
-  :func:`hflip`.
+* :func:`to_grayscale3`, :func:`brightness_jitter`, :func:`brightness_hue_jitter` (with
+  :func:`adjust_hue`), :func:`gaussian_blur`, :func:`posterize`, :func:`equalize` (PIL
+  ``ImageOps.equalize`` / torchvision algorithm, per channel), :func:`autocontrast`, :func:`hflip`.
 
 * :func:`random_flip`, :func:`random_rotate`, :func:`random_scale`, :func:`colour_shift`,
   :func:`random_channel_mean_grey`, :func:`seaweed_bands` — the parts of :class:`BasicAugment`.
@@ -27,7 +27,8 @@ Ops (formulas in ``docs/augmentation.md``):
 Policies: :class:`Report001Augment` (crop then jitter, each switchable),
 :class:`BasicAugment` (report 002's code's "basic" set: flip, rotation, scale, colour
 shift, random grey; with ``seaweed=True`` then its "seaweed" bands) and
-:class:`Report003Augment` (the original or exactly one of five ops per image, chosen uniformly);
+:class:`Report003Augment` (the original or exactly one of five ops per image, chosen uniformly or
+given: the fixed 6x set);
 :func:`make_augment` builds them by name, :func:`augment_dataset` maps one over a
 ``tf.data.Dataset`` with a per-batch seed stream, :func:`save_augment_grid` draws a
 PNG of what a policy does.
@@ -48,6 +49,7 @@ __all__ = [
     "hflip", "Report001Augment", "Report003Augment", "make_augment", "augment_dataset", "save_augment_grid",
     "AUGMENTATIONS", "GREY_WEIGHTS", "random_flip", "random_rotate", "random_scale", "colour_shift",
     "random_channel_mean_grey", "seaweed_bands", "BasicAugment", "autocontrast", "with_probability",
+    "adjust_hue", "brightness_hue_jitter", "gaussian_blur", "gaussian_kernel1d",
 ]
 
 #: ITU-R 601-2 luma weights (PIL ``convert("L")``); torchvision's tensor path uses 0.2989 for red.
@@ -215,6 +217,64 @@ def brightness_jitter(x, seed, amount: float = 0.5) -> tf.Tensor:
     return _out(adjust_brightness(x, f), single)
 
 
+def adjust_hue(x, delta) -> tf.Tensor:
+    """Shift the hue of each image by ``delta`` turns (a scalar or ``[B]``, in [-0.5, 0.5]): RGB -> HSV,
+    ``h = (h + delta) mod 1``, -> RGB, on [0, 255] floats (torchvision ``adjust_hue`` on float images)."""
+    x, single = _batch(x)
+    d = tf.reshape(tf.cast(delta, tf.float32), [-1, 1, 1])
+    hsv = tf.image.rgb_to_hsv(x / 255.0)
+    h = tf.math.floormod(hsv[..., 0] + d, 1.0)
+    rgb = tf.image.hsv_to_rgb(tf.stack([h, hsv[..., 1], hsv[..., 2]], axis=-1))
+    return _out(_clip(rgb * 255.0), single)
+
+
+def brightness_hue_jitter(x, seed, brightness: float = 0.5, hue: float = 0.3) -> tf.Tensor:
+    """torchvision ``ColorJitter(brightness=brightness, hue=hue)``, per image: a brightness factor uniform in
+    ``[max(0, 1 - brightness), 1 + brightness]`` (``sub_seed(seed, 0)``), a hue shift uniform in
+    ``[-hue, hue]`` turns (``sub_seed(seed, 1)``), applied in a random order (``sub_seed(seed, 2)``: brightness
+    first with probability 1/2, as torchvision's random permutation of the steps)."""
+    if not 0.0 <= hue <= 0.5:
+        raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+    x, single = _batch(x)
+    n = tf.shape(x)[0]
+    f = _uniform(sub_seed(seed, 0), n, max(0.0, 1.0 - brightness), 1.0 + brightness)
+    d = _uniform(sub_seed(seed, 1), n, -hue, hue)
+    brightness_first = (_uniform(sub_seed(seed, 2), n, 0.0, 1.0) < 0.5)[:, None, None, None]
+    a = adjust_hue(adjust_brightness(x, f), d)
+    b = adjust_brightness(adjust_hue(x, d), f)
+    return _out(tf.where(brightness_first, a, b), single)
+
+
+def gaussian_kernel1d(size: int, sigma) -> tf.Tensor:
+    """``[B, size]`` normalised Gaussian weights at ``-(size-1)/2 .. (size-1)/2`` for each sigma of ``[B]``
+    (torchvision ``_get_gaussian_kernel1d``)."""
+    t = tf.linspace(-(size - 1) / 2.0, (size - 1) / 2.0, size)
+    s = tf.reshape(tf.cast(sigma, tf.float32), [-1, 1])
+    w = tf.exp(-0.5 * tf.square(t[None, :] / s))
+    return w / tf.reduce_sum(w, axis=1, keepdims=True)
+
+
+def gaussian_blur(x, seed, kernel_size: tuple[int, int] = (5, 9), sigma: Range = (0.1, 5.0)) -> tf.Tensor:
+    """torchvision ``GaussianBlur(kernel_size=(kx, ky), sigma=sigma)``, per image: one sigma uniform in
+    ``sigma`` for both axes, a separable kernel ``kx`` wide and ``ky`` high, the image padded by reflection
+    (``kx // 2`` columns, ``ky // 2`` rows each side); on [0, 255] floats, not rounded."""
+    kx, ky = int(kernel_size[0]), int(kernel_size[1])
+    if kx < 1 or ky < 1 or kx % 2 == 0 or ky % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    if not 0.0 < sigma[0] <= sigma[1]:
+        raise ValueError(f"sigma must satisfy 0 < lo <= hi, got {sigma}")
+    x, single = _batch(x)
+    shape = tf.shape(x)
+    H, W = shape[1], shape[2]
+    s = _uniform(seed, shape[0], sigma[0], sigma[1])
+    wx, wy = gaussian_kernel1d(kx, s), gaussian_kernel1d(ky, s)
+    p = tf.pad(x, [[0, 0], [0, 0], [kx // 2, kx // 2], [0, 0]], mode="REFLECT")
+    y = tf.add_n([wx[:, j, None, None, None] * p[:, :, j:j + W] for j in range(kx)])
+    p = tf.pad(y, [[0, 0], [ky // 2, ky // 2], [0, 0], [0, 0]], mode="REFLECT")
+    y = tf.add_n([wy[:, i, None, None, None] * p[:, i:i + H] for i in range(ky)])
+    return _out(_clip(y), single)
+
+
 def posterize(x, bits: int = 2, seed=None) -> tf.Tensor:
     """Keep the ``bits`` high bits of each uint8 value (float input rounded first): ``v & ~(2**(8-bits) - 1)``."""
     if not 1 <= int(bits) <= 8:
@@ -283,31 +343,36 @@ def with_probability(op: Callable, prob: float) -> Callable:
 
 
 class Report003Augment:
-    """Report 003's colour augmentations, *one at a time*, the original image as one of the choices.
+    """Report 003's five torchvision transforms, *one at a time*, the original image as one of the choices.
 
     The report multiplies its training set 6x: the originals plus one copy through each of five
-    torchvision transforms, never composed. This policy draws, per image, one of six: the original
-    (choice 0) or op ``k`` (choice ``k + 1``), uniformly, so an epoch sees each variant with the
-    probability it has in the 6x set; :meth:`variants` gives all six of every image, to build the fixed
-    6x set itself. Default ops: ``Grayscale(3)``; ``ColorJitter(brightness=0.5)``;
-    ``RandomPosterize(bits=2)``, ``RandomEqualize()`` and ``RandomAutocontrast()``, each with torchvision's
-    default p = 0.5 (so half of their copies stay unchanged, as in the report's set). The report's list is
-    cut off after ``RandomEqualize``: the fifth transform is not known; ``RandomAutocontrast`` (another
-    colour transform of torchvision with the same p) is this package's choice for it, ``ops`` replaces it.
-    Op ``i`` runs with ``sub_seed(seed, i + 1)``; the choice of image ``b`` is ``choices(seed, B)[b]``
-    (from ``sub_seed(seed, 0)``). Every op runs on the whole batch and each image keeps the one output
-    it was assigned.
+    transforms, never composed (``"compose_augmentations": False``). Its list, in its order:
+    ``Grayscale(3)``; ``ColorJitter(brightness=.5, hue=.3)``; ``GaussianBlur(kernel_size=(5, 9),
+    sigma=(0.1, 5.))``; ``RandomPosterize(bits=2)`` and ``RandomEqualize()``, the last two with torchvision's
+    default p = 0.5 (half of their copies stay unchanged, as in the report's set). The text file of the
+    report cuts the list off; the complete list is in the report's Markdown export (docs/experiments/arcface.md).
+
+    Called as a policy, it draws per image one of six: the original (choice 0) or op ``k`` (choice
+    ``k + 1``), uniformly, so an epoch sees each variant with the probability it has in the 6x set.
+    :meth:`apply_choices` applies given choices: the classification trainer's ``--augment-fixed-set`` plans
+    every (image, variant) pair once per epoch, the fixed 6x set itself; :meth:`variants` gives all six of
+    every image. Op ``i`` runs with ``sub_seed(seed, i + 1)``; the random choice of image ``b`` is
+    ``choices(seed, B)[b]`` (from ``sub_seed(seed, 0)``). Every op runs on the whole batch and each image
+    keeps the one output it was assigned. ``ops`` replaces the five (e.g. with :func:`autocontrast`).
     """
 
-    def __init__(self, brightness: float = 0.5, bits: int = 2, prob: float = 0.5,
+    def __init__(self, brightness: float = 0.5, hue: float = 0.3, blur_kernel: tuple[int, int] = (5, 9),
+                 blur_sigma: Range = (0.1, 5.0), bits: int = 2, prob: float = 0.5,
                  ops: Sequence[tuple[str, Callable]] | None = None, include_original: bool = True):
         if ops is None:
+            kx, ky = blur_kernel
             ops = (
                 ("greyscale", to_grayscale3),
-                (f"brightness {brightness:g}", lambda x, s: brightness_jitter(x, s, brightness)),
+                (f"jitter b {brightness:g} h {hue:g}", lambda x, s: brightness_hue_jitter(x, s, brightness, hue)),
+                (f"blur {kx}x{ky} s {blur_sigma[0]:g}-{blur_sigma[1]:g}",
+                 lambda x, s: gaussian_blur(x, s, blur_kernel, blur_sigma)),
                 (f"posterize {bits} bits p {prob:g}", with_probability(lambda x, s: posterize(x, bits), prob)),
                 (f"equalize p {prob:g}", with_probability(equalize, prob)),
-                (f"autocontrast p {prob:g}", with_probability(autocontrast, prob)),
             )
         self._ops = list(ops)
         self.include_original = bool(include_original)
@@ -317,24 +382,34 @@ class Report003Augment:
         """``(name, fn(x, seed))`` of each single op, in choice order (after the original)."""
         return list(self._ops)
 
+    @property
+    def copies(self) -> int:
+        """Variants of each image: the original (when included) and one per op (6 by default)."""
+        return len(self._ops) + int(self.include_original)
+
     def choices(self, seed, n) -> tf.Tensor:
         """int32 ``[n]``: 0 = the original, ``k + 1`` = op ``k`` (without originals: op ``k`` is ``k``)."""
-        count = len(self._ops) + int(self.include_original)
-        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=count, dtype=tf.int32)
+        return tf.random.stateless_uniform([n], seed=sub_seed(seed, 0), minval=0, maxval=self.copies,
+                                           dtype=tf.int32)
 
     def variants(self, x, seed) -> tf.Tensor:
         """float32 ``[1 + n_ops, B, H, W, 3]``: the originals, then every op's copy (the fixed 6x set)."""
         x, _ = _batch(x)
         return tf.stack([x] + [fn(x, sub_seed(seed, i + 1)) for i, (_, fn) in enumerate(self._ops)])
 
-    def __call__(self, x, seed) -> tf.Tensor:
+    def apply_choices(self, x, choices, seed) -> tf.Tensor:
+        """Image ``b`` through variant ``choices[b]`` (numbered as :meth:`choices`), ops seeded from ``seed``."""
         x, single = _batch(x)
         outs = self.variants(x, seed)
         if not self.include_original:
             outs = outs[1:]
-        k = self.choices(seed, tf.shape(x)[0])
+        k = tf.reshape(tf.cast(choices, tf.int32), [-1])
         y = tf.gather(tf.transpose(outs, [1, 0, 2, 3, 4]), k, batch_dims=1)
         return _out(y, single)
+
+    def __call__(self, x, seed) -> tf.Tensor:
+        x, single = _batch(x)
+        return _out(self.apply_choices(x, self.choices(seed, tf.shape(x)[0]), seed), single)
 
 
 class Report001Augment:
@@ -553,7 +628,7 @@ def make_augment(name: str, **kwargs) -> Callable:
     """A policy ``f(images, seed) -> float32 [0, 255]`` by name (one of :data:`AUGMENTATIONS`).
 
     ``kwargs`` go to :class:`Report001Augment` (``scale``, ``brightness``, ...) or
-    :class:`Report003Augment` (``brightness``, ``bits``, ``ops``).
+    :class:`Report003Augment` (``brightness``, ``hue``, ``blur_kernel``, ``blur_sigma``, ``bits``, ``ops``).
     """
     if name == "none":
         return _NoAugment()

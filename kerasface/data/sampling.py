@@ -8,6 +8,8 @@
   every image is seen and no image is seen twice before all have been.  Smaller
   identities contribute all their images every epoch.  The epoch order is a
   permutation seeded by ``(seed, epoch)``.
+* :func:`expanded_epoch`: an epoch's rows, each with every variant of a fixed
+  augmented set once (report 003's 6x set), shuffled by ``(seed, epoch)``.
 * :func:`pk_plan` / :func:`pk_batch_plan`: one epoch of batches of exactly ``P``
   identities x ``K`` images (prototypical, batch-hard / semi-hard triplet losses);
   the ``tf.data`` pipeline over them is :func:`kerasface.data.pipelines.pk_batches`.
@@ -29,7 +31,7 @@ import numpy as np
 from .identities import IdentityIndex
 
 __all__ = ["BalancedPlan", "GroupPlan", "balanced_chunk_plan", "capped_epoch_rows", "cover_chunk_plan",
-           "pk_batch_plan", "pk_plan", "seeded_rng"]
+           "expanded_epoch", "pk_batch_plan", "pk_plan", "seeded_rng"]
 
 _LOOKAHEAD = 64  # deferred units scanned when a chunk or batch is refilled
 
@@ -66,6 +68,18 @@ def capped_epoch_rows(labels, max_per_identity: int = 200, seed: int = 0, epoch:
     if shuffle:
         out = out[seeded_rng(seed, 2, int(epoch)).permutation(len(out))]
     return out
+
+
+def expanded_epoch(positions, copies: int, seed: int = 0, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed ``copies``-fold set (report 003's 6x set): every entry of ``positions`` once with each variant
+    ``0 .. copies - 1``, in an order permuted by ``(seed, epoch)``; returns int64 ``(positions, variants)``,
+    each ``copies x len(positions)`` long."""
+    positions = np.asarray(positions, np.int64)
+    copies = int(copies)
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    order = seeded_rng(seed, 3, int(epoch)).permutation(copies * len(positions))
+    return positions[order // copies], (order % copies).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- planning

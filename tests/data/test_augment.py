@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from kerasface.data import augment as A
-from kerasface.data.sampling import capped_epoch_rows
+from kerasface.data.sampling import capped_epoch_rows, expanded_epoch
 
 N_FACES = 6
 
@@ -166,7 +166,118 @@ def test_report003_applies_exactly_one_op_or_keeps_the_original(faces):
     for b in range(len(x)):
         np.testing.assert_array_equal(out[b], variants[k[b], b])
         # not a composition of two ops
-        assert not np.array_equal(out[b], A.hflip(A.to_grayscale3(x[b:b + 1])).numpy()[0])
+        assert not np.array_equal(out[b], A.to_grayscale3(A.posterize(x[b:b + 1], 2)).numpy()[0])
+    np.testing.assert_array_equal(out, pol.apply_choices(x, k, seed).numpy())  # the draw = its choices given
+
+
+def test_report003_ops_are_the_reports_five_in_its_order():
+    """Grayscale(3), ColorJitter(brightness=.5, hue=.3), GaussianBlur((5, 9), (0.1, 5.)), RandomPosterize(2),
+    RandomEqualize (the report's Markdown export; its text file cuts the list off)."""
+    pol = A.make_augment("report003")
+    assert [n for n, _ in pol.ops()] == ["greyscale", "jitter b 0.5 h 0.3", "blur 5x9 s 0.1-5",
+                                         "posterize 2 bits p 0.5", "equalize p 0.5"]
+    assert pol.copies == 6
+
+
+def test_apply_choices_gives_each_image_its_variant(faces):
+    pol = A.Report003Augment()
+    x = np.concatenate([faces] * 2)
+    k = np.arange(len(x)) % 6
+    y = pol.apply_choices(x, k, 4).numpy()
+    v = pol.variants(x, 4).numpy()
+    for b in range(len(x)):
+        np.testing.assert_array_equal(y[b], v[k[b], b])
+    np.testing.assert_array_equal(y[k == 0], x[k == 0].astype(np.float32))  # variant 0: the original itself
+    grey = y[k == 1]
+    np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-4)
+
+
+def np_adjust_hue(img: np.ndarray, delta: float) -> np.ndarray:
+    import colorsys
+
+    out = np.empty(img.shape, np.float64)
+    for (i, j), _ in np.ndenumerate(img[..., 0]):
+        h, s, v = colorsys.rgb_to_hsv(*(img[i, j].astype(np.float64) / 255.0))
+        out[i, j] = colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
+    return out * 255.0
+
+
+def test_adjust_hue_matches_colorsys(faces):
+    x = faces[:2, ::4, ::4]  # 16x16: the per-pixel reference stays fast
+    for delta in (0.3, -0.17, 0.0):
+        got = A.adjust_hue(x, delta).numpy()
+        ref = np.stack([np_adjust_hue(im, delta) for im in x])
+        np.testing.assert_allclose(got, ref, atol=0.05)
+    per_image = A.adjust_hue(x, [0.1, -0.25]).numpy()
+    np.testing.assert_allclose(per_image[1], np_adjust_hue(x[1], -0.25), atol=0.05)
+
+
+def test_brightness_hue_jitter_draws_factors_and_order_per_image(faces):
+    x = np.concatenate([faces] * 3)
+    n, seed = len(x), 13
+    f = tf.random.stateless_uniform([n], seed=A.sub_seed(seed, 0), minval=0.5, maxval=1.5).numpy()
+    d = tf.random.stateless_uniform([n], seed=A.sub_seed(seed, 1), minval=-0.3, maxval=0.3).numpy()
+    y = A.brightness_hue_jitter(x, seed, 0.5, 0.3).numpy()
+    firsts = []
+    for b in range(n):
+        bright_first = A.adjust_hue(A.adjust_brightness(x[b:b + 1], f[b]), d[b]).numpy()[0]
+        hue_first = A.adjust_brightness(A.adjust_hue(x[b:b + 1], d[b]), f[b]).numpy()[0]
+        if np.array_equal(y[b], bright_first):
+            firsts.append(True)
+        else:
+            np.testing.assert_array_equal(y[b], hue_first)
+            firsts.append(False)
+    assert 0 < sum(firsts) < n  # both orders occur
+    assert (f.min(), f.max()) > (0.5, 0.0) and f.max() < 1.5 and np.abs(d).max() <= 0.3
+    np.testing.assert_array_equal(y, A.brightness_hue_jitter(x, seed, 0.5, 0.3).numpy())
+
+
+def np_gaussian_blur(img: np.ndarray, kx: int, ky: int, sigma: float) -> np.ndarray:
+    def kernel(k):
+        t = np.arange(k, dtype=np.float64) - (k - 1) / 2.0
+        w = np.exp(-0.5 * (t / sigma) ** 2)
+        return w / w.sum()
+
+    k2 = np.outer(kernel(ky), kernel(kx))  # ky rows x kx columns
+    p = np.pad(img.astype(np.float64), ((ky // 2, ky // 2), (kx // 2, kx // 2), (0, 0)), mode="reflect")
+    H, W = img.shape[:2]
+    out = np.zeros(img.shape, np.float64)
+    for i in range(ky):
+        for j in range(kx):
+            out += k2[i, j] * p[i:i + H, j:j + W]
+    return out
+
+
+def test_gaussian_blur_matches_numpy(faces):
+    for kernel, sigma in (((5, 9), 1.7), ((5, 9), 5.0), ((3, 1), 0.6)):
+        got = A.gaussian_blur(faces[:3], 2, kernel, (sigma, sigma)).numpy()
+        for b in range(3):
+            np.testing.assert_allclose(got[b], np_gaussian_blur(faces[b], *kernel, sigma), atol=2e-3)
+    # 5 wide, 9 high: a vertical edge spreads over 2 columns each side, a horizontal one over 4 rows
+    step = np.zeros((1, 32, 32, 3), np.float32)
+    step[:, :, 16:] = 255.0
+    v = A.gaussian_blur(step, 0, (5, 9), (5.0, 5.0)).numpy()[0, 10, :, 0]
+    assert v[13] == 0.0 and 0 < v[14] < v[17] < 254.9 and v[18] > 254.99
+    hor = A.gaussian_blur(np.transpose(step, (0, 2, 1, 3)), 0, (5, 9), (5.0, 5.0)).numpy()[0, :, 10, 0]
+    assert hor[11] == 0.0 and 0 < hor[12] and hor[19] < 254.9 and hor[20] > 254.99
+    # sigma drawn per image in (0.1, 5): the blur's strength varies over a batch
+    same = np.repeat(faces[:1], 8, axis=0)
+    spread = A.gaussian_blur(same, 9).numpy().std(axis=(1, 2, 3))
+    assert spread.max() - spread.min() > 1.0
+
+
+def test_expanded_epoch_holds_every_row_with_every_variant_once():
+    rows = np.array([4, 9, 2, 7, 11], np.int64)
+    pos, var = expanded_epoch(rows, 6, seed=3, epoch=0)
+    assert len(pos) == len(var) == 6 * len(rows)
+    assert sorted(zip(pos.tolist(), var.tolist())) == sorted((r, k) for r in rows.tolist() for k in range(6))
+    again = expanded_epoch(rows, 6, seed=3, epoch=0)
+    np.testing.assert_array_equal(pos, again[0])
+    np.testing.assert_array_equal(var, again[1])
+    other = expanded_epoch(rows, 6, seed=3, epoch=1)
+    assert not np.array_equal(pos * 6 + var, other[0] * 6 + other[1])  # a new order every epoch
+    with pytest.raises(ValueError, match="copies"):
+        expanded_epoch(rows, 0)
 
 
 def test_report003_random_ops_apply_with_probability_half(faces):

@@ -24,6 +24,7 @@ from kerasface.data.sources import open_image_source
 from kerasface.data.splits import split_heldout
 from kerasface.presets import CLASSIFY_PRESETS, get_classify_preset, preset_report
 from kerasface.training.tasks.classify import stage_blocks, train_classifier
+from kerasface.training.tasks.classify_data import batch_plan, train_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -84,6 +85,54 @@ def test_presets_cover_the_reports():
         get_classify_preset("thinresnet34-angproto-m2").override(m_images=1)
     with pytest.raises(ValueError, match="augment"):
         get_classify_preset("resnet34-arcface").override(augment="nope")
+
+
+class _Faces:
+    """An ImageStore stand-in: row r is a distinct uint8 face (a gradient plus r)."""
+
+    size = 16
+
+    def get(self, rows):
+        ramp = np.add.outer(np.arange(16), np.arange(16))[..., None] * np.array([3, 5, 7])
+        return np.stack([((ramp + 11 * int(r)) % 256).astype(np.uint8) for r in np.asarray(rows)])
+
+
+def test_fixed_6x_set_holds_every_original_once_and_each_transform_once_per_image():
+    """--augment-fixed-set (report 003's presets): an epoch is every image as it is plus its five transforms."""
+    labels = np.repeat(np.arange(4), 3).astype(np.int32)  # 12 training images
+    rows = np.arange(100, 112)
+    plain = get_classify_preset("resnet34-arcface").override(augment_fixed_set=False, batch_size=4, image_size=16)
+    cfg = plain.override(augment_fixed_set=True)
+    assert get_classify_preset("resnet34-arcface").augment_fixed_set is True
+    plan0, none = batch_plan(plain, labels, 0)
+    plan, variants = batch_plan(cfg, labels, 0)
+    assert none is None and len(plan) == 6 * len(plan0) == 18  # the epoch is 6x as long
+    pairs = sorted(zip(plan.ravel().tolist(), variants.ravel().tolist()))
+    assert pairs == [(p, k) for p in range(12) for k in range(6)]  # every (image, variant) exactly once
+    again = batch_plan(cfg, labels, 0)
+    np.testing.assert_array_equal(plan, again[0])
+    np.testing.assert_array_equal(variants, again[1])
+    assert not np.array_equal(plan, batch_plan(cfg, labels, 1)[0])
+
+    store = _Faces()
+    ds = train_dataset(cfg, store, rows, labels, start_epoch=0)
+    out = np.concatenate([x.numpy() for (x, _), _ in ds.take(len(plan))])
+    faces = (out * 128.0 + 127.5).round()  # undo normalize_faces
+    originals = store.get(rows[plan.ravel()]).astype(np.float32)
+    k = variants.ravel()
+    np.testing.assert_array_equal(faces[k == 0], originals[k == 0])  # each original once, unchanged
+    assert sorted(plan.ravel()[k == 0].tolist()) == list(range(12))
+    grey = faces[k == 1]
+    np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1)  # Grayscale(3)
+    assert (np.abs(faces[k == 3] - originals[k == 3]).max(axis=(1, 2, 3)) > 0).all()  # every blurred copy changed
+    # deterministic under the seed: a second pass gives the same epoch, another seed another one
+    np.testing.assert_array_equal(out, np.concatenate([x.numpy() for (x, _), _ in ds.take(len(plan))]))
+    other = train_dataset(cfg.override(seed=cfg.seed + 1), store, rows, labels, start_epoch=0)
+    assert not np.array_equal(out, np.concatenate([x.numpy() for (x, _), _ in other.take(len(plan))]))
+    with pytest.raises(ValueError, match="augment_fixed_set needs augment report003"):
+        cfg.override(augment="none")
+    with pytest.raises(ValueError, match="does not combine"):
+        get_classify_preset("thinresnet34-angproto-m2").override(augment="report003", augment_fixed_set=True)
 
 
 def test_report001_presets_cover_both_tables_and_crop_is_the_default():
@@ -200,9 +249,11 @@ def test_angproto_init_from_missing_folder_is_a_clear_error(tmp_path):
 
 def test_resnet34_arcface_with_frozen_stem(tmp_path_factory):
     cfg, r = _run(tmp_path_factory, "resnet34-arcface", epochs=2, batch_size=16, freeze_first=3,
-                  max_per_identity=3, verify_every=0, image_size=32)
+                  max_per_identity=1, verify_every=0, image_size=32)
     h = json.loads((r.run_dir / "history.json").read_text())
     assert h["loss"][-1] < h["loss"][0]
+    data = json.loads((r.run_dir / "data_report.json").read_text())["train"]  # the preset's fixed 6x set
+    assert data["augment_fixed_set"] and data["images_per_epoch"] == 16 * (6 * data["identities"] // 16)
     from kerasface.models import build_backbone
 
     keras.utils.set_random_seed(cfg.seed)
@@ -219,7 +270,7 @@ def test_resnet34_arcface_with_frozen_stem(tmp_path_factory):
 
 def test_resnet34_softmax_gradual_unfreezing(tmp_path_factory):
     cfg, r = _run(tmp_path_factory, "resnet34-softmax", epochs=2, batch_size=16, unfreeze_every=5,
-                  max_per_identity=3, verify_every=0, image_size=32)
+                  max_per_identity=3, verify_every=0, image_size=32, augment_fixed_set=False)
     # epochs 1-2 of unfreeze_every=5: only the top two blocks (the embedding layer and the head) train
     from kerasface.models import build_backbone
 

@@ -50,7 +50,11 @@ the angular prototypical loss.
 Images are decoded once into memory (uint8) when the training and held-out
 images fit in ``cache_mb``; larger sets are read and decoded batch by batch
 (threaded) and never held whole (:class:`~kerasface.training.tasks.classify_data.ImageStore`).
-Augmentations run in ``tf.data`` on each batch (seeded per batch).
+Augmentations run in ``tf.data`` on each batch (seeded per batch). With
+``augment_fixed_set`` (report 003) an epoch is the fixed 6x set: every capped
+training image once as it is and once through each of the report's five
+transforms (:func:`~kerasface.data.sampling.expanded_epoch`), so it has six
+times the steps.
 
 Run folder (as the other trainers, :mod:`kerasface.training.runner`): ``config.json``,
 ``data_report.json``, ``train_identities.txt`` (line ``k``: the identity of class ``k``),
@@ -243,7 +247,7 @@ class ClassifyTask(Task):
         # The held-out images (line i: label = line number of its identity in train_identities.txt, path).
         (run_dir / "heldout_images.txt").write_text(
             "".join(f"{int(index.labels[r])}\t{index.path(int(r))}\n" for r in val_rows.tolist()))
-        self.plan0 = plan0 = batch_plan(cfg, self.labels, 0)
+        self.plan0 = plan0 = batch_plan(cfg, self.labels, 0)[0]
         if len(plan0) == 0:
             need = (f"{cfg.identities_per_batch} identities with >= {cfg.min_images} images"
                     if cfg.objective == "angproto" else f"{cfg.batch_size} images")
@@ -251,7 +255,7 @@ class ClassifyTask(Task):
                              f"identities; a batch needs {need} (lower --batch-size)")
         report = dict(split.report)
         report["train"] = dict(report["train"], images=int(len(train_rows)), images_per_epoch=int(plan0.size),
-                               steps_per_epoch=len(plan0))
+                               steps_per_epoch=len(plan0), augment_fixed_set=bool(cfg.augment_fixed_set))
         report["heldout"] = {"images": int(len(val_rows)), "identities": int(len(np.unique(index.labels[val_rows]))),
                              "fraction": cfg.val_fraction, "min_images": cfg.val_min_images}
         report["decode"] = {"in_memory": store.in_memory, **store.stats}

@@ -10,7 +10,7 @@ import tensorflow as tf
 from kerasface.config import ClassifyExperiment
 from kerasface.data.augment import make_augment, sub_seed
 from kerasface.data.images import ImageDecoder, TextProgress
-from kerasface.data.sampling import capped_epoch_rows, pk_plan
+from kerasface.data.sampling import capped_epoch_rows, expanded_epoch, pk_plan
 from kerasface.ops import normalize_faces
 
 logger = logging.getLogger("kerasface.training")
@@ -66,14 +66,22 @@ class ImageStore:
         self.decoder.close()
 
 
-def batch_plan(cfg: ClassifyExperiment, labels: np.ndarray, epoch: int) -> np.ndarray:
-    """``[batches, batch]`` positions into the training rows for one epoch."""
+def batch_plan(cfg: ClassifyExperiment, labels: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(positions, variants)`` of one epoch: ``[batches, batch]`` positions into the training rows and, with
+    ``cfg.augment_fixed_set``, the report-003 variant of each (0 the original, ``k`` the ``k``-th transform;
+    every capped row with each variant once, so the epoch is 6x as long), else None."""
     if cfg.identity_batches:
         return pk_plan(labels, cfg.identities_per_batch, cfg.m_images, epoch=epoch, seed=cfg.seed,
-                       short="replace", min_images=cfg.min_images)
+                       short="replace", min_images=cfg.min_images), None
     pos = capped_epoch_rows(labels, cfg.max_per_identity, seed=cfg.seed, epoch=epoch)
+    variants = None
+    if cfg.augment_fixed_set:
+        pos, variants = expanded_epoch(pos, make_augment(cfg.augment).copies, seed=cfg.seed, epoch=epoch)
     n = len(pos) // cfg.batch_size
-    return pos[:n * cfg.batch_size].reshape(n, cfg.batch_size)
+    shape = (n, cfg.batch_size)
+    if variants is not None:
+        variants = variants[:n * cfg.batch_size].reshape(shape)
+    return pos[:n * cfg.batch_size].reshape(shape), variants
 
 
 #: The sub-seed (:func:`~kerasface.data.augment.sub_seed` of a batch's seed) of the ``flip`` draws.
@@ -97,28 +105,33 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
     the summed objective ``({"image": x, "label": y}, y)``; with ``teacher`` (``[len(rows), views, D]``, the
     cached teacher embeddings of ``rows``: of each image and, with ``cfg.flip``, of its mirror) the summed
     objective's dict also holds ``"teacher_embedding"`` ``[n, D]``, the target of each (mirrored or not) face.
-    ``cfg.flip`` mirrors each face with probability 0.5 before the ``cfg.augment`` policy. The random draws
+    ``cfg.flip`` mirrors each face with probability 0.5 before the ``cfg.augment`` policy; with
+    ``cfg.augment_fixed_set`` each face gets the report-003 variant its epoch plan assigns. The random draws
     of batch b of epoch e depend on (seed, e, b) only: a resumed run augments as one that never stopped."""
     s = store.size
     if teacher is not None and bool(cfg.flip) and teacher.shape[1] < 2:
         raise ValueError("flip needs the teacher's embeddings of the mirrored faces (views = 2)")
 
+    fixed = bool(cfg.augment_fixed_set)
+
     def gen():
         e = start_epoch
         while True:
-            plan = batch_plan(cfg, labels, e)
+            plan, variants = batch_plan(cfg, labels, e)
             if not len(plan):
                 raise RuntimeError(f"epoch {e} has no full batch")
             for i, b in enumerate(plan):
                 where = np.array([e, i], np.int64)
+                k = variants[i].astype(np.int32) if fixed else np.full(len(b), -1, np.int32)
                 if teacher is None:
-                    yield store.get(rows[b]), labels[b].astype(np.int32), where
+                    yield store.get(rows[b]), labels[b].astype(np.int32), where, k
                 else:
-                    yield store.get(rows[b]), labels[b].astype(np.int32), where, teacher[b]
+                    yield store.get(rows[b]), labels[b].astype(np.int32), where, k, teacher[b]
             e += 1
 
     n = cfg.identities_per_batch * cfg.m_images if cfg.identity_batches else cfg.batch_size
-    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32), tf.TensorSpec((2,), tf.int64))
+    sig = (tf.TensorSpec((n, s, s, 3), tf.uint8), tf.TensorSpec((n,), tf.int32), tf.TensorSpec((2,), tf.int64),
+           tf.TensorSpec((n,), tf.int32))
     if teacher is not None:
         sig += (tf.TensorSpec((n,) + tuple(teacher.shape[1:]), tf.float32),)
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
@@ -130,25 +143,29 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
         key = tf.random.experimental.stateless_fold_in(key, epoch_batch[1])
         return tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
 
-    def policy(x, r):
-        return augment(flip_faces(x, r)[0] if bool(cfg.flip) else x, r)
+    def augmented(x, r, k):
+        """The policy's draw, or with the fixed set the planned variant ``k`` of each face."""
+        return augment.apply_choices(x, k, r) if fixed else augment(x, r)
+
+    def policy(x, r, k):
+        return augmented(flip_faces(x, r)[0] if bool(cfg.flip) else x, r, k)
 
     if teacher is not None:
-        def fmt(x, y, eb, t):
+        def fmt(x, y, eb, k, t):
             r = batch_seed(eb)
             x, target = flip_faces(x, r, t) if bool(cfg.flip) else (x, t[:, 0])
-            return {"image": normalize_faces(augment(x, r)), "label": y, "teacher_embedding": target}, y
+            return {"image": normalize_faces(augmented(x, r, k)), "label": y, "teacher_embedding": target}, y
     elif cfg.objective == "angproto":
         target = tf.range(cfg.identities_per_batch, dtype=tf.int32)
 
-        def fmt(x, _, eb):
-            return normalize_faces(policy(x, batch_seed(eb))), target
+        def fmt(x, _, eb, k):
+            return normalize_faces(policy(x, batch_seed(eb), k)), target
     elif cfg.objective == "distillation":
-        def fmt(x, y, eb):
-            return {"image": normalize_faces(policy(x, batch_seed(eb))), "label": y}, y
+        def fmt(x, y, eb, k):
+            return {"image": normalize_faces(policy(x, batch_seed(eb), k)), "label": y}, y
     else:
-        def fmt(x, y, eb):
-            return (normalize_faces(policy(x, batch_seed(eb))), y), y
+        def fmt(x, y, eb, k):
+            return (normalize_faces(policy(x, batch_seed(eb), k)), y), y
 
     ds = ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2)
