@@ -263,6 +263,7 @@ def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips,
     report = json.loads((run.run_dir / "data_report.json").read_text())["teacher"]
     assert report["views"] == 2 and report["computed"] == report["images"] and report["missing"] == 0
     assert (run.run_dir / f"{CACHE_NAME}.npy").is_file()
+    assert not (run.run_dir / "classifier.keras").exists()     # no classifier was trained: none is saved
 
     trained = keras.saving.load_model(run.run_dir / "model.keras")
     assert trained.outputs[0].shape[-1] == DIM

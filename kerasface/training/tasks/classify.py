@@ -320,8 +320,11 @@ class ClassifyTask(Task):
         # distillation: its compute_loss sums the preset's terms (each logged as loss_<term>)
         loss = None if cfg.objective == "distillation" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **runtime.compile_kwargs())
+        # classifier.keras: the trained head (none for angproto; none for pure embedding distillation, whose
+        # classifier is never trained)
         self.models = {"model.keras": self.backbone} | ({"classifier.keras": model}
-                                                        if cfg.objective != "angproto" else {})
+                                                        if cfg.objective != "angproto" and self.uses_classifier
+                                                        else {})
         return model
 
     def callbacks(self) -> list:
