@@ -235,7 +235,7 @@ def _cosine_to_teacher(student, student_dir, teacher_values, rels):
     return own, centred_own, centred_other
 
 
-def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips, tmp_path):
+def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips, tmp_path, capsys):
     student_dir, teacher_dir, rels = chips
     teacher = tiny_teacher(tmp_path / "teacher.keras", 3)
     # the starting student, saved, so that "before" is exactly where the run starts (--init-from); it gives
@@ -272,6 +272,20 @@ def test_short_run_lowers_the_distillation_loss_and_raises_heldout_cosine(chips,
     # it follows each face's own target, not only the mean direction of the teacher's embeddings
     assert after_centred > before_centred + 0.1 and after_centred > other_face + 0.1, \
         (before_centred, after_centred, other_face)
+
+    # `kerasface verify --model RUN_DIR` takes the distilled student's run folder: its face spec says how the
+    # faces were prepared (here chips that were not aligned by kerasface: no detection), and the score is the
+    # cosine of the saved student's embeddings of the two files
+    from kerasface.cli import main
+
+    a, b = (str(student_dir / r) for r in held[:2])
+    code = main(["verify", "--model", str(run.run_dir), a, b, "--threshold", "0.5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and (code == 0) == out["same"]
+    x = np.stack([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in (a, b)]).astype("float32")
+    e = np.array(trained((x - 127.5) / 128.0, training=False), dtype=np.float64)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    assert out["score"] == pytest.approx(float(e[0] @ e[1]), abs=1e-4)
 
 
 def test_teacher_targets_follow_the_training_and_heldout_rows_when_chips_are_missing(chips, tmp_path):
@@ -339,3 +353,4 @@ def test_missing_teacher_data_is_one_clear_line(chips, tmp_path):
                              embedding_distill_weight=1.0, epochs=1, batch_size=32, verify_every=0)
     with pytest.raises(FileNotFoundError, match="--teacher-data .*nope: not found"):
         train_classifier(cfg, run_dir=tmp_path / "run", verbose=0)
+
