@@ -602,6 +602,11 @@ class ClassifyExperiment(Settings):
     embedding_distill_weight: float | None = setting(None, group=_DISTILL, minimum=0.0, flag="--embedding-distill",
                                                      help="teacher-student: unit student embedding regressing the "
                                                           "--embedding-teacher's unit embedding (default: off)")
+    embedding_distill_center: bool = setting(False, group=_DISTILL,
+                                             help="--embedding-distill: the targets are the teacher's embeddings "
+                                                  "centred on their mean over the training images, renormalised "
+                                                  "(for teachers whose embeddings share one strong direction, "
+                                                  "like dlib-resnet-v1)")
     embedding_distill_metric: str | None = setting(None, group=_DISTILL, choices=("cosine", "l2"),
                                                    help="--embedding-distill per image: 1 - cosine (default), or "
                                                         "the squared L2 distance of the unit vectors (= 2 x cosine)")

@@ -50,7 +50,7 @@ from kerasface.recognition.loading import FaceModel, load_face_model
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["CACHE_NAME", "CACHE_VERSION", "PARTS_NAME", "cache_fingerprint", "load_embedding_teacher",
+__all__ = ["CACHE_NAME", "CACHE_VERSION", "PARTS_NAME", "cache_fingerprint", "centred_targets", "load_embedding_teacher",
            "teacher_embeddings"]
 
 #: ``<CACHE_NAME>.npy`` / ``<CACHE_NAME>.json`` in the run folder.
@@ -59,6 +59,26 @@ CACHE_NAME = "teacher_embeddings"
 CACHE_VERSION = 1
 #: The folder (in the run folder) of the parts of a computation in progress.
 PARTS_NAME = f"{CACHE_NAME}.parts"
+
+
+def centred_targets(values: np.ndarray, n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher targets centred on the training images' mean embedding and renormalised.
+
+    ``values`` ``[rows, views, D]`` are unit embeddings, the first ``n_train`` rows the training images.
+    Returns ``(centred, mean)``: ``mean`` ``[D]`` the average over the training rows and their views, and
+    ``centred = (values - mean) / |values - mean|`` (a row equal to the mean stays zero).  A teacher whose
+    embeddings share one strong direction (dlib's ResNet: the mean of its unit embeddings of LFW faces has
+    norm 0.91) keeps what tells faces apart in the residual; distilling the centred targets makes the whole
+    loss about that residual instead of about the common direction.  Distances between two embeddings
+    before renormalising are unchanged by centring.
+    """
+    values = np.asarray(values, np.float32)
+    if not 0 < n_train <= len(values):
+        raise ValueError(f"n_train must be in [1, {len(values)}], got {n_train}")
+    mean = values[:n_train].reshape(-1, values.shape[-1]).astype(np.float64).mean(axis=0)
+    centred = values - mean.astype(np.float32)
+    norm = np.linalg.norm(centred, axis=-1, keepdims=True)
+    return (centred / np.where(norm > 0, norm, 1.0)).astype(np.float32), mean
 
 
 def load_embedding_teacher(name) -> FaceModel:

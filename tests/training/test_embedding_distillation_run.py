@@ -316,6 +316,20 @@ def test_teacher_targets_follow_the_training_and_heldout_rows_when_chips_are_mis
     assert task.teacher_train.base is not None and task.teacher_train.base is task.teacher_heldout.base
     task.close()
 
+    # centred targets (the distill presets): the same rows, centred on the training rows' mean (both views)
+    centred = ClassifyTask(cfg.override(embedding_distill_center=True))
+    centred.settings()
+    (tmp_path / "run2").mkdir()
+    for f in (tmp_path / "run").glob(f"{CACHE_NAME}.*"):
+        shutil.copy(f, tmp_path / "run2" / f.name)                   # the cache is reused as it is
+    centred.prepare(tmp_path / "run2", 0, None)
+    mean = np.concatenate([by_hand(model, some_missing, train), by_hand(model, some_missing, train, mirror=True)]).mean(0)
+    want = by_hand(model, some_missing, held) - mean
+    np.testing.assert_allclose(centred.teacher_heldout, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    assert centred.data_report["teacher"]["targets_centred_on_mean_of_norm"] == pytest.approx(np.linalg.norm(mean),
+                                                                                              abs=1e-3)
+    centred.close()
+
 
 def test_presets_and_settings_rules():
     for name, bb in (("distill-sqnxt23v5-1.0", "sqnxt23v5_w1"), ("distill-sqnxt23v5-2.0", "sqnxt23v5_w2"),
@@ -354,3 +368,32 @@ def test_missing_teacher_data_is_one_clear_line(chips, tmp_path):
     with pytest.raises(FileNotFoundError, match="--teacher-data .*nope: not found"):
         train_classifier(cfg, run_dir=tmp_path / "run", verbose=0)
 
+
+
+def test_centred_targets_against_a_plain_loop():
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(7, 2, 5)) + [3.0, 0, 0, 0, 0]          # a strong common direction, like dlib's
+    values = (raw / np.linalg.norm(raw, axis=-1, keepdims=True)).astype(np.float32)
+    values[6, 1] = 0.0                                              # filled below with the training mean
+    n_train = 4
+    mean = [sum(float(values[i, v, d]) for i in range(n_train) for v in range(2)) / (2 * n_train) for d in range(5)]
+    values[6, 1] = np.asarray(mean, np.float32)                     # a held-out view equal to the mean: stays 0
+    centred, got_mean = teacher_cache.centred_targets(values, n_train)
+    np.testing.assert_allclose(got_mean, mean, atol=1e-6)
+    for i in range(7):
+        for v in range(2):
+            d = [float(values[i, v, k]) - mean[k] for k in range(5)]
+            n = sum(x * x for x in d) ** 0.5
+            want = [x / n for x in d] if n > 1e-6 else [0.0] * 5
+            np.testing.assert_allclose(centred[i, v], want, atol=1e-5)
+    assert np.isfinite(centred).all() and not centred[6, 1].any()
+    # the training rows' centred (not yet renormalised) embeddings average to zero; pairwise differences kept
+    assert np.abs((values[:n_train] - got_mean).reshape(-1, 5).mean(0)).max() < 1e-6
+    with pytest.raises(ValueError, match="n_train"):
+        teacher_cache.centred_targets(values, 0)
+
+
+def test_presets_centre_the_teachers_targets():
+    for name in ("distill-sqnxt23v5-1.0", "distill-sqnxt23v5-2.0", "distill-vargfacenet"):
+        assert CLASSIFY_PRESETS[name].embedding_distill_center is True
+    assert ClassifyExperiment(name="x", backbone="resnet18").embedding_distill_center is False

@@ -97,7 +97,7 @@ from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, fr
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import Task, Verification, run_training
 from kerasface.training.tasks.classify_data import ImageStore, batch_plan, train_dataset
-from kerasface.training.teacher_cache import load_embedding_teacher, teacher_embeddings
+from kerasface.training.teacher_cache import centred_targets, load_embedding_teacher, teacher_embeddings
 
 logger = logging.getLogger("kerasface.training")
 
@@ -285,12 +285,16 @@ class ClassifyTask(Task):
             n_train = len(self.train_rows)
             self.train_rows, self.val_rows = self.train_rows[ok[:n_train]], self.val_rows[ok[n_train:]]
             values = values[ok]  # the one copy, and only when a chip is missing
+        centring = {}
+        if cfg.embedding_distill_center:
+            values, mean = centred_targets(values, len(self.train_rows))
+            centring = {"targets_centred_on_mean_of_norm": round(float(np.linalg.norm(mean)), 4)}
         self.teacher_train = values[:len(self.train_rows)]
         self.teacher_heldout = values[len(self.train_rows):, 0]
         self.teacher_report = {"model": teacher.name, "weights_fingerprint": teacher.fingerprint,
                                "embedding_dim": teacher.dim, "image_size": list(teacher.spec.image_size),
                                "alignment": teacher.spec.alignment, "chips": str(chips),
-                               "views": int(values.shape[1]), **stats}
+                               "views": int(values.shape[1]), **centring, **stats}
 
     def build(self, runtime: Runtime) -> keras.Model:
         cfg, init_model = self.cfg, self.init_model
