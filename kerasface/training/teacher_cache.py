@@ -50,8 +50,8 @@ from kerasface.recognition.loading import FaceModel, load_face_model
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["CACHE_NAME", "CACHE_VERSION", "PARTS_NAME", "cache_fingerprint", "centred_targets", "load_embedding_teacher",
-           "teacher_embeddings"]
+__all__ = ["CACHE_NAME", "CACHE_VERSION", "PARTS_NAME", "cache_fingerprint", "centred_targets",
+           "load_embedding_teacher", "teacher_embeddings"]
 
 #: ``<CACHE_NAME>.npy`` / ``<CACHE_NAME>.json`` in the run folder.
 CACHE_NAME = "teacher_embeddings"

@@ -323,7 +323,8 @@ def test_teacher_targets_follow_the_training_and_heldout_rows_when_chips_are_mis
     for f in (tmp_path / "run").glob(f"{CACHE_NAME}.*"):
         shutil.copy(f, tmp_path / "run2" / f.name)                   # the cache is reused as it is
     centred.prepare(tmp_path / "run2", 0, None)
-    mean = np.concatenate([by_hand(model, some_missing, train), by_hand(model, some_missing, train, mirror=True)]).mean(0)
+    views = [by_hand(model, some_missing, train), by_hand(model, some_missing, train, mirror=True)]
+    mean = np.concatenate(views).mean(0)
     want = by_hand(model, some_missing, held) - mean
     np.testing.assert_allclose(centred.teacher_heldout, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
     assert centred.data_report["teacher"]["targets_centred_on_mean_of_norm"] == pytest.approx(np.linalg.norm(mean),
