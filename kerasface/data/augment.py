@@ -580,16 +580,20 @@ class BasicAugment:
     saturation 0.75-1.25, hue +-0.05), :func:`random_channel_mean_grey` (p 0.2, the grey copy taken before
     the colour shift); with ``seaweed=True`` (level 2) then :func:`seaweed_bands` (p 0.7, a quarter of them
     with two bands). Part ``k`` in that list (1-based) runs with ``sub_seed(seed, k)``.
+
+    ``flip=False`` leaves the flip out (the other parts draw as they would with it): for training that
+    mirrors faces itself, e.g. embedding distillation, whose mirrored faces need the mirrored chip's target.
     """
 
-    def __init__(self, seaweed: bool = False):
+    def __init__(self, seaweed: bool = False, flip: bool = True):
         self.seaweed = bool(seaweed)
+        self.flip = bool(flip)
         self.name = "basic-seaweed" if self.seaweed else "basic"
 
     def ops(self) -> list[tuple[str, Callable]]:
         """The single parts, each as ``(name, fn(x, seed))`` with the seed the policy gives it (for grids)."""
-        parts = [("flip p .5", lambda x, s: random_flip(x, sub_seed(s, 1))),
-                 ("rotate +-40", lambda x, s: random_rotate(x, sub_seed(s, 2))),
+        parts = [("flip p .5", lambda x, s: random_flip(x, sub_seed(s, 1)))] if self.flip else []
+        parts += [("rotate +-40", lambda x, s: random_rotate(x, sub_seed(s, 2))),
                  ("scale p .4", lambda x, s: random_scale(x, sub_seed(s, 3))),
                  ("colour shift", lambda x, s: colour_shift(x, sub_seed(s, 4))),
                  ("grey p .2", lambda x, s: random_channel_mean_grey(x, sub_seed(s, 5)))]
@@ -599,7 +603,8 @@ class BasicAugment:
 
     def __call__(self, x, seed) -> tf.Tensor:
         x, single = _batch(x)
-        x = random_flip(x, sub_seed(seed, 1))
+        if self.flip:
+            x = random_flip(x, sub_seed(seed, 1))
         x = random_rotate(x, sub_seed(seed, 2))
         x = random_scale(x, sub_seed(seed, 3))
         before = x
@@ -628,7 +633,8 @@ def make_augment(name: str, **kwargs) -> Callable:
     """A policy ``f(images, seed) -> float32 [0, 255]`` by name (one of :data:`AUGMENTATIONS`).
 
     ``kwargs`` go to :class:`Report001Augment` (``scale``, ``brightness``, ...) or
-    :class:`Report003Augment` (``brightness``, ``hue``, ``blur_kernel``, ``blur_sigma``, ``bits``, ``ops``).
+    :class:`Report003Augment` (``brightness``, ``hue``, ``blur_kernel``, ``blur_sigma``, ``bits``, ``ops``)
+    or :class:`BasicAugment` (``flip``).
     """
     if name == "none":
         return _NoAugment()

@@ -109,3 +109,21 @@ def test_grids_draw(faces, tmp_path):
     for name in ("basic", "basic-seaweed"):
         p = A.save_augment_grid(faces[:3], tmp_path / f"{name}.png", name, seed=1)
         assert (tmp_path / f"{name}.png").stat().st_size > 1000 and str(p).endswith(".png")
+
+
+def test_basic_without_its_flip_is_the_rest_of_the_policy(faces):
+    """flip=False (embedding distillation, which mirrors faces with their targets): the same draws for every
+    other part, so the full policy is the flip followed by the flip-free one."""
+    seed = 7
+    flipped = A.random_flip(faces, A.sub_seed(seed, 1))
+    for seaweed in (False, True):
+        full, no_flip = A.BasicAugment(seaweed=seaweed), A.BasicAugment(seaweed=seaweed, flip=False)
+        np.testing.assert_allclose(full(faces, seed).numpy(), no_flip(flipped, seed).numpy(), atol=1e-4)
+        assert [name for name, _ in full.ops()][1:] == [name for name, _ in no_flip.ops()]
+    # the trainer's choice: with per-image teacher targets the policy never mirrors
+    from kerasface.presets import get_classify_preset
+    from kerasface.training.tasks.classify_data import training_augment
+
+    cfg = get_classify_preset("distill-sqnxt23v5-1.0").override(teacher_data="chips", augment="basic")
+    assert training_augment(cfg, with_teacher_targets=True).flip is False
+    assert training_augment(cfg, with_teacher_targets=False).flip is True

@@ -15,7 +15,7 @@ from kerasface.ops import normalize_faces
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["FLIP_SEED", "ImageStore", "batch_plan", "flip_faces", "train_dataset"]
+__all__ = ["FLIP_SEED", "ImageStore", "batch_plan", "flip_faces", "train_dataset", "training_augment"]
 
 
 class ImageStore:
@@ -99,6 +99,16 @@ def flip_faces(x, seed, targets=None):
     return x, tf.where(flip[:, None], targets[:, 1], targets[:, 0])
 
 
+def training_augment(cfg: ClassifyExperiment, with_teacher_targets: bool):
+    """The augmentation policy of a run. With per-image teacher targets (embedding distillation) a policy
+    never mirrors faces itself: ``--flip`` mirrors them together with their targets, and a face the policy
+    mirrored would be paired with the unmirrored face's target (``basic`` / ``basic-seaweed`` then run
+    without their flip)."""
+    if with_teacher_targets and cfg.augment in ("basic", "basic-seaweed"):
+        return make_augment(cfg.augment, flip=False)
+    return make_augment(cfg.augment)
+
+
 def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, labels: np.ndarray,
                   start_epoch: int, teacher: np.ndarray | None = None) -> tf.data.Dataset:
     """Endless batches from epoch ``start_epoch`` on: margin ``((x, y), y)``, angproto ``(x, arange(N))``,
@@ -135,7 +145,7 @@ def train_dataset(cfg: ClassifyExperiment, store: ImageStore, rows: np.ndarray, 
     if teacher is not None:
         sig += (tf.TensorSpec((n,) + tuple(teacher.shape[1:]), tf.float32),)
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    augment = make_augment(cfg.augment)
+    augment = training_augment(cfg, teacher is not None)
     base = tf.constant([cfg.seed, 1000], tf.int64)
 
     def batch_seed(epoch_batch):
