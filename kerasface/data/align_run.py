@@ -296,12 +296,11 @@ def align_tree(src: str | os.PathLike | ImageSource, dst: str | os.PathLike,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not isinstance(src, ImageSource) and not Path(src).expanduser().exists():
         raise FileNotFoundError(f"SRC not found: {str(src)!r} (expected a folder <identity>/<image> or a .zip)")
-    recorded = None if landmarks_from is None else recorded_faces(landmarks_from)
     owned = not isinstance(src, ImageSource)
     source = open_image_source(src)
     try:
         return _align_source(source, Path(dst).expanduser(), opts, detector, batch_size, fmt, jpeg_quality,
-                             limit, progress, recorded, landmarks_from)
+                             limit, progress, landmarks_from)
     finally:
         if owned:
             source.close()
@@ -309,8 +308,8 @@ def align_tree(src: str | os.PathLike | ImageSource, dst: str | os.PathLike,
 
 def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: Detector | None, batch_size: int,
                   fmt: str, jpeg_quality: int, limit: int | None, progress: bool,
-                  recorded: dict[str, tuple[list[Face] | None, dict]] | None = None,
                   landmarks_from: str | os.PathLike | None = None) -> AlignSummary:
+    recorded = {} if landmarks_from is None else recorded_faces(landmarks_from)
     _check_dst(dst, source)
     relpaths = source.list_images()
     if not relpaths:
@@ -379,7 +378,8 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
             t1 = time.monotonic()
             t_read += t1 - t0
             results: list[AlignResult] = []
-            known = [(recorded or {}).get(rel, (None, None))[0] for rel in names]
+            prior_rows = [recorded.get(rel, (None, None)) for rel in names]   # (faces, row) from the report
+            known = [faces for faces, _ in prior_rows]
             to_detect = [img for img, k in zip(images, known) if k is None]
             if images:
                 try:
@@ -401,8 +401,7 @@ def _align_source(source: ImageSource, dst: Path, opts: AlignOptions, detector: 
                             results.append(AlignResult(ERROR, n_detected=len(f),
                                                        reason=f"alignment failed: {type(e).__name__}: {e}"))
                 t_warp += time.monotonic() - t2
-            for rel, r in zip(names, results):
-                row = (recorded or {}).get(rel, (None, None))[1]
+            for rel, r, (_, row) in zip(names, results, prior_rows):
                 if row is not None and row["status"] == ALIGNED_MULTI and r.status == ALIGNED:
                     # the report kept only the face its run picked among several: say so again
                     r = dataclasses.replace(r, status=ALIGNED_MULTI, n_detected=int(row["n_faces"] or 1))
