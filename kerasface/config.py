@@ -285,6 +285,11 @@ def _group_conv():
                    help="grouped-convolution implementation of the VarGFaceNet backbones")
 
 
+def _init_from():
+    return setting(None, group="model", metavar="RUN_DIR",
+                   help="start the backbone from this run folder's model.keras (or a .keras file)")
+
+
 def _epochs(default: int):
     return setting(default, group="optimisation", minimum=1, help="training epochs")
 
@@ -353,12 +358,20 @@ class PairExperiment(Settings):
     hidden_units: int = setting(64, group="model", minimum=1, help="units of the verifier's hidden layer")
     dropout: float = setting(0.5, group="model", minimum=0.0, below=1.0, help="dropout rate before the verdict")
     group_conv: str = _group_conv()
+    init_from: str | None = _init_from()
+    freeze_backbone: bool = setting(False, group="optimisation",
+                                    help="train the verifier's head only, the backbone (from --init-from) frozen, "
+                                         "its BatchNorm in inference mode")
     epochs: int = _epochs(20)
     batch_size: int = setting(32, group="optimisation", minimum=1, help="pairs per step")
     learning_rate: float = _learning_rate()
     seed: int = _seed()
     verify_every: int = _verify_every(0)
     out: str = _out()
+
+    def check(self):
+        if self.freeze_backbone and not self.init_from:
+            self._bad("--freeze-backbone needs --init-from (a frozen random backbone learns nothing)")
 
 
 _TRIPLET_SPLIT = _identity_split_fields(2, 2, "training identities need at least this many images (a positive "
@@ -527,8 +540,7 @@ class ClassifyExperiment(Settings):
                                      help="start a keras.applications backbone (resnet50, efficientnet_b0, "
                                           "efficientnet_v2_m) from Keras's ImageNet weights (downloaded once to "
                                           "~/.keras/models; default: from scratch)")
-    init_from: str | None = setting(None, group="model", metavar="RUN_DIR",
-                                    help="start the backbone from this run folder's model.keras (or a .keras file)")
+    init_from: str | None = _init_from()
     ce_weight: float = setting(1.0, group=_DISTILL, minimum=0.0, help="cross entropy with the labels")
     center_weight: float = setting(0.0, group=_DISTILL, minimum=0.0, flag="--center-loss", help="centre loss weight")
     center_alpha: float = setting(0.5, group=_DISTILL, minimum=0.0, maximum=1.0,
@@ -688,6 +700,19 @@ class ClassifyExperiment(Settings):
 
 
 SCHEMAS = (PairExperiment, TripletExperiment, ClassifyExperiment)
+
+
+def is_setting_default(name: str, value) -> bool:
+    """Whether ``value`` is the default of a setting called ``name`` (in JSON form, as a run folder stores
+    it). A run folder written before a setting existed ran as that setting's default does, so resuming it
+    with the setting at its default changes nothing (:func:`kerasface.training.run_folder.resume_point`)."""
+    for schema in SCHEMAS:
+        for f in dataclasses.fields(schema):
+            if f.name == name and f.default is not dataclasses.MISSING:
+                default = list(f.default) if isinstance(f.default, tuple) else f.default
+                if default == value:
+                    return True
+    return False
 
 
 def upgrade_settings(settings: dict) -> dict:

@@ -66,6 +66,10 @@ PAIR_PRESETS: dict[str, PairExperiment] = _table(PairExperiment, [
     {"name": "vargface-reduced-lowlight", "report": {"report": "000", "val_accuracy": 0.735, "val_loss": 0.533},
      "description": "Report 000, reduced VarGFaceNet on low-light images, 15 epochs " + _R000,
      "low_light": True, **_REDUCED},
+    {"name": "vargface-init", "init_from": "REQUIRED", "freeze_backbone": True, "epochs": 5,
+     "description": "Report 000's verifier on a trained VarGFaceNet backbone (--init-from RUN_DIR: an identity "
+                    "classifier or a distilled student of other people), beyond the report: the head "
+                    "(|f1 - f2|, Dense 64, softmax 2) trained on the pairs with the backbone frozen, 5 epochs"},
 ])
 
 

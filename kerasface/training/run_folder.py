@@ -25,7 +25,7 @@ from pathlib import Path
 
 import keras
 
-from kerasface.config import upgrade_settings
+from kerasface.config import is_setting_default, upgrade_settings
 from kerasface.evaluation.plots import plot_history
 from kerasface.face_spec import FaceSpec
 from kerasface.io import atomic_path, jsonable, save_model, write_json
@@ -89,7 +89,8 @@ def resume_point(run_dir: Path, resolved: dict) -> int:
     # settings renamed since the folder was written are read in today's spelling
     old = upgrade_settings(json.loads(cfg_file.read_text()))
     new = json.loads(json.dumps(jsonable(resolved)))
-    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not (k not in old and is_setting_default(k, new[k]))]
     if diff and not _has_finished_epoch(run_dir):
         # a start that failed before its first epoch (bad data, a wrong flag): nothing to protect
         logger.info("run folder %s holds no finished epoch; replacing its settings (%s)", run_dir, "; ".join(diff))

@@ -89,7 +89,8 @@ def test_resolve_default_lists_ignore_cwd(sample_dir, tmp_path, monkeypatch):
 
 def test_presets_and_low_light_flag():
     assert set(PAIR_PRESETS) == {"vargface", "vargface-reduced", "vargface-lowlight",
-                                 "vargface-reduced-lowlight"}
+                                 "vargface-reduced-lowlight", "vargface-init"}
+    assert get_pair_preset("vargface-init").freeze_backbone and get_pair_preset("vargface-init").init_from
     assert get_pair_preset("vargface-lowlight").low_light is True
     assert get_pair_preset("vargface-reduced-lowlight").low_light is True
     assert get_pair_preset("vargface").low_light is False

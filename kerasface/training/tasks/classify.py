@@ -79,7 +79,6 @@ from kerasface.config import ClassifyExperiment
 from kerasface.data.locations import data_location
 from kerasface.data.sources import open_image_source
 from kerasface.data.splits import resolve_identity_split, split_heldout, write_pairs_list
-from kerasface.evaluation.embeddings import embedding_submodel
 from kerasface.evaluation.plots import plot_history
 from kerasface.io import write_json
 from kerasface.losses import AngularPrototypicalLogits
@@ -93,6 +92,7 @@ from kerasface.models import (
 )
 from kerasface.training.callbacks import HeldOutAccuracy, HeldOutTeacherCosine, LogLearningRate
 from kerasface.training.distribute import Runtime
+from kerasface.training.init_from import init_model_for, load_init_model
 from kerasface.training.optim import GradualUnfreezing, cosine_warm_restarts, freeze_first, make_optimizer
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import Task, Verification, run_training
@@ -101,22 +101,11 @@ from kerasface.training.teacher_cache import centred_targets, load_embedding_tea
 
 logger = logging.getLogger("kerasface.training")
 
-__all__ = ["ClassifyTask", "load_init_model", "load_teacher", "build_training_model", "stage_blocks",
+__all__ = ["ClassifyTask", "load_teacher", "build_training_model", "stage_blocks",
            "train_classifier"]
 
 
 # --------------------------------------------------------------------------- models
-def load_init_model(path) -> keras.Model:
-    """The embedding model of a run folder (its ``model.keras``) or of a ``.keras`` file."""
-    p = Path(path)
-    f = p / "model.keras" if p.is_dir() else p
-    if not f.is_file():
-        raise FileNotFoundError(f"--init-from {path}: no model.keras there (a run folder of `kerasface train`, "
-                                "or a .keras embedding model)")
-    model = keras.saving.load_model(f, compile=False)
-    return embedding_submodel(model) if len(model.inputs) != 1 else model
-
-
 def load_teacher(path, train_names: list[str]) -> keras.Model:
     """The frozen teacher of a report-002 run folder (its ``classifier.keras``), checked to have been trained
     on the same identities in the same order (its ``train_identities.txt``)."""
@@ -297,12 +286,8 @@ class ClassifyTask(Task):
                                "views": int(values.shape[1]), **centring, **stats}
 
     def build(self, runtime: Runtime) -> keras.Model:
-        cfg, init_model = self.cfg, self.init_model
-        if init_model is not None and (runtime.strategy != "default" or runtime.policy_name() != "float32"):
-            # the variables must be created inside the strategy scope / dtype policy: clone, copy the weights
-            fresh = keras.models.clone_model(init_model)
-            fresh.set_weights(init_model.get_weights())
-            init_model = fresh
+        cfg = self.cfg
+        init_model = None if self.init_model is None else init_model_for(self.init_model, runtime)
         teacher = load_teacher(cfg.teacher, self.split.train.names) if cfg.teacher else None
         t_dim = self.embedding_teacher.dim if self.teacher_train is not None else None
         model, self.backbone, self.head = build_training_model(cfg, self.split.train.num_identities,

@@ -32,8 +32,10 @@ from kerasface.data import PairData, open_image_source, parse_pairs
 from kerasface.data.locations import data_location
 from kerasface.data.splits import FOLDS_LIST, find_pairs_list, resolve_pair_lists, split_pair_folds
 from kerasface.io import write_json
+from kerasface.layers import GroupConv2D
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.distribute import Runtime
+from kerasface.training.init_from import init_model_for, load_init_model
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import Task, Verification, run_training
 
@@ -42,15 +44,24 @@ logger = logging.getLogger("kerasface.training")
 __all__ = ["train_pairs", "build_verifier", "PairTask"]
 
 
-def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None) -> keras.Model:
+def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None,
+                   backbone: keras.Model | None = None) -> keras.Model:
     """The compiled Siamese verifier of ``cfg``. With a ``runtime``, call it inside
     ``runtime.precision()`` and ``runtime.scope()`` (as :func:`train_pairs` does); it adds the runtime's
-    ``compile`` arguments (XLA)."""
-    backbone = build_backbone(
-        cfg.backbone,
-        input_shape=(cfg.image_size, cfg.image_size, 3),
-        implementation=cfg.group_conv,
-    )
+    ``compile`` arguments (XLA). ``backbone``: a trained embedding model to start from (``--init-from``;
+    its grouped convolutions then run ``cfg.group_conv``'s path, and ``cfg.freeze_backbone`` freezes it)
+    instead of a new ``cfg.backbone``."""
+    if backbone is None:
+        backbone = build_backbone(
+            cfg.backbone,
+            input_shape=(cfg.image_size, cfg.image_size, 3),
+            implementation=cfg.group_conv,
+        )
+    else:
+        for layer in _all_layers(backbone):
+            if isinstance(layer, GroupConv2D):
+                layer.implementation = cfg.group_conv  # chosen when traced, not part of the weights
+        backbone.trainable = not cfg.freeze_backbone
     model = SiameseVerifier(backbone, hidden_units=cfg.hidden_units, dropout=cfg.dropout,
                             name=f"{cfg.backbone}_verifier")
     model.compile(
@@ -60,6 +71,13 @@ def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None) -> keras
         **(runtime.compile_kwargs() if runtime is not None else {}),
     )
     return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
@@ -114,7 +132,11 @@ class PairTask(Task):
     def build(self, runtime: Runtime) -> keras.Model:
         # Without --jit-compile the runtime's compile arguments are Keras's defaults: the one-argument call
         # (which tests and callers may replace with their own builder) compiles the same model.
-        return build_verifier(self.cfg, runtime) if runtime.jit_compile else build_verifier(self.cfg)
+        cfg = self.cfg
+        if cfg.init_from:
+            backbone = init_model_for(load_init_model(cfg.init_from, cfg.image_size), runtime)
+            return build_verifier(cfg, runtime, backbone=backbone)
+        return build_verifier(cfg, runtime) if runtime.jit_compile else build_verifier(cfg)
 
     def verification(self) -> Verification:
         cfg = self.cfg
