@@ -271,6 +271,28 @@ def _callbacks(task: Task, run: Run, tensorboard) -> list:
     return [*task.callbacks(), *verify, run.guard, run.writer, run.backup, *board]
 
 
+def build_before_tracing(model: keras.Model, data) -> bool:
+    """Create the optimizer's, metrics' and loss trackers' variables before ``fit`` traces its first step.
+
+    Without a distribution strategy Keras defers them to the first traced step, and a ``tf.function`` that
+    creates variables is traced twice (once to create them, once to run): VarGFaceNet's first training
+    step took 141 s against 95 s built beforehand (2 cores shared with two trainings;
+    docs/performance.md). Under a strategy Keras builds them itself (its ``_symbolic_build``, which this
+    calls with ``data``'s element spec, a ``tf.data.Dataset``). Returns whether it built anything; any
+    other data, or a Keras without that method, is left to Keras (the same run, traced twice)."""
+    import tensorflow as tf
+
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if (getattr(model, "_distribute_strategy", None) is not None or symbolic_build is None
+            or not isinstance(data, tf.data.Dataset)):
+        return False
+    spec = data.element_spec
+    spec = tuple(spec) if isinstance(spec, tuple) else (spec,)
+    spec = spec + (None,) * (3 - len(spec))
+    symbolic_build(data_batch=spec)
+    return True
+
+
 def _fit_keras(task: Task, model: keras.Model, run: Run, verbose, tensorboard) -> Stop | None:
     """Keras's ``fit``; the backup restores a resumed run in ``on_train_begin``."""
     run.writer.resume(run.done_epochs)
@@ -278,10 +300,11 @@ def _fit_keras(task: Task, model: keras.Model, run: Run, verbose, tensorboard) -
         run.backup.restore(model)
         return None
     callbacks = _callbacks(task, run, tensorboard)
+    fit_arguments = task.fit_arguments(run.done_epochs)
+    build_before_tracing(model, fit_arguments.get("x"))
     # shuffle=False: every task's dataset orders itself (seeded per epoch, so a resumed run sees the
     # same batches); Keras's default True would only warn that it ignores it for a tf.data dataset
-    model.fit(epochs=task.cfg.epochs, callbacks=callbacks, verbose=verbose,
-              **{"shuffle": False, **task.fit_arguments(run.done_epochs)})
+    model.fit(epochs=task.cfg.epochs, callbacks=callbacks, verbose=verbose, **{"shuffle": False, **fit_arguments})
     if run.guard.tripped:
         return Stop("nan", dict(run.guard.stopped), run.guard.message())
     return None

@@ -193,3 +193,47 @@ def test_settings_lock_reads_old_settings_through_upgrade_settings(tmp_path, mon
                         lambda s: {("lr" if k == "old_lr" else k): v for k, v in s.items()})
     result = run_training(ToyTask(tmp_path), run_dir=run_dir, verbose=0)
     assert result.metrics["complete"] is True
+
+
+# --- one trace of the first training step ---------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="kerasface_tests_runner")
+class CountTraces(keras.layers.Layer):
+    """Identity that counts the graph traces of its call."""
+
+    traces = 0
+
+    def call(self, x):
+        if not isinstance(x, keras.KerasTensor):
+            CountTraces.traces += 1
+        return x
+
+
+def _traces_of_fit(prebuild: bool) -> tuple[int, bool]:
+    from kerasface.training.runner import build_before_tracing
+
+    keras.utils.set_random_seed(0)
+    x = inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2)(CountTraces()(x)))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.normal(size=(16, 4)).astype("float32"),
+                                               rng.integers(0, 2, 16))).batch(8)
+    built = build_before_tracing(model, data) if prebuild else False
+    assert model.optimizer.built is built  # built here, or left to the traced step
+    CountTraces.traces = 0  # (the symbolic build runs the layers in a scratch graph of its own)
+    model.fit(data, epochs=2, verbose=0)
+    return CountTraces.traces, model.optimizer.built
+
+
+def test_variables_built_before_fit_trace_the_first_step_once():
+    """Keras creates the optimizer's and metrics' variables inside the first traced step unless they exist;
+    a tf.function that creates variables is traced twice. build_before_tracing makes it once."""
+    assert _traces_of_fit(prebuild=False) == (2, True)
+    assert _traces_of_fit(prebuild=True) == (1, True)
+    # not a dataset (or under a strategy, where Keras builds them itself): left to Keras
+    from kerasface.training.runner import build_before_tracing
+
+    assert build_before_tracing(keras.Sequential([keras.layers.Dense(1)]), np.zeros((2, 2))) is False
