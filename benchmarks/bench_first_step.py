@@ -1,0 +1,76 @@
+"""The first training step of the VarGFaceNet verifier (graph tracing + first run), with and without the
+variables built beforehand (kerasface.training.runner.build_before_tracing), each in a fresh process.
+
+    python benchmarks/bench_first_step.py [--backbone vargfacenet] [--rounds 2] [--batch 32]
+
+Keras creates the optimizer's and metrics' variables inside the first traced step when no distribution
+strategy is set, and a tf.function that creates variables is traced twice. The two variants alternate
+(prebuilt, deferred, prebuilt, ...), one process each; every process builds the verifier, then times
+``fit`` over 1 step (the first) and 2 more steps (steady state) on real faces from the bundled sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def one(backbone: str, batch: int, prebuild: bool) -> dict:
+    import tensorflow as tf
+
+    from kerasface.data import PairData, parse_pairs
+    from kerasface.data.locations import bundled_sample_dir
+    from kerasface.presets import get_pair_preset
+    from kerasface.training import build_verifier
+    from kerasface.training.runner import build_before_tracing
+
+    sample = bundled_sample_dir()
+    data = PairData.from_pairs(parse_pairs(sample / "pairsTrain.txt"), sample, progress=False)
+    ds = data.dataset(batch_size=batch, shuffle=False, drop_remainder=True, repeat=True)
+    assert isinstance(ds, tf.data.Dataset)
+    t0 = time.perf_counter()
+    model = build_verifier(get_pair_preset("vargface").override(backbone=backbone))
+    t1 = time.perf_counter()
+    built = build_before_tracing(model, ds) if prebuild else False
+    t2 = time.perf_counter()
+    model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
+    t3 = time.perf_counter()
+    model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+    t4 = time.perf_counter()
+    return {"prebuilt": built, "build_s": round(t1 - t0, 1), "prebuild_s": round(t2 - t1, 1),
+            "first_step_s": round(t3 - t2, 1), "first_incl_prebuild_s": round(t3 - t1, 1),
+            "steady_step_s": round((t4 - t3) / 2, 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbone", default="vargfacenet")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--child", choices=("prebuilt", "deferred"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(one(args.backbone, args.batch, args.child == "prebuilt")))
+        return
+    rows = []
+    for r in range(args.rounds):
+        for variant in ("prebuilt", "deferred"):
+            p = subprocess.run([sys.executable, __file__, "--backbone", args.backbone, "--batch", str(args.batch),
+                                "--child", variant], capture_output=True, text=True, check=True)
+            row = {"round": r + 1, "variant": variant, **json.loads(p.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| round | variables | first step incl. building them (s) | steady step (s) |\n|---:|---|---:|---:|")
+    for row in rows:
+        what = "built before fit" if row["prebuilt"] else "created in the traced step (Keras's default)"
+        print(f"| {row['round']} | {what} | {row['first_incl_prebuild_s']} | {row['steady_step_s']} |")
+
+
+if __name__ == "__main__":
+    main()
