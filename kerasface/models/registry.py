@@ -11,7 +11,7 @@ from kerasface.models.dlib_resnet import dlib_resnet_v1
 from kerasface.models.facenet_nn2 import facenet_nn2
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE, inception_resnet_v1
 from kerasface.models.resnet import resnet18, resnet34
-from kerasface.models.squeezenext import sqnxt23v5_w1, sqnxt23v5_w2
+from kerasface.models.squeezenext import sqnxt23v5_w1, sqnxt23v5_w1_gdc, sqnxt23v5_w2, sqnxt23v5_w2_gdc
 from kerasface.models.thinresnet import ThinResNet, thin_resnet34, thin_resnet50, thin_resnet50_v2
 from kerasface.models.vargfacenet import vargfacenet, vargfacenet_reduced, vargfacenet_tiny
 
@@ -60,7 +60,9 @@ BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "sqnxt23v5_w1": sqnxt23v5_w1,
+    "sqnxt23v5_w1_gdc": sqnxt23v5_w1_gdc,
     "sqnxt23v5_w2": sqnxt23v5_w2,
+    "sqnxt23v5_w2_gdc": sqnxt23v5_w2_gdc,
     "thin_resnet34": thin_resnet34,
     "thin_resnet50": thin_resnet50,
     "thin_resnet50_v2": thin_resnet50_v2,

@@ -72,13 +72,15 @@ from keras import layers
 
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE
 
-__all__ = ["SQNXT23V5_BLOCKS", "SQNXT_REPORT_PARAMS", "sqnxt23v5", "sqnxt23v5_w1", "sqnxt23v5_w2"]
+__all__ = ["SQNXT23V5_BLOCKS", "SQNXT_REPORT_PARAMS", "sqnxt23v5", "sqnxt23v5_w1", "sqnxt23v5_w1_gdc", "sqnxt23v5_w2",
+           "sqnxt23v5_w2_gdc"]
 
 SQNXT23V5_BLOCKS = (2, 4, 14, 1)
 STAGE_WIDTHS = (32, 64, 128, 256)
 # report 002's parameter counts, classifier Dense(128 -> 2360) with bias included
 SQNXT_REPORT_PARAMS = {1.0: 1_106_456, 2.0: 3_399_352}
 LAYOUTS = ("report", "paper")
+POOLINGS = ("avg", "gdc")
 
 
 class _Builder:
@@ -124,7 +126,7 @@ class _Builder:
 
 
 def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, layout="report",
-              dropout=0.2, bn_momentum=0.997, bn_epsilon=1e-5, name=None):
+              dropout=0.2, bn_momentum=0.997, bn_epsilon=1e-5, pooling="avg", name=None):
     """Build SqNxt-23v5 (images -> embedding).
 
     Args:
@@ -140,7 +142,14 @@ def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, lay
         dropout: rate after the global pool (the report's keep probability
             0.8 -> 0.2).
         bn_momentum, bn_epsilon: BatchNormalization settings.
+        pooling: ``"avg"`` (the report: global average pool, every position of the final map weighted
+            alike) or ``"gdc"`` (beyond the report: a global depthwise convolution, one learned weight per
+            channel and position of the final map, then BN; MobileFaceNet's face embedding pool, which
+            keeps where on the face a feature fired). Same embedding size; ``gdc`` adds
+            ``h * w * 128`` weights + BN (2,048 + 256 at 112x112).
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if len(input_shape) != 3:
@@ -155,7 +164,8 @@ def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, lay
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if name is None:
-        name = f"sqnxt23v5_w{width:g}".replace(".", "_") + ("" if layout == "report" else "_paper")
+        name = (f"sqnxt23v5_w{width:g}".replace(".", "_") + ("" if layout == "report" else "_paper")
+                + ("" if pooling == "avg" else "_gdc"))
     b = _Builder(bn_momentum, bn_epsilon)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     if layout == "report":
@@ -174,7 +184,12 @@ def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, lay
                 x = b.paper_block(x, c, 2 if (s > 1 and i == 1) else 1, f"stage{s}_block{i}")
         final = int(round(128 * width))
     x = b.conv(x, final, 1, "final_conv")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    else:
+        x = layers.DepthwiseConv2D(tuple(x.shape[1:3]), padding="valid", use_bias=False, name="gdc_conv")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="gdc_bn")(x)
+        x = layers.Flatten(name="gdc_flatten")(x)
     if embedding_dim is None:
         x = layers.Dropout(dropout, dtype="float32", name="embedding")(x)
     else:
@@ -183,6 +198,16 @@ def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, lay
         x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, dtype="float32",
                                       name="embedding")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def sqnxt23v5_w1_gdc(**kwargs):
+    """1.0-SqNxt-23v5 with a global depthwise convolution in place of the average pool (``pooling="gdc"``)."""
+    return sqnxt23v5(width=1.0, pooling="gdc", **kwargs)
+
+
+def sqnxt23v5_w2_gdc(**kwargs):
+    """2.0-SqNxt-23v5 with a global depthwise convolution in place of the average pool (``pooling="gdc"``)."""
+    return sqnxt23v5(width=2.0, pooling="gdc", **kwargs)
 
 
 def sqnxt23v5_w1(**kwargs):

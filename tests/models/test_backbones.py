@@ -40,6 +40,8 @@ SMALL = {
     "efficientnet_v2_m": ((32, 32, 3), 512),  # in SPARED, see there
     "sqnxt23v5_w1": ((32, 32, 3), 128),  # sides at least 32
     "sqnxt23v5_w2": ((32, 32, 3), 128),
+    "sqnxt23v5_w1_gdc": ((32, 32, 3), 128),  # in SPARED, see there
+    "sqnxt23v5_w2_gdc": ((32, 32, 3), 128),
     "thin_resnet34": ((32, 32, 3), 512),  # sides divisible by 32
     "thin_resnet50": ((32, 32, 3), 512),
     "thin_resnet50_v2": ((32, 32, 3), 512),
@@ -58,7 +60,9 @@ WITHOUT_BN = {"inception_resnet_v1_nobn"}  # report 002's teacher: convolutions 
 # minutes here, and with the harness's made-up BN statistics its embeddings reach 1e5 and differ between batch
 # sizes of 1 and 4 (float32 round-off amplified through 60 blocks). Its builder is the one efficientnet_b0 goes
 # through (tested here); its count and embedding are tested in test_applications.py.
-SPARED = {"efficientnet_v2_m"}
+# The SqNxt-23v5 variants with a GDC pool are the same network up to the pool: tests/models/test_squeezenext.py
+# checks that pool against NumPy, their counts and a save/load round trip.
+SPARED = {"efficientnet_v2_m", "sqnxt23v5_w1_gdc", "sqnxt23v5_w2_gdc"}
 BACKBONES = [name for name in list_backbones() if name not in SPARED]
 
 

@@ -135,3 +135,34 @@ def test_paper_layout_embeds_real_faces(faces):
     want = keras.ops.convert_to_numpy(m(faces, training=False))
     assert want.shape == (len(faces), 64) and want.dtype == np.float32 and np.isfinite(want).all()
     assert np.std(want, axis=0).mean() > 0  # different faces, different embeddings
+
+
+def test_gdc_pool_against_numpy_and_its_counts(tmp_path):
+    """pooling="gdc": a depthwise conv as large as the final map (one weight per channel and position), BN, then
+    the usual embedding; checked against a NumPy weighted sum, with the counts it adds and a save/load."""
+    shape = (112, 112, 3)
+    avg = sqnxt23v5(width=0.5, input_shape=shape, dropout=0.0)
+    gdc = sqnxt23v5(width=0.5, input_shape=shape, dropout=0.0, pooling="gdc")
+    assert gdc.name == "sqnxt23v5_w0_5_gdc" and gdc.output_shape == avg.output_shape == (None, 128)
+    final = gdc.get_layer("final_conv_relu").output.shape  # 112 -> a 4x4 map of 128 channels
+    assert tuple(final[1:]) == (4, 4, 128)
+    trainable = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # noqa: E731
+    assert trainable(gdc) - trainable(avg) == 4 * 4 * 128 + 2 * 128  # depthwise kernel + BN gamma, beta
+    rng = np.random.default_rng(0)
+    for w in gdc.weights:  # any values: BN statistics made up, so the check covers them too
+        w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path
+                 else rng.normal(0, 0.3, w.shape).astype("float32"))
+    x = rng.uniform(-1, 1, (2, *shape)).astype("float32")
+    feats = keras.Model(gdc.inputs, gdc.get_layer("final_conv_relu").output)(x).numpy()
+    kernel = gdc.get_layer("gdc_conv").kernel.numpy()[..., 0]  # (4, 4, 128)
+    bn = gdc.get_layer("gdc_bn")
+    pooled = (feats * kernel).sum(axis=(1, 2))
+    want = (pooled - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon) * bn.gamma.numpy() \
+        + bn.beta.numpy()
+    np.testing.assert_allclose(gdc(x, training=False).numpy(), want, rtol=1e-4, atol=1e-4)
+    gdc.save(tmp_path / "gdc.keras")
+    again = keras.saving.load_model(tmp_path / "gdc.keras")
+    np.testing.assert_allclose(again(x, training=False).numpy(), want, rtol=1e-4, atol=1e-4)
+    assert build_backbone("sqnxt23v5_w1_gdc", input_shape=shape).name == "sqnxt23v5_w1_gdc"
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        sqnxt23v5(input_shape=shape, pooling="max")
