@@ -18,7 +18,7 @@ from kerasface.cli.flags import flag_names
 from kerasface.config import ClassifyExperiment, PairExperiment, TripletExperiment, setting_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRESETS = ("vargface", "vargface-reduced", "vargface-lowlight", "vargface-reduced-lowlight")
+PRESETS = ("vargface", "vargface-reduced", "vargface-lowlight", "vargface-reduced-lowlight", "vargface-init")
 
 
 def test_summary_json(capsys):

@@ -13,6 +13,7 @@ from kerasface.config import (
     ClassifyExperiment,
     PairExperiment,
     TripletExperiment,
+    is_setting_default,
     setting_info,
     upgrade_settings,
 )
@@ -90,7 +91,7 @@ def test_runtime_choices_match_the_training_runtime():
 
 #: settings added after the main-era fixtures were written, off (None) by default; an old run folder lacks them
 #: and resuming reads them as None (run_folder compares with ``dict.get``)
-ADDED_SINCE_MAIN_ERA = {"pairs": ("holdout_folds",),
+ADDED_SINCE_MAIN_ERA = {"pairs": ("holdout_folds", "init_from", "freeze_backbone"),
                         "classify": ("embedding_teacher", "teacher_data", "embedding_distill_weight",
                                      "embedding_distill_metric", "flip")}
 
@@ -101,9 +102,9 @@ def test_upgrade_settings_maps_a_main_era_pair_run_folder():
     # what the pair trainer resolves today for the same command (its comparison ignores the key order)
     today = cfg.to_dict() | {k: MAIN_PAIR_CONFIG[k] for k in ("data", "train_pairs", "runtime")} \
         | {"eval_pairs": MAIN_PAIR_CONFIG["val_pairs"]}
-    # settings added since (off by default) are absent from the old file; resume reads them as None
+    # settings added since (off by default) are absent from the old file; resume takes them at their defaults
     added = set(ADDED_SINCE_MAIN_ERA["pairs"])
-    assert all(today.pop(k) is None for k in added) and not added & set(new)
+    assert all(is_setting_default(k, today.pop(k)) for k in added) and not added & set(new)
     assert new == today
     assert upgrade_settings(dict(MAIN_PAIR_CONFIG, augment=True))["augment"] == "flip"
     assert MAIN_PAIR_CONFIG["val_pairs"] and MAIN_PAIR_CONFIG["augment"] is False  # the input is left alone
