@@ -28,6 +28,7 @@ __all__ = [
     "carried_face_spec",
     "find_face_preprocessing",
     "resolve_group_conv_implementation",
+    "set_group_conv_implementation",
 ]
 
 _IMPLEMENTATIONS = GROUP_CONV_IMPLEMENTATIONS = GROUP_CONV_PATHS  # declared once, in the settings schema
@@ -93,6 +94,21 @@ def resolve_group_conv_implementation(implementation: str = "auto", groups: int 
             and tuple(input_shape[1:3]) == tuple(_pair(kernel_size))):
         return "matmul"
     return "blockdiag"
+
+
+def set_group_conv_implementation(model, implementation: str) -> int:
+    """Make every :class:`GroupConv2D` in ``model`` (nested models included) run ``implementation`` from its
+    next trace: the path is not part of the weights, so a loaded model can switch. Returns how many."""
+    if implementation not in _IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}")
+    n = 0
+    for layer in model.layers:
+        if isinstance(layer, GroupConv2D):
+            layer.implementation = implementation
+            n += 1
+        elif hasattr(layer, "layers"):
+            n += set_group_conv_implementation(layer, implementation)
+    return n
 
 
 @_register

@@ -325,3 +325,21 @@ def test_model_saved_with_one_path_loads_and_runs_with_every_other(tmp_path):
         other.load_weights(tmp_path / "m.keras")
         np.testing.assert_allclose(keras.ops.convert_to_numpy(other(x)), want, rtol=1e-4, atol=1e-4,
                                    err_msg=path)
+
+
+def test_set_group_conv_implementation_reaches_nested_layers_and_keeps_results():
+    """A loaded model's grouped convs switch path (nested models included); the output does not change."""
+    from kerasface.layers import set_group_conv_implementation
+
+    inner_in = keras.Input((8, 8, 8))
+    inner = keras.Model(inner_in, GroupConv2D(8, 3, groups=4, implementation="split", name="g2")(inner_in))
+    x = inp = keras.Input((8, 8, 4))
+    x = GroupConv2D(8, 3, groups=2, implementation="split", name="g1")(x)
+    model = keras.Model(inp, inner(x))
+    data = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    before = keras.ops.convert_to_numpy(model(data))
+    assert set_group_conv_implementation(model, "depthwise") == 2
+    assert model.get_layer("g1").implementation == inner.get_layer("g2").implementation == "depthwise"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(data)), before, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        set_group_conv_implementation(model, "fastest")

@@ -276,10 +276,11 @@ def build_before_tracing(model: keras.Model, data) -> bool:
 
     Without a distribution strategy Keras defers them to the first traced step, and a ``tf.function`` that
     creates variables is traced twice (once to create them, once to run): VarGFaceNet's first training
-    step took 141 s against 95 s built beforehand (2 cores shared with two trainings;
-    docs/performance.md). Under a strategy Keras builds them itself (its ``_symbolic_build``, which this
-    calls with ``data``'s element spec, a ``tf.data.Dataset``). Returns whether it built anything; any
-    other data, or a Keras without that method, is left to Keras (the same run, traced twice)."""
+    step took 102.8-103.7 s against 69.7-81.3 s built beforehand (a loaded machine;
+    ``benchmarks/bench_first_step.py``, docs/performance.md). Under a strategy Keras builds them itself
+    (its ``_symbolic_build``, which this calls with ``data``'s element spec, a ``tf.data.Dataset``).
+    Returns whether it built anything; any other data, or a Keras without that method, is left to Keras
+    (the same run, traced twice)."""
     import tensorflow as tf
 
     symbolic_build = getattr(model, "_symbolic_build", None)

@@ -32,7 +32,7 @@ from kerasface.data import PairData, open_image_source, parse_pairs
 from kerasface.data.locations import data_location
 from kerasface.data.splits import FOLDS_LIST, find_pairs_list, resolve_pair_lists, split_pair_folds
 from kerasface.io import write_json
-from kerasface.layers import GroupConv2D
+from kerasface.layers import set_group_conv_implementation
 from kerasface.models import SiameseVerifier, build_backbone
 from kerasface.training.distribute import Runtime
 from kerasface.training.init_from import init_model_for, load_init_model
@@ -58,9 +58,7 @@ def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None,
             implementation=cfg.group_conv,
         )
     else:
-        for layer in _all_layers(backbone):
-            if isinstance(layer, GroupConv2D):
-                layer.implementation = cfg.group_conv  # chosen when traced, not part of the weights
+        set_group_conv_implementation(backbone, cfg.group_conv)
         backbone.trainable = not cfg.freeze_backbone
     model = SiameseVerifier(backbone, hidden_units=cfg.hidden_units, dropout=cfg.dropout,
                             name=f"{cfg.backbone}_verifier")
@@ -71,13 +69,6 @@ def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None,
         **(runtime.compile_kwargs() if runtime is not None else {}),
     )
     return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def _load(pairs_path: Path, source, cfg: PairExperiment, what: str) -> PairData:
