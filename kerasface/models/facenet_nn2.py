@@ -60,7 +60,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kerasface.layers import L2Normalize, L2Pooling2D, LocalResponseNormalization
+from kerasface.layers import FusedBatchNormalization, L2Normalize, L2Pooling2D, LocalResponseNormalization
 
 __all__ = ["FaceNetNN2", "facenet_nn2", "NN2_INCEPTION_BLOCKS"]
 
@@ -94,8 +94,8 @@ class _Builder:
         x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=not batch,
                           kernel_initializer="he_normal", name=name)(x)
         if batch:
-            x = layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                          name=f"{name}_bn")(x)
+            x = FusedBatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                        name=f"{name}_bn")(x)
         return layers.ReLU(name=f"{name}_relu")(x)
 
     def pool(self, x, kind, strides, name):

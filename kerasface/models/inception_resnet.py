@@ -76,6 +76,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kerasface.layers import FusedBatchNormalization
+
 __all__ = [
     "REPORT_INPUT_SHAPE",
     "REPORT_TEACHER_CLASSES",
@@ -101,8 +103,8 @@ class _Builder:
                           use_bias=not self.batch_norm, kernel_initializer="glorot_uniform",
                           name=name)(x)
         if self.batch_norm:
-            x = layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                          scale=False, name=f"{name}_bn")(x)
+            x = FusedBatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                        scale=False, name=f"{name}_bn")(x)
         if activation:
             x = layers.ReLU(name=f"{name}_relu")(x)
         return x
@@ -212,8 +214,8 @@ def inception_resnet_v1(input_shape=(160, 160, 3), embedding_dim=512, dropout=0.
         x = layers.Dropout(dropout, name="dropout")(x)
         x = layers.Dense(int(embedding_dim), use_bias=not batch_norm, name="bottleneck")(x)
         if batch_norm:
-            x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, scale=False,
-                                          dtype="float32", name="embedding")(x)
+            x = FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, scale=False,
+                                        dtype="float32", name="embedding")(x)
         else:
             x = layers.Activation("linear", dtype="float32", name="embedding")(x)
     return keras.Model(inputs, x, name=name)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kerasface.layers import L2Normalize
+from kerasface.layers import FusedBatchNormalization, L2Normalize
 
 __all__ = ["ResNetBasic", "ResNetBottleneck", "resnet18", "resnet34", "RESNET_BLOCKS", "TORCHVISION_PARAMS_NO_FC"]
 
@@ -81,8 +81,8 @@ class _Builder:
                              kernel_initializer="he_normal", name=name)(x)
 
     def bn(self, x, name):
-        return layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                         name=name)(x)
+        return FusedBatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                       name=name)(x)
 
     def squeeze_excite(self, x, name):
         """SE (Hu et al. 2018): average pool, FC c/r + ReLU, FC c + sigmoid, scale (FCs with bias)."""

@@ -70,6 +70,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kerasface.layers import FusedBatchNormalization
 from kerasface.models.inception_resnet import REPORT_INPUT_SHAPE
 
 __all__ = ["SQNXT23V5_BLOCKS", "SQNXT_REPORT_PARAMS", "sqnxt23v5", "sqnxt23v5_w1", "sqnxt23v5_w1_gdc", "sqnxt23v5_w2",
@@ -91,8 +92,8 @@ class _Builder:
     def conv(self, x, filters, kernel, name, strides=1, padding="same", activation=True):
         x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
                           kernel_initializer="he_normal", name=name)(x)
-        x = layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                      name=f"{name}_bn")(x)
+        x = FusedBatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                    name=f"{name}_bn")(x)
         if activation:
             x = layers.ReLU(name=f"{name}_relu")(x)
         return x
@@ -188,15 +189,15 @@ def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, lay
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     else:
         x = layers.DepthwiseConv2D(tuple(x.shape[1:3]), padding="valid", use_bias=False, name="gdc_conv")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="gdc_bn")(x)
+        x = FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="gdc_bn")(x)
         x = layers.Flatten(name="gdc_flatten")(x)
     if embedding_dim is None:
         x = layers.Dropout(dropout, dtype="float32", name="embedding")(x)
     else:
         x = layers.Dropout(dropout, name="dropout")(x)
         x = layers.Dense(int(embedding_dim), use_bias=False, name="bottleneck")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, dtype="float32",
-                                      name="embedding")(x)
+        x = FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, dtype="float32",
+                                    name="embedding")(x)
     return keras.Model(inputs, x, name=name)
 
 

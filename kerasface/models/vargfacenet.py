@@ -33,7 +33,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kerasface.layers import GroupConv2D
+from kerasface.layers import FusedBatchNormalization, GroupConv2D
 
 __all__ = ["VarGFaceNet", "vargfacenet", "vargfacenet_reduced", "vargfacenet_tiny"]
 
@@ -47,7 +47,7 @@ class _Builder:
         self.bn_epsilon = bn_epsilon
 
     def bn(self, x, name):
-        return layers.BatchNormalization(
+        return FusedBatchNormalization(
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name
         )(x)
 
@@ -170,8 +170,8 @@ def VarGFaceNet(
     x = b.prelu(x, "embed_pconv_act")
     x = layers.Flatten(name="embed_flatten")(x)
     x = layers.Dense(embedding_dim, use_bias=False, name="embed_fc")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, dtype="float32",
-                                  name="embedding")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, dtype="float32",
+                                name="embedding")(x)
     return keras.Model(inputs, x, name=name)
 
 
