@@ -22,7 +22,7 @@ def _kinds(model):
 def test_flags_reach_the_nn2_graph(norm, l2_pooling, l2_normalize):
     cfg = TripletExperiment(name="t", image_size=32, norm=norm, l2_pooling=l2_pooling, l2_normalize=l2_normalize)
     kinds = _kinds(build_embedding_model(cfg))
-    assert (keras.layers.BatchNormalization in kinds) == (norm == "batch")
+    assert any(issubclass(k, keras.layers.BatchNormalization) for k in kinds) == (norm == "batch")
     assert (LocalResponseNormalization in kinds) == (norm == "lrn")
     assert (L2Pooling2D in kinds) == l2_pooling
     assert (L2Normalize in kinds) == l2_normalize
