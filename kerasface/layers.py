@@ -353,8 +353,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     backward. Keras 2 (``tf.keras``) used TensorFlow's ``FusedBatchNormV3`` (oneDNN on
     this CPU), which does both directions in one op each: on VarGFaceNet's activations
     it is 1.2-2.7x faster per layer, forward and backward, 1.9x summed over the
-    network's 79 batch norms, and the verifier's training step 1.13x
-    (docs/performance.md, "Batch normalisation"). The graph also has about thirty
+    network's 79 batch norms, and the verifier trains 1.49x faster (quiet; 1.13x
+    on a loaded machine; docs/performance.md, "Batch normalisation"). The graph also has about thirty
     fewer ops per layer to trace.
 
     Same weights (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``), config and
