@@ -23,7 +23,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_first_step's sample helpers
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -90,22 +92,15 @@ def layers_table(backbone: str, batch: int, rounds: int, repeats: int) -> list[d
 
 def network_child(backbone: str, batch: int, variant: str, steps: int) -> dict:
     import keras
-    import tensorflow as tf
+    from bench_first_step import sample_pairs, sample_verifier
 
-    from kerasface.data import PairData, parse_pairs
-    from kerasface.data.locations import bundled_sample_dir
     from kerasface.layers import FusedBatchNormalization
-    from kerasface.presets import get_pair_preset
-    from kerasface.training import build_verifier
     from kerasface.training.runner import build_before_tracing
 
     if variant == "keras":
         FusedBatchNormalization.call = keras.layers.BatchNormalization.call
-    sample = bundled_sample_dir()
-    data = PairData.from_pairs(parse_pairs(sample / "pairsTrain.txt"), sample, progress=False)
-    ds = data.dataset(batch_size=batch, shuffle=False, drop_remainder=True, repeat=True)
-    assert isinstance(ds, tf.data.Dataset)
-    model = build_verifier(get_pair_preset("vargface").override(backbone=backbone))
+    ds = sample_pairs(batch)
+    model = sample_verifier(backbone)
     t1 = time.perf_counter()
     build_before_tracing(model, ds)
     model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)

@@ -21,21 +21,30 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def one(backbone: str, batch: int, prebuild: bool) -> dict:
-    import tensorflow as tf
-
+def sample_pairs(batch: int):
+    """The bundled sample's training pairs as an endless, unshuffled ``tf.data`` batch stream."""
     from kerasface.data import PairData, parse_pairs
     from kerasface.data.locations import bundled_sample_dir
-    from kerasface.presets import get_pair_preset
-    from kerasface.training import build_verifier
-    from kerasface.training.runner import build_before_tracing
 
     sample = bundled_sample_dir()
     data = PairData.from_pairs(parse_pairs(sample / "pairsTrain.txt"), sample, progress=False)
-    ds = data.dataset(batch_size=batch, shuffle=False, drop_remainder=True, repeat=True)
-    assert isinstance(ds, tf.data.Dataset)
+    return data.dataset(batch_size=batch, shuffle=False, drop_remainder=True, repeat=True)
+
+
+def sample_verifier(backbone: str):
+    """The ``vargface`` preset's Siamese verifier with ``backbone``."""
+    from kerasface.presets import get_pair_preset
+    from kerasface.training import build_verifier
+
+    return build_verifier(get_pair_preset("vargface").override(backbone=backbone))
+
+
+def one(backbone: str, batch: int, prebuild: bool) -> dict:
+    from kerasface.training.runner import build_before_tracing
+
+    ds = sample_pairs(batch)
     t0 = time.perf_counter()
-    model = build_verifier(get_pair_preset("vargface").override(backbone=backbone))
+    model = sample_verifier(backbone)
     t1 = time.perf_counter()
     built = build_before_tracing(model, ds) if prebuild else False
     t2 = time.perf_counter()
