@@ -47,7 +47,10 @@ CASES = [
 PATHS = ("native", "split", "depthwise", "blockdiag", "matmul")
 
 
-def make_step(layer):
+def make_step(layer, forward=False):
+    if forward:  # inference: the layer alone, no tape
+        return tf.function(lambda x: layer(x, training=False))
+
     @tf.function
     def step(x):
         with tf.GradientTape() as tape:
@@ -66,7 +69,7 @@ def timed(step, x, repeats):
     return (time.perf_counter() - t0) / repeats * 1000
 
 
-def torch_step(hw, cin, cout, g, s, k, pad, batch):
+def torch_step(hw, cin, cout, g, s, k, pad, batch, forward=False):
     import torch
 
     torch.set_num_threads(os.cpu_count())
@@ -78,7 +81,11 @@ def torch_step(hw, cin, cout, g, s, k, pad, batch):
         y = conv(x)
         (y * y).sum().backward()
 
-    return step
+    def infer(_):
+        with torch.inference_mode():
+            conv(x)
+
+    return infer if forward else step
 
 
 def main():
@@ -90,11 +97,16 @@ def main():
                     help="also time Conv2D(groups) and the native path (1-2 s a step on TF's CPU)")
     ap.add_argument("--torch", action="store_true", help="add a PyTorch nn.Conv2d(groups) column")
     ap.add_argument("--only", help="comma-separated substrings of the row names to run")
+    ap.add_argument("--forward", action="store_true",
+                    help="time inference (the forward alone, training=False) instead of a training step")
+    ap.add_argument("--blocks", action="store_true",
+                    help="add a blockdiag column for every block size k (a divisor of G)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    print(f"batch {args.batch}, ms per training step (forward + backward), best of {args.rounds} "
+    what = "inference call (forward only)" if args.forward else "training step (forward + backward)"
+    print(f"batch {args.batch}, ms per {what}, best of {args.rounds} "
           f"interleaved rounds of {args.repeats}; load {open('/proc/loadavg').read().split()[0]}\n")
-    paths = PATHS if args.native else PATHS[1:]
+    paths = PATHS if args.native or args.forward else PATHS[1:]  # native's forward is not the slow part
     head = ("| conv | count | " + ("Conv2D(groups) | " if args.native else "") + " | ".join(paths)
             + " | auto picks | auto / best |" + (" PyTorch Conv2d(groups) | auto / PyTorch |" if args.torch else ""))
     print(head)
@@ -111,21 +123,28 @@ def main():
         want = ref(x).numpy()
         steps = {}
         if args.native:
-            steps["Conv2D(groups)"] = make_step(ref)
+            steps["Conv2D(groups)"] = make_step(ref, args.forward)
         for impl in paths + ("auto",):
             layer = GroupConv2D(cout, k, strides=s, padding=pad, groups=g, implementation=impl)
             layer.build(x.shape)
             layer.kernel.assign(ref.kernel)
             np.testing.assert_allclose(layer(x).numpy(), want, rtol=1e-3, atol=1e-3)
-            steps[impl] = make_step(layer)
+            steps[impl] = make_step(layer, args.forward)
+        blocks = [b for b in range(1, g + 1) if g % b == 0] if args.blocks else []
+        for b in blocks:
+            layer = GroupConv2D(cout, k, strides=s, padding=pad, groups=g, implementation="blockdiag",
+                                block_groups=b)
+            layer.build(x.shape)
+            layer.kernel.assign(ref.kernel)
+            steps[f"k={b}"] = make_step(layer, args.forward)
         if args.torch:
-            steps["torch"] = torch_step(hw, cin, cout, g, s, k, pad, args.batch)
+            steps["torch"] = torch_step(hw, cin, cout, g, s, k, pad, args.batch, args.forward)
         best = {}
         for st in steps.values():
             st(x)  # trace
         for _ in range(args.rounds):
             for key, st in steps.items():
-                slow = key in ("native", "Conv2D(groups)")
+                slow = key in ("native", "Conv2D(groups)") and not args.forward
                 t = timed(st, x, 1 if slow else args.repeats)
                 best[key] = min(best.get(key, t), t)
         auto = resolve_group_conv_implementation("auto", g, input_shape=x.shape, kernel_size=k, padding=pad)
@@ -139,6 +158,8 @@ def main():
         if args.torch:
             line += f" {best['torch']:.1f} | {best['auto'] / best['torch']:.2f}x |"
         print(line, flush=True)
+        if blocks:
+            print("|  | blockdiag per k: " + ", ".join(f"{b}: {best[f'k={b}']:.1f}" for b in blocks) + " |", flush=True)
     print(f"\nload at end {open('/proc/loadavg').read().split()[0]}")
 
 

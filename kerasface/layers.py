@@ -10,6 +10,7 @@ loads with ``import kerasface`` and the default ``safe_mode=True``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -30,6 +31,7 @@ __all__ = [
     "FacePreprocessing",
     "carried_face_spec",
     "find_face_preprocessing",
+    "batch_norm_addressed_as_keras",
     "resolve_group_conv_implementation",
     "set_group_conv_implementation",
 ]
@@ -400,6 +402,30 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return ops.cast(y, self.compute_dtype)
+
+
+@contextlib.contextmanager
+def batch_norm_addressed_as_keras(model):
+    """Inside the block, every :class:`FusedBatchNormalization` of ``model`` is a ``keras.layers.BatchNormalization``.
+
+    A Keras weights file addresses a layer by its class's snake-case name and rank
+    (``layers/batch_normalization_3/vars``), not by the layer's name: the weights
+    of a model built before the builders used :class:`FusedBatchNormalization`
+    (run backups, ``.weights.h5`` files) sit under ``batch_normalization_*`` and a
+    fused layer looks for ``fused_batch_normalization_*``. The two classes hold the
+    same four variables, so loading such a file inside this block fills them;
+    :func:`kerasface.io.load_weights` does that when the plain load fails. The
+    classes are put back on exit. Yields how many layers were switched.
+    """
+    switched = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+                if type(layer) is FusedBatchNormalization]
+    for layer in switched:
+        layer.__class__ = keras.layers.BatchNormalization
+    try:
+        yield len(switched)
+    finally:
+        for layer in switched:
+            layer.__class__ = FusedBatchNormalization
 
 
 @_register

@@ -12,7 +12,7 @@ import numpy as np
 from kerasface.data.lfw import parse_pairs
 from kerasface.data.sources import open_image_source
 from kerasface.evaluation.verification import evaluate_pairs
-from kerasface.io import atomic_path, write_json
+from kerasface.io import atomic_path, load_weights, write_json
 from kerasface.models import MarginHead
 from kerasface.ops import l2_normalize, normalize_faces
 
@@ -180,7 +180,7 @@ class RunBackup(keras.callbacks.Callback):
                                     "to start over")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(str(weights))
+        load_weights(model, weights)  # also a backup written before the fused batch norms
         self.restored_epoch = int(state["epoch"])
         logger.info("resuming from the backup of epoch %d in %s", self.restored_epoch, self.backup_dir)
         return self.restored_epoch

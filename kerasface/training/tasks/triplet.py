@@ -58,7 +58,7 @@ from kerasface.data.pipelines import embed_images
 from kerasface.data.sources import open_image_source
 from kerasface.data.splits import IdentitySplit, resolve_identity_split, write_pairs_list
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy
-from kerasface.io import atomic_path, write_json
+from kerasface.io import atomic_path, load_weights, write_json
 from kerasface.training.distribute import Runtime
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import EpochLoopTask, Stop, Verification, run_training
@@ -249,7 +249,7 @@ class TripletTask(EpochLoopTask):
 
     def recover_from_nan(self, run) -> bool:
         # Evaluate (and report) the last good epoch's saved weights, not the NaN ones in memory.
-        self.embedder.load_weights(str(run.run_dir / "model.keras"))
+        load_weights(self.embedder, run.run_dir / "model.keras")
         return True
 
     def verification(self) -> Verification:
