@@ -275,9 +275,11 @@ class GroupConv2D(keras.layers.Layer):
         kern = ops.reshape(kern * eye, (kh, kw, nb, k * cpg, k * m))
         if nb == 1:
             return ops.conv(inputs, kern[:, :, 0], strides=self.strides, padding=self.padding)
-        w = k * cpg
-        outs = [ops.conv(inputs[..., i * w:(i + 1) * w], kern[:, :, i], strides=self.strides,
-                         padding=self.padding) for i in range(nb)]
+        # ops.split, not nb strided slices: the gradient of a split is one concatenation, while each slice's
+        # gradient is a zero tensor of the whole input with the slice written in, summed afterwards (AddN)
+        xs = ops.split(inputs, nb, axis=-1)
+        ks = ops.split(kern, nb, axis=2)
+        outs = [ops.conv(x, kk[:, :, 0], strides=self.strides, padding=self.padding) for x, kk in zip(xs, ks)]
         return ops.concatenate(outs, axis=-1)
 
     def _matmul(self, inputs):
@@ -304,14 +306,9 @@ class GroupConv2D(keras.layers.Layer):
         return ops.reshape(out, (-1, oh, ow, self.filters))
 
     def _split(self, inputs):
-        g = self.groups
-        cpg = self.in_channels // g
-        m = self.filters // g
-        outs = []
-        for i in range(g):
-            x = inputs[..., i * cpg : (i + 1) * cpg]
-            k = self.kernel[..., i * m : (i + 1) * m]
-            outs.append(ops.conv(x, k, strides=self.strides, padding=self.padding))
+        g = self.groups  # split, not slices: see _blockdiag
+        outs = [ops.conv(x, k, strides=self.strides, padding=self.padding)
+                for x, k in zip(ops.split(inputs, g, axis=-1), ops.split(self.kernel, g, axis=-1))]
         return ops.concatenate(outs, axis=-1)
 
     def compute_output_shape(self, input_shape):
