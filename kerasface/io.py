@@ -119,20 +119,20 @@ def load_model(path, **kwargs):
 
 def load_weights(model, path) -> None:
     """``model.load_weights(path)``, which also reads files written before the builders used
-    :class:`~kerasface.layers.FusedBatchNormalization`.
+    :class:`~kerasface.layers.FusedBatchNormalization` and :class:`~kerasface.layers.FusedPReLU`.
 
     Keras finds a layer's weights in a file by its class's name, so a run backup or ``.weights.h5`` saved
-    when the batch norms were ``keras.layers.BatchNormalization`` does not load into today's model (same
-    variables, another address). When the plain load fails and the model has fused batch norms, the file is
-    read again with them addressed as Keras's (:func:`~kerasface.layers.batch_norm_addressed_as_keras`);
+    when the layers were ``keras.layers.BatchNormalization`` / ``PReLU`` does not load into today's model
+    (same variables, another address). When the plain load fails and the model has fused layers, the file
+    is read again with them addressed as Keras's (:func:`~kerasface.layers.fused_layers_addressed_as_keras`);
     if that fails too, the first error is raised.
     """
     try:
         model.load_weights(str(path))
     except ValueError as first:
-        from kerasface.layers import batch_norm_addressed_as_keras
+        from kerasface.layers import fused_layers_addressed_as_keras
 
-        with batch_norm_addressed_as_keras(model) as switched:
+        with fused_layers_addressed_as_keras(model) as switched:
             if not switched:
                 raise
             try:

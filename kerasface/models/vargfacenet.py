@@ -33,7 +33,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kerasface.layers import FusedBatchNormalization, GroupConv2D
+from kerasface.layers import FusedBatchNormalization, FusedPReLU, GroupConv2D
 
 __all__ = ["VarGFaceNet", "vargfacenet", "vargfacenet_reduced", "vargfacenet_tiny"]
 
@@ -53,7 +53,7 @@ class _Builder:
 
     @staticmethod
     def prelu(x, name):
-        return layers.PReLU(
+        return FusedPReLU(
             alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name
         )(x)
 
