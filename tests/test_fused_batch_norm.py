@@ -95,8 +95,9 @@ def test_without_gamma_and_beta_and_in_inference():
     y_k, (dx_k,) = _train_step(plain, x, upstream)
     np.testing.assert_allclose(y, y_k, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dx, dx_k, rtol=1e-4, atol=1e-4)
-    # inference: the moving statistics, the parent's code
-    np.testing.assert_allclose(fused(x, training=False).numpy(), plain(x, training=False).numpy(), rtol=1e-6)
+    # inference: the moving statistics (fused kernel with is_training=False), as the parent computes them
+    np.testing.assert_allclose(fused(x, training=False).numpy(), plain(x, training=False).numpy(), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_a_collapsed_batch_has_finite_gradients():
@@ -106,16 +107,42 @@ def test_a_collapsed_batch_has_finite_gradients():
     assert all(np.isfinite(g).all() for g in grads)
 
 
-def test_other_ranks_and_a_frozen_layer_use_keras_path():
+def test_other_ranks_use_keras_path():
     layer = FusedBatchNormalization()
     x2 = tf.constant(np.random.default_rng(2).normal(size=(8, 5)).astype("float32"))
     layer.build(x2.shape)
-    assert not layer._fused(x2, True, None)
+    assert not layer._fused(x2, True, None) and not layer._fusable(x2, None)
     np.testing.assert_allclose(layer(x2, training=True).numpy(),
                                keras.layers.BatchNormalization()(x2, training=True).numpy(), rtol=1e-5, atol=1e-5)
-    frozen = FusedBatchNormalization()
-    frozen.trainable = False
-    assert not frozen._fused(tf.zeros((2, 3, 3, 4)), True, None)
+
+
+def test_inference_and_a_frozen_layer_match_numpy_with_gradients():
+    """training=False, and a frozen layer inside a training step: y = gamma (x - mean) / sqrt(var + eps) + beta
+    with the moving statistics, d/dx = gamma / sqrt(var + eps) * upstream; nothing moves."""
+    x, upstream, _, _ = _inputs(4)
+    rng = np.random.default_rng(5)
+    c = x.shape[-1]
+    gamma, beta = rng.normal(size=c).astype("float32"), rng.normal(size=c).astype("float32")
+    mean, var = rng.normal(size=c).astype("float32"), rng.uniform(0.0, 2.0, size=c).astype("float32")
+    var[0] = 0.0  # a channel whose moving variance is 0: epsilon alone
+    want_y = gamma * (x.astype(np.float64) - mean) / np.sqrt(var.astype(np.float64) + 1e-3) + beta
+    want_dx = gamma / np.sqrt(var.astype(np.float64) + 1e-3) * upstream
+    for frozen in (False, True):
+        layer = FusedBatchNormalization()
+        layer.build(x.shape)
+        for w, v in zip((layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance), (gamma, beta, mean, var)):
+            w.assign(v)
+        layer.trainable = not frozen
+        assert layer._fusable(tf.constant(x), None)
+        assert layer._fused(tf.constant(x), True, None) is (not frozen)  # a frozen layer never takes the training path
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, training=frozen)  # frozen: training=True in a fit, the layer still infers
+        dx = tape.gradient(y, xt, output_gradients=tf.constant(upstream))
+        np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(dx.numpy(), want_dx, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(layer.moving_mean.numpy(), mean)
 
 
 def test_mixed_bfloat16_computes_in_float32():
