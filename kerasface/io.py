@@ -10,8 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "first_line", "jsonable", "load_model", "load_weights", "write_json", "save_model",
-           "save_figure"]
+__all__ = ["atomic_path", "first_line", "jsonable", "load_model", "write_json", "save_model", "save_figure"]
 
 
 def first_line(text, limit: int | None = None) -> str:
@@ -115,30 +114,6 @@ def load_model(path, **kwargs):
         return keras.saving.load_model(path, **kwargs)
     except Exception as e:
         raise ValueError(f"cannot load the model {str(path)!r}: {type(e).__name__}: {first_line(e, 300)}") from e
-
-
-def load_weights(model, path) -> None:
-    """``model.load_weights(path)``, which also reads files written before the builders used
-    :class:`~kerasface.layers.FusedBatchNormalization` and :class:`~kerasface.layers.FusedPReLU`.
-
-    Keras finds a layer's weights in a file by its class's name, so a run backup or ``.weights.h5`` saved
-    when the layers were ``keras.layers.BatchNormalization`` / ``PReLU`` does not load into today's model
-    (same variables, another address). When the plain load fails and the model has fused layers, the file
-    is read again with them addressed as Keras's (:func:`~kerasface.layers.fused_layers_addressed_as_keras`);
-    if that fails too, the first error is raised.
-    """
-    try:
-        model.load_weights(str(path))
-    except ValueError as first:
-        from kerasface.layers import fused_layers_addressed_as_keras
-
-        with fused_layers_addressed_as_keras(model) as switched:
-            if not switched:
-                raise
-            try:
-                model.load_weights(str(path))
-            except ValueError:
-                raise first from None
 
 
 def _jsonable(o):

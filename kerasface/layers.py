@@ -3,9 +3,9 @@
 Everything here uses ``keras.ops``, so it runs under any Keras 3 backend
 (TensorFlow, JAX, PyTorch). Two measured exceptions call TensorFlow directly when it is
 the backend, with Keras's own code on the others: :class:`FusedBatchNormalization` (TF's
-fused batch-norm kernel) and :class:`FusedPReLU` (PReLU as two small XLA-compiled kernels). Every layer is registered under the
-``kerasface`` package with a complete ``get_config``: a saved ``.keras`` model
-loads with ``import kerasface`` and the default ``safe_mode=True``.
+fused batch-norm kernel) and :class:`FusedPReLU` (PReLU as two small XLA-compiled kernels).
+Every layer is registered under the ``kerasface`` package with a complete ``get_config``: a
+saved ``.keras`` model loads with ``import kerasface`` and the default ``safe_mode=True``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "carried_face_spec",
     "find_face_preprocessing",
     "fused_layers_addressed_as_keras",
+    "load_weights",
     "resolve_group_conv_implementation",
     "set_group_conv_implementation",
 ]
@@ -497,7 +498,7 @@ def fused_layers_addressed_as_keras(model):
     ``.weights.h5`` files) sit under ``batch_normalization_*`` / ``p_re_lu_*``, and a
     fused layer looks for ``fused_batch_normalization_*``. Each fused layer holds the
     same variables as its parent, so loading such a file inside this block fills
-    them; :func:`kerasface.io.load_weights` does that when the plain load fails. The
+    them; :func:`load_weights` does that when the plain load fails. The
     classes are put back on exit. Yields how many layers were switched.
     """
     switched = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
@@ -513,6 +514,28 @@ def fused_layers_addressed_as_keras(model):
 
 _FUSED_AS_KERAS.update({FusedBatchNormalization: keras.layers.BatchNormalization,
                         FusedPReLU: keras.layers.PReLU})
+
+
+def load_weights(model, path) -> None:
+    """``model.load_weights(path)``, which also reads files written before the builders used
+    :class:`FusedBatchNormalization` and :class:`FusedPReLU`.
+
+    Keras finds a layer's weights in a file by its class's name, so a run backup or ``.weights.h5`` saved
+    when the layers were ``keras.layers.BatchNormalization`` / ``PReLU`` does not load into today's model
+    (same variables, another address). When the plain load fails and the model has fused layers, the file
+    is read again with them addressed as Keras's (:func:`fused_layers_addressed_as_keras`);
+    if that fails too, the first error is raised.
+    """
+    try:
+        model.load_weights(str(path))
+    except ValueError as first:
+        with fused_layers_addressed_as_keras(model) as switched:
+            if not switched:
+                raise
+            try:
+                model.load_weights(str(path))
+            except ValueError:
+                raise first from None
 
 
 @_register

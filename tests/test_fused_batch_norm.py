@@ -181,8 +181,8 @@ def _two_bn_net(bn_class):
 
 def test_weights_saved_with_keras_batch_norm_load_into_fused(tmp_path):
     """A run backup written before the builders used the fused layer: Keras addresses weights by class name,
-    so the plain load fails; kerasface.io.load_weights reads it, and the classes are put back afterwards."""
-    from kerasface.io import load_weights
+    so the plain load fails; kerasface.layers.load_weights reads it, and the classes are put back afterwards."""
+    from kerasface.layers import load_weights
 
     old = _two_bn_net(keras.layers.BatchNormalization)
     rng = np.random.default_rng(3)

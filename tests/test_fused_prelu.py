@@ -75,7 +75,7 @@ def test_bfloat16_policy_runs_in_bfloat16():
 
 
 def test_saves_and_loads_and_reads_keras_prelu_weights(tmp_path):
-    from kerasface.io import load_weights
+    from kerasface.layers import load_weights
 
     def net(act):
         inp = keras.Input((4, 4, 3))

@@ -12,7 +12,8 @@ import numpy as np
 from kerasface.data.lfw import parse_pairs
 from kerasface.data.sources import open_image_source
 from kerasface.evaluation.verification import evaluate_pairs
-from kerasface.io import atomic_path, load_weights, write_json
+from kerasface.io import atomic_path, write_json
+from kerasface.layers import load_weights
 from kerasface.models import MarginHead
 from kerasface.ops import l2_normalize, normalize_faces
 

@@ -58,7 +58,8 @@ from kerasface.data.pipelines import embed_images
 from kerasface.data.sources import open_image_source
 from kerasface.data.splits import IdentitySplit, resolve_identity_split, write_pairs_list
 from kerasface.evaluation.verification import evaluate_pairs, heldout_accuracy
-from kerasface.io import atomic_path, load_weights, write_json
+from kerasface.io import atomic_path, write_json
+from kerasface.layers import load_weights
 from kerasface.training.distribute import Runtime
 from kerasface.training.run_folder import RunResult
 from kerasface.training.runner import EpochLoopTask, Stop, Verification, run_training
