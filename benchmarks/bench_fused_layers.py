@@ -58,14 +58,7 @@ def _sliced_group_conv():
             nb = self.groups // k
             if k == 1 or nb == 1:
                 return super()._blockdiag(inputs, k)
-            # the block-diagonal kernels as the parent builds them, then the input sliced the old way
-            cpg, m = self.in_channels // self.groups, self.filters // self.groups
-            kh, kw = self.kernel_size
-            kern = ops.reshape(self.kernel, (kh, kw, cpg, nb, k, m))
-            kern = ops.expand_dims(ops.transpose(kern, (0, 1, 3, 2, 4, 5)), 3)
-            eye = ops.reshape(ops.cast(ops.eye(k), kern.dtype), (1, 1, 1, k, 1, k, 1))
-            kern = ops.reshape(kern * eye, (kh, kw, nb, k * cpg, k * m))
-            w = k * cpg
+            kern, w = self.block_kernels(k), k * self.in_channels // self.groups
             return ops.concatenate([ops.conv(inputs[..., i * w:(i + 1) * w], kern[:, :, i], strides=self.strides,
                                              padding=self.padding) for i in range(nb)], axis=-1)
 

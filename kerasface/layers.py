@@ -262,19 +262,24 @@ class GroupConv2D(keras.layers.Layer):
         area = None if h is None or w is None else h * w
         return group_conv_block_groups(self.groups, self.in_channels // self.groups, area)
 
-    def _blockdiag(self, inputs, k):
-        if k == 1:
-            return self._split(inputs)
+    def block_kernels(self, k):
+        """The kernel as ``G // k`` block-diagonal dense kernels of ``k`` groups: ``(kh, kw, G // k, k*cpg, k*m)``."""
         g = self.groups
         cpg = self.in_channels // g
         m = self.filters // g
-        nb = g // k  # blocks
+        nb = g // k
         kh, kw = self.kernel_size
         # (kh, kw, cpg, g*m) -> (kh, kw, nb, cpg, k, m) -> block-diagonal (kh, kw, nb, k*cpg, k*m)
         kern = ops.reshape(self.kernel, (kh, kw, cpg, nb, k, m))
         kern = ops.expand_dims(ops.transpose(kern, (0, 1, 3, 2, 4, 5)), 3)  # (kh, kw, nb, 1, cpg, k, m)
         eye = ops.reshape(ops.cast(ops.eye(k), kern.dtype), (1, 1, 1, k, 1, k, 1))
-        kern = ops.reshape(kern * eye, (kh, kw, nb, k * cpg, k * m))
+        return ops.reshape(kern * eye, (kh, kw, nb, k * cpg, k * m))
+
+    def _blockdiag(self, inputs, k):
+        if k == 1:
+            return self._split(inputs)
+        nb = self.groups // k  # blocks
+        kern = self.block_kernels(k)
         if nb == 1:
             return ops.conv(inputs, kern[:, :, 0], strides=self.strides, padding=self.padding)
         # ops.split, not nb strided slices: the gradient of a split is one concatenation, while each slice's
@@ -393,9 +398,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         import tensorflow as tf  # the TensorFlow backend is running: already imported
 
         x = ops.cast(inputs, "float32")
-        channels = x.shape[-1]
-        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
-        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        gamma, beta = self._scale_offset(x.shape[-1])
         empty = ops.zeros((0,), "float32")  # no running statistics go in: training mode
         # the raw op: tf.nn's wrapper raises epsilon to 1.001e-5 (a cuDNN limit), this CPU kernel takes any
         y, mean, variance = tf.raw_ops.FusedBatchNormV3(
@@ -408,14 +411,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return ops.cast(y, self.compute_dtype)
 
+    def _scale_offset(self, channels):
+        """``gamma`` and ``beta`` in float32 (ones and zeros without ``scale`` / ``center``): the kernel needs both."""
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        return gamma, beta
+
     def _fused_inference(self, inputs):
         """Inference (or a frozen layer): the moving statistics, one pass (Keras: a multiply and an add)."""
         import tensorflow as tf
 
         x = ops.cast(inputs, "float32")
-        channels = x.shape[-1]
-        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
-        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        gamma, beta = self._scale_offset(x.shape[-1])
         y = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=gamma, offset=beta, mean=ops.cast(self.moving_mean, "float32"),
             variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
@@ -485,7 +492,7 @@ class FusedPReLU(keras.layers.PReLU):
         return prelu(inputs, alpha)
 
 
-_FUSED_AS_KERAS = {}  # fused subclass -> the Keras layer whose weights it holds, filled below
+_FUSED_AS_KERAS = {FusedBatchNormalization: keras.layers.BatchNormalization, FusedPReLU: keras.layers.PReLU}
 
 
 @contextlib.contextmanager
@@ -501,19 +508,15 @@ def fused_layers_addressed_as_keras(model):
     them; :func:`load_weights` does that when the plain load fails. The
     classes are put back on exit. Yields how many layers were switched.
     """
-    switched = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+    switched = [(layer, type(layer)) for layer in model._flatten_layers(include_self=True, recursive=True)
                 if type(layer) in _FUSED_AS_KERAS]
-    for layer in switched:
-        layer.__class__ = _FUSED_AS_KERAS[type(layer)]
+    for layer, fused in switched:
+        layer.__class__ = _FUSED_AS_KERAS[fused]
     try:
         yield len(switched)
     finally:
-        for layer in switched:
-            layer.__class__ = next(f for f, k in _FUSED_AS_KERAS.items() if k is type(layer))
-
-
-_FUSED_AS_KERAS.update({FusedBatchNormalization: keras.layers.BatchNormalization,
-                        FusedPReLU: keras.layers.PReLU})
+        for layer, fused in switched:
+            layer.__class__ = fused
 
 
 def load_weights(model, path) -> None:
