@@ -58,9 +58,11 @@ exactly the report's figure, with 2360 classes (the identities of its
 CelebA-based course data set; ``REPORT_TEACHER_CLASSES``). Build it with
 ``inception_resnet_v1(input_shape=(218, 178, 3), embedding_dim=None,
 batch_norm=False)`` plus a ``Dense(2360)`` classifier (all trainable; no BN
-statistics). Report 002 feeds 218x178 images (CelebA's aligned size;
-``REPORT_INPUT_SHAPE``); the registry's ``"inception_resnet_v1"`` uses that
-size, the builder FaceNet's 160x160.
+statistics). Report 002's data are CelebA's aligned 218x178 images
+(``REPORT_INPUT_SHAPE``); its authors' ``data_reader.py`` trains on a crop of
+them resized to 224x224 and tests at 218x178. The registry's
+``"inception_resnet_v1"`` uses 218x178, ``"inception_resnet_v1_nobn"`` the
+training size 224x224, the builder FaceNet's 160x160.
 
 Names: ``stem_conv1`` ... ``stem_conv6``, ``stem_pool``; ``block35_3_branch2_conv2``
 (+ ``_bn``, ``_relu``), ``block35_3_up``, ``block35_3_scale``, ``block35_3_add``,
@@ -167,8 +169,8 @@ def inception_resnet_v1(input_shape=(160, 160, 3), embedding_dim=512, dropout=0.
     """Build Inception-ResNet-v1 (images -> embedding), FaceNet's layout.
 
     Args:
-        input_shape: HxWx3, H and W at least 75 (FaceNet: 160x160; report 002:
-            218x178, ``REPORT_INPUT_SHAPE``).
+        input_shape: HxWx3, H and W at least 75 (FaceNet: 160x160; report 002's
+            images: 218x178, ``REPORT_INPUT_SHAPE``; its training input: 224x224).
         embedding_dim: size of the bias-free Dense bottleneck + BN ("pre-logits",
             FaceNet: 512, 128 in older models); ``None``: no bottleneck, the
             embedding is the 1792-d pooled (and dropped-out) features, as in

@@ -62,7 +62,8 @@ Names: ``stem_conv`` / ``_bn`` / ``_relu``, ``stem_pool``,
 ``_relu``), ``stage3_block7_add`` (paper: ``stage2_block1_proj``,
 ``stage2_block1_out``), ``final_conv``, ``avg_pool``, ``dropout``,
 ``embedding``. No name contains "1x1". Inputs are images normalised as
-``(x - 127.5) / 128``; report 002 uses 218x178 (``REPORT_INPUT_SHAPE``).
+``(x - 127.5) / 128``; report 002's images are 218x178 (``REPORT_INPUT_SHAPE``, its test-time size; its
+authors' code trains on a crop resized to 224x224, the size the report-002 presets use).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def sqnxt23v5(width=1.0, input_shape=REPORT_INPUT_SHAPE, embedding_dim=None, lay
             stage widths divisible by 4, e.g. 0.5 for tests). The report
             layout keeps the 64-channel stem and the 128-channel final conv
             at every width, the paper layout scales both.
-        input_shape: HxWx3 (report 002: 218x178; at least 32x32).
+        input_shape: HxWx3 (report 002's images: 218x178, its training input 224x224; at least 32x32).
         embedding_dim: ``None``: the pooled final-conv features are the
             embedding (128-d in the report layout, 128 x width in the paper
             one); an int adds a bias-free Dense + BN of that size.
@@ -212,10 +213,10 @@ def sqnxt23v5_w2_gdc(**kwargs):
 
 
 def sqnxt23v5_w1(**kwargs):
-    """1.0-SqNxt-23v5, report 002's small student (218x178, 128-d embedding)."""
+    """1.0-SqNxt-23v5, report 002's small student (218x178 by default, 128-d embedding)."""
     return sqnxt23v5(width=1.0, **kwargs)
 
 
 def sqnxt23v5_w2(**kwargs):
-    """2.0-SqNxt-23v5, report 002's large student (218x178, 128-d embedding)."""
+    """2.0-SqNxt-23v5, report 002's large student (218x178 by default, 128-d embedding)."""
     return sqnxt23v5(width=2.0, **kwargs)
