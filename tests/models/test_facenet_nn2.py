@@ -141,6 +141,12 @@ def test_options_reproduce_the_reports_variants():
     assert [layer.name for layer in lrn.layers if isinstance(layer, LocalResponseNormalization)] == ["norm1", "norm2"]
     assert all(layer.use_bias for layer in lrn.layers if isinstance(layer, keras.layers.Conv2D))
     assert profile_model(lrn).trainable_params == 7_448_256 + 7_920 + 128  # conv weights + biases, FC
+    # neither BN nor LRN (the report's model before its "batch normalize" fix): the same weights as LRN's
+    plain = facenet_nn2(norm="none", input_shape=(32, 32, 3))
+    assert not [layer for layer in plain.layers
+                if isinstance(layer, (keras.layers.BatchNormalization, LocalResponseNormalization))]
+    assert all(layer.use_bias for layer in plain.layers if isinstance(layer, keras.layers.Conv2D))
+    assert profile_model(plain).trainable_params == plain.count_params() == 7_448_256 + 7_920 + 128
     # the report's other attempted fixes: max pooling instead of L2 pooling, no final L2 layer
     fixes = facenet_nn2(l2_pooling=False, l2_normalize=False, input_shape=(32, 32, 3))
     assert not [layer for layer in fixes.layers if isinstance(layer, L2Pooling2D)]
