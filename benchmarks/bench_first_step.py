@@ -1,7 +1,13 @@
-"""The first training step of the VarGFaceNet verifier (graph tracing + first run), with and without the
-variables built beforehand (kerasface.training.runner.build_before_tracing), each in a fresh process.
+"""The first training step of the VarGFaceNet verifier (graph tracing + first run), each variant in a fresh
+process: with and without the variables built beforehand (kerasface.training.runner.build_before_tracing),
+and with Keras's Adam instead of kerasface's FusedAdam.
 
     python benchmarks/bench_first_step.py [--backbone vargfacenet] [--rounds 2] [--batch 32]
+                                          [--variants prebuilt,deferred,keras-adam]
+
+Variants: ``prebuilt`` (what the trainers do: variables built before ``fit``, ``FusedAdam``), ``deferred``
+(variables created in the first traced step, Keras's default), ``keras-adam`` (prebuilt, with
+``keras.optimizers.Adam``: about 39 graph operations per variable against FusedAdam's one kernel).
 
 Keras creates the optimizer's and metrics' variables inside the first traced step when no distribution
 strategy is set, and a tf.function that creates variables is traced twice. The two variants alternate
@@ -19,6 +25,8 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+VARIANTS = ("prebuilt", "deferred", "keras-adam")
 
 
 def sample_pairs(batch: int):
@@ -39,12 +47,18 @@ def sample_verifier(backbone: str):
     return build_verifier(get_pair_preset("vargface").override(backbone=backbone))
 
 
-def one(backbone: str, batch: int, prebuild: bool) -> dict:
+def one(backbone: str, batch: int, variant: str) -> dict:
+    import keras
+
     from kerasface.training.runner import build_before_tracing
 
+    prebuild = variant != "deferred"
     ds = sample_pairs(batch)
     t0 = time.perf_counter()
     model = sample_verifier(backbone)
+    if variant == "keras-adam":
+        model.compile(optimizer=keras.optimizers.Adam(model.optimizer.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t1 = time.perf_counter()
     built = build_before_tracing(model, ds) if prebuild else False
     t2 = time.perf_counter()
@@ -52,7 +66,8 @@ def one(backbone: str, batch: int, prebuild: bool) -> dict:
     t3 = time.perf_counter()
     model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
     t4 = time.perf_counter()
-    return {"prebuilt": built, "build_s": round(t1 - t0, 1), "prebuild_s": round(t2 - t1, 1),
+    return {"prebuilt": built, "optimizer": type(model.optimizer).__name__, "build_s": round(t1 - t0, 1),
+            "prebuild_s": round(t2 - t1, 1),
             "first_step_s": round(t3 - t2, 1), "first_incl_prebuild_s": round(t3 - t1, 1),
             "steady_step_s": round((t4 - t3) / 2, 2)}
 
@@ -62,23 +77,30 @@ def main():
     ap.add_argument("--backbone", default="vargfacenet")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--child", choices=("prebuilt", "deferred"), help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default="prebuilt,deferred",
+                    help="comma-separated, alternating each round: prebuilt, deferred, keras-adam")
+    ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(one(args.backbone, args.batch, args.child == "prebuilt")))
+        print(json.dumps(one(args.backbone, args.batch, args.child)))
         return
+    variants = args.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        ap.error(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose from {VARIANTS}")
     rows = []
     for r in range(args.rounds):
-        for variant in ("prebuilt", "deferred"):
+        for variant in variants:
             p = subprocess.run([sys.executable, __file__, "--backbone", args.backbone, "--batch", str(args.batch),
                                 "--child", variant], capture_output=True, text=True, check=True)
             row = {"round": r + 1, "variant": variant, **json.loads(p.stdout.strip().splitlines()[-1])}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| round | variables | first step incl. building them (s) | steady step (s) |\n|---:|---|---:|---:|")
+    print("\n| round | variables | optimizer | first step incl. building them (s) | steady step (s) |\n"
+          "|---:|---|---|---:|---:|")
     for row in rows:
         what = "built before fit" if row["prebuilt"] else "created in the traced step (Keras's default)"
-        print(f"| {row['round']} | {what} | {row['first_incl_prebuild_s']} | {row['steady_step_s']} |")
+        print(f"| {row['round']} | {what} | {row['optimizer']} | {row['first_incl_prebuild_s']} "
+              f"| {row['steady_step_s']} |")
 
 
 if __name__ == "__main__":

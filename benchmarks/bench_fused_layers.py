@@ -1,6 +1,6 @@
 """The VarGFaceNet verifier with each of kerasface's fused paths switched back to the plain Keras form.
 
-    python benchmarks/bench_fused_layers.py [--variants all,slices,keras-prelu,keras-bn-infer] [--batch 32]
+    python benchmarks/bench_fused_layers.py [--variants all,slices,keras-prelu,keras-bn-infer,keras-adam] [--batch 32]
                                             [--rounds 3] [--steps 2] [--json rows.jsonl]
     python benchmarks/bench_fused_layers.py --prelu [--rounds 4]
 
@@ -15,6 +15,9 @@ rounds, so load from other processes hits every variant alike; the figure is the
 * ``keras-prelu``: ``keras.layers.PReLU`` (``relu(x) - alpha * relu(-x)``) instead of ``FusedPReLU``.
 * ``keras-bn-infer``: ``FusedBatchNormalization`` in inference runs Keras's multiply-and-add, not the
   fused kernel (training is fused in both).
+* ``keras-adam``: ``keras.optimizers.Adam`` (about 39 graph operations per variable) instead of
+  ``kerasface.optimizers.FusedAdam`` (one fused kernel per variable). Its first step is measured fairly
+  only in fresh processes: ``bench_first_step.py --variants prebuilt,keras-adam``.
 
 Per variant: the first ``train_on_batch`` (tracing included), steady training pairs/s (``--steps`` steps a
 round) and the backbone's inference images/s (``tf.function``, ``training=False``, the pair's 2 x batch
@@ -34,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-VARIANTS = ("all", "slices", "keras-prelu", "keras-bn-infer")
+VARIANTS = ("all", "slices", "keras-prelu", "keras-bn-infer", "keras-adam")
 
 
 def _load() -> str:
@@ -87,6 +90,9 @@ def build(variant: str, batch: int):
             n += 1
     if swap and not n:
         raise AssertionError(f"{variant}: no {swap[0].__name__} in the backbone")
+    if variant == "keras-adam":
+        model.compile(optimizer=keras.optimizers.Adam(model.optimizer.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, backbone
 
 

@@ -2,12 +2,12 @@
 
 ``import kerasface`` is light: it imports neither Keras nor TensorFlow, so the
 ``kerasface`` command answers ``--help`` and ``presets`` at once. It still keeps
-the promise that after ``import kerasface`` every custom layer, loss and model of
+the promise that after ``import kerasface`` every custom layer, loss, model and optimizer of
 the package is registered with Keras, so ``keras.saving.load_model("model.keras")``
 works with the default ``safe_mode=True`` and no ``custom_objects``, in either
 import order:
 
-* ``kerasface.layers`` / ``losses`` / ``models`` are lazy attributes (PEP 562):
+* ``kerasface.layers`` / ``losses`` / ``models`` / ``optimizers`` are lazy attributes (PEP 562):
   reading ``kerasface.models`` imports that module.
 * The registering modules (:data:`REGISTERING_MODULES`) are imported as soon as
   Keras is there: at once when ``keras`` is already imported (``import keras``
@@ -33,13 +33,14 @@ from kerasface._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-#: Modules whose import registers kerasface's layers, losses and models with Keras.
-REGISTERING_MODULES = ("kerasface.layers", "kerasface.losses", "kerasface.models")
-_LAZY_SUBMODULES = {"layers", "losses", "models"}
+#: Modules whose import registers kerasface's layers, losses, models and optimizers with Keras.
+REGISTERING_MODULES = ("kerasface.layers", "kerasface.losses", "kerasface.models", "kerasface.optimizers")
+_LAZY_SUBMODULES = {"layers", "losses", "models", "optimizers"}
 #: The everyday calls (deepface's names), imported from :mod:`kerasface.recognition` when first read.
 _LAZY_FUNCTIONS = {"verify": "recognition", "represent": "recognition", "find": "recognition"}
 
-__all__ = ["REGISTERING_MODULES", "__version__", "find", "layers", "losses", "models", "represent", "verify"]
+__all__ = ["REGISTERING_MODULES", "__version__", "find", "layers", "losses", "models", "optimizers", "represent",
+           "verify"]
 
 
 _lazy_function, _lazy_dir, _ = lazy_exports(__name__, globals(), _LAZY_FUNCTIONS)

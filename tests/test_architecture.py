@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kerasface"
 FLOORS = {
     0: ("kerasface._lazy", "kerasface.io", "kerasface.ops", "kerasface.config", "kerasface.layers",
         "kerasface.face_spec"),  # contracts
-    1: ("kerasface.losses.*",),  # keras.ops building blocks
+    1: ("kerasface.losses.*", "kerasface.optimizers"),  # keras.ops building blocks; Adam with a fused update
     # the package root registers layers, losses and models; pretrained/ converts published weights
     2: ("kerasface.models.*", "kerasface.pretrained.*", "kerasface"),
     3: ("kerasface.data.*",),  # image sources, decoding, splits, sampling, pipelines

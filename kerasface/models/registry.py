@@ -19,7 +19,8 @@ __all__ = ["BACKBONES", "build_backbone", "list_backbones"]
 
 
 def _report002_inception_resnet_v1(**kwargs):
-    """Inception-ResNet-v1 (FaceNet layout, 512-d) at report 002's image size, 218x178 (its test-time input; the authors train at 224x224)."""
+    """Inception-ResNet-v1 (FaceNet layout, 512-d) at report 002's image size, 218x178 (its test-time input;
+    the authors train at 224x224)."""
     kwargs.setdefault("input_shape", REPORT_INPUT_SHAPE)
     return inception_resnet_v1(**kwargs)
 

@@ -39,12 +39,15 @@ from collections.abc import Sequence
 
 import keras
 
+from kerasface.optimizers import FusedAdam, FusedAdamW
+
 __all__ = ["make_optimizer", "cosine_warm_restarts", "freeze_first", "GradualUnfreezing"]
 
 
 def make_optimizer(name: str = "adam", learning_rate=1e-3, weight_decay: float = 0.01, beta_1: float = 0.9,
                    beta_2: float = 0.999, epsilon: float = 1e-8, schedule=None) -> keras.optimizers.Optimizer:
-    """``keras.optimizers.Adam`` or ``AdamW`` with the reports' defaults.
+    """Adam or AdamW with the reports' defaults: :class:`kerasface.optimizers.FusedAdam` / ``FusedAdamW``
+    (Keras's optimizers with each variable's update as one fused kernel; the same update).
 
     ``schedule`` (a ``LearningRateSchedule``, e.g. :func:`cosine_warm_restarts`)
     replaces ``learning_rate`` when given.  ``weight_decay`` applies to ``"adamw"`` only.
@@ -54,9 +57,9 @@ def make_optimizer(name: str = "adam", learning_rate=1e-3, weight_decay: float =
     common = dict(learning_rate=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     key = name.lower()
     if key == "adam":
-        return keras.optimizers.Adam(**common)
+        return FusedAdam(**common)
     if key == "adamw":
-        return keras.optimizers.AdamW(weight_decay=weight_decay, **common)
+        return FusedAdamW(weight_decay=weight_decay, **common)
     raise ValueError(f"unknown optimizer {name!r}; choose 'adam' or 'adamw'")
 
 

@@ -289,8 +289,10 @@ def test_triplet_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypa
     from kerasface.training.tasks.triplet import train_triplet
 
     monkeypatch.setitem(registry.BACKBONES, "micro_nan", _micro_embedder)
-    real_adam = keras.optimizers.Adam
-    monkeypatch.setattr(keras.optimizers, "Adam", lambda lr=1e-3, **kw: real_adam(NaNAfter(nan_after), **kw))
+    from kerasface.optimizers import FusedAdam
+    from kerasface.training.tasks import triplet_model
+
+    monkeypatch.setattr(triplet_model, "FusedAdam", lambda lr=1e-3, **kw: FusedAdam(NaNAfter(nan_after), **kw))
     cfg = get_triplet_preset("facenet-nn2").override(
         backbone="micro_nan", image_size=32, mining="semi_hard", batch_size=32, k_images=4, epochs=3,
         chunk_size=1000, images_per_identity=10, center_crop=0.6, probe_size=32, verify_every=0)

@@ -34,6 +34,7 @@ from kerasface.data.splits import FOLDS_LIST, find_pairs_list, resolve_pair_list
 from kerasface.io import write_json
 from kerasface.layers import set_group_conv_implementation
 from kerasface.models import SiameseVerifier, build_backbone
+from kerasface.optimizers import FusedAdam
 from kerasface.training.distribute import Runtime
 from kerasface.training.init_from import init_model_for, load_init_model
 from kerasface.training.run_folder import RunResult
@@ -63,7 +64,7 @@ def build_verifier(cfg: PairExperiment, runtime: Runtime | None = None,
     model = SiameseVerifier(backbone, hidden_units=cfg.hidden_units, dropout=cfg.dropout,
                             name=f"{cfg.backbone}_verifier")
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=FusedAdam(cfg.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         **(runtime.compile_kwargs() if runtime is not None else {}),

@@ -11,6 +11,7 @@ from kerasface.config import TripletExperiment
 from kerasface.layers import L2Normalize
 from kerasface.losses import TripletAccuracy, TripletDistanceMean, get_triplet_loss
 from kerasface.models import TripletModel, build_backbone, facenet_nn2
+from kerasface.optimizers import FusedAdam
 from kerasface.training.distribute import Runtime
 
 logger = logging.getLogger("kerasface.training")
@@ -44,10 +45,10 @@ def compile_triplet(cfg: TripletExperiment, embedder: keras.Model,
     stack_kw = {} if cfg.loss.startswith("difference") else {"margin": cfg.margin}
     stack_metrics = [TripletAccuracy(), TripletDistanceMean("pos"), TripletDistanceMean("neg")]
     if cfg.mining == "offline":
-        triplet.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        triplet.compile(optimizer=FusedAdam(cfg.learning_rate),
                         loss=get_triplet_loss(cfg.loss, **stack_kw), metrics=stack_metrics, **xla)
         return triplet, triplet
-    embedder.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+    embedder.compile(optimizer=FusedAdam(cfg.learning_rate),
                      loss=get_triplet_loss(cfg.mining, margin=cfg.margin, squared=cfg.squared,
                                            epsilon=cfg.distance_epsilon), **xla)
     # The saved graph carries the matching stack loss, ready for fine-tuning on offline triplets.
