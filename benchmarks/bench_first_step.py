@@ -57,7 +57,7 @@ def one(backbone: str, batch: int, variant: str) -> dict:
     t0 = time.perf_counter()
     model = sample_verifier(backbone)
     if variant == "keras-adam":
-        model.compile(optimizer=keras.optimizers.Adam(model.optimizer.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t1 = time.perf_counter()
     built = build_before_tracing(model, ds) if prebuild else False

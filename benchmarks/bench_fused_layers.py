@@ -91,7 +91,7 @@ def build(variant: str, batch: int):
     if swap and not n:
         raise AssertionError(f"{variant}: no {swap[0].__name__} in the backbone")
     if variant == "keras-adam":
-        model.compile(optimizer=keras.optimizers.Adam(model.optimizer.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, backbone
 
