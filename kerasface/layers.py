@@ -272,21 +272,25 @@ class GroupConv2D(keras.layers.Layer):
         # (kh, kw, cpg, g*m) -> (kh, kw, nb, cpg, k, m) -> block-diagonal (kh, kw, nb, k*cpg, k*m)
         kern = ops.reshape(self.kernel, (kh, kw, cpg, nb, k, m))
         kern = ops.expand_dims(ops.transpose(kern, (0, 1, 3, 2, 4, 5)), 3)  # (kh, kw, nb, 1, cpg, k, m)
-        eye = ops.reshape(ops.cast(ops.eye(k), kern.dtype), (1, 1, 1, k, 1, k, 1))
+        # the identity as a constant, not ops.eye's MatrixDiag and its inputs in every traced call
+        eye = ops.convert_to_tensor([[float(i == j) for j in range(k)] for i in range(k)], dtype=kern.dtype)
+        eye = ops.reshape(eye, (1, 1, 1, k, 1, k, 1))
         return ops.reshape(kern * eye, (kh, kw, nb, k * cpg, k * m))
 
     def _blockdiag(self, inputs, k):
         if k == 1:
             return self._split(inputs)
         nb = self.groups // k  # blocks
-        kern = self.block_kernels(k)
+        kern = self.block_kernels(k)  # (kh, kw, nb, K, M)
+        kh, kw, _, cin, cout = kern.shape
         if nb == 1:
-            return ops.conv(inputs, kern[:, :, 0], strides=self.strides, padding=self.padding)
-        # ops.split, not nb strided slices: the gradient of a split is one concatenation, while each slice's
-        # gradient is a zero tensor of the whole input with the slice written in, summed afterwards (AddN)
+            return ops.conv(inputs, ops.reshape(kern, (kh, kw, cin, cout)), strides=self.strides, padding=self.padding)
+        # ops.split, not nb strided slices, for the input and the kernels alike: the gradient of a split is one
+        # concatenation, while each slice's gradient is a zero tensor of the whole input with the slice
+        # written in, summed afterwards (AddN), and each slice adds 4-8 operations to the traced graph
         xs = ops.split(inputs, nb, axis=-1)
-        ks = ops.split(kern, nb, axis=2)
-        outs = [ops.conv(x, kk[:, :, 0], strides=self.strides, padding=self.padding) for x, kk in zip(xs, ks)]
+        ks = ops.split(ops.reshape(ops.transpose(kern, (0, 1, 3, 2, 4)), (kh, kw, cin, nb * cout)), nb, axis=-1)
+        outs = [ops.conv(x, kk, strides=self.strides, padding=self.padding) for x, kk in zip(xs, ks)]
         return ops.concatenate(outs, axis=-1)
 
     def _matmul(self, inputs):
