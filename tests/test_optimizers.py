@@ -215,3 +215,27 @@ def test_a_backup_written_with_keras_adam_resumes_with_fused_adam(tmp_path):
     new.fit(x, y, verbose=0, epochs=1)
     for a, b in zip(old.get_weights(), new.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_other_backends_run_keras_update(tmp_path):
+    """Under another Keras backend FusedAdam is Keras's Adam (no TensorFlow kernel); torch is optional here."""
+    pytest.importorskip("torch")
+    script = tmp_path / "torch_backend.py"
+    script.write_text(
+        "import json, sys, numpy as np, keras\n"
+        "from kerasface.optimizers import FusedAdam\n"
+        "rng = np.random.default_rng(0)\n"
+        "w0 = rng.normal(size=(5, 7)).astype('float32')\n"
+        "grads = [rng.normal(size=(5, 7)).astype('float32') for _ in range(4)]\n"
+        "v = keras.Variable(w0); opt = FusedAdam(1e-2)\n"
+        "[opt.apply([keras.ops.convert_to_tensor(g)], [v]) for g in grads]\n"
+        "json.dump({'backend': keras.backend.backend(), 'w0': w0.tolist(), 'grads': [g.tolist() for g in grads],\n"
+        "           'w': keras.ops.convert_to_numpy(v).tolist()}, open(sys.argv[1], 'w'))\n")
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "out.json")], env=env, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["backend"] == "torch"
+    want = numpy_adam(np.array(out["w0"]), [np.array(g) for g in out["grads"]], 1e-2)
+    np.testing.assert_allclose(np.array(out["w"]), want, rtol=1e-5, atol=1e-6)
