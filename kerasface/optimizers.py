@@ -5,14 +5,15 @@ the bias-corrected rate, two moment updates, the square root, the division, the 
 network with 347 variables (the VarGFaceNet verifier) then carries 13,500 optimizer operations in
 its training step: 40 % of the graph that ``fit`` traces and grappler optimizes before the first
 step runs. :class:`FusedAdam` and :class:`FusedAdamW` compute the same update with TensorFlow's
-``ResourceApplyAdam`` kernel, one operation per variable plus its few scalar inputs
+``ResourceApplyAdam`` kernel: one operation per variable, its scalar inputs computed once per update
 (docs/performance.md, "Adam as one kernel per variable").
 
 The update is Keras's, to float rounding (``tests/test_optimizers.py`` checks both against a NumPy
 Adam): ``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
-``w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``. Everything else is Keras's own
-optimizer, untouched: learning-rate schedules, weight decay (AdamW's, applied before the update),
-gradient clipping, loss scaling, EMA, gradient accumulation and ``tf.distribute`` strategies.
+``w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``. Everything around the update is Keras's
+own optimizer code, not overridden: learning-rate schedules, weight decay (AdamW's, applied before the
+update), gradient clipping, loss scaling, EMA, gradient accumulation and ``tf.distribute`` strategies
+(tested here: a schedule, AdamW's decay, save and resume, a MirroredStrategy).
 Keras's update runs instead on other backends, with ``amsgrad=True`` and for sparse gradients.
 Both are registered, so a compiled model saved with either loads with ``import kerasface``.
 """
