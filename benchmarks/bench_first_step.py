@@ -47,9 +47,16 @@ def sample_verifier(backbone: str):
     return build_verifier(get_pair_preset("vargface").override(backbone=backbone))
 
 
-def one(backbone: str, batch: int, variant: str) -> dict:
+def with_keras_adam(model):
+    """``model`` recompiled with ``keras.optimizers.Adam`` at its rate (the peer of kerasface's FusedAdam)."""
     import keras
 
+    model.compile(optimizer=keras.optimizers.Adam(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def one(backbone: str, batch: int, variant: str) -> dict:
     from kerasface.training.runner import build_before_tracing
 
     prebuild = variant != "deferred"
@@ -57,8 +64,7 @@ def one(backbone: str, batch: int, variant: str) -> dict:
     t0 = time.perf_counter()
     model = sample_verifier(backbone)
     if variant == "keras-adam":
-        model.compile(optimizer=keras.optimizers.Adam(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        with_keras_adam(model)
     t1 = time.perf_counter()
     built = build_before_tracing(model, ds) if prebuild else False
     t2 = time.perf_counter()

@@ -70,7 +70,7 @@ def _sliced_group_conv():
 
 def build(variant: str, batch: int):
     import keras
-    from bench_first_step import sample_verifier
+    from bench_first_step import sample_verifier, with_keras_adam
 
     from kerasface.layers import FusedBatchNormalization, FusedPReLU, GroupConv2D
 
@@ -91,8 +91,7 @@ def build(variant: str, batch: int):
     if swap and not n:
         raise AssertionError(f"{variant}: no {swap[0].__name__} in the backbone")
     if variant == "keras-adam":
-        model.compile(optimizer=keras.optimizers.Adam(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        with_keras_adam(model)
     return model, backbone
 
 

@@ -116,26 +116,38 @@ def test_the_traced_update_is_five_times_smaller():
     assert fused * 5 < plain, (fused, plain)  # VarGFaceNet's verifier: 13,536 Adam operations with Keras's
 
 
+X = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+Y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
+
+
+def _small_model(opt):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(opt, "mse")
+    return model
+
+
+def _same_state_then_same_step(a, b, rtol, atol):
+    """Equal optimizer variables, then one more epoch of each gives the same weights."""
+    for va, vb in zip(a.optimizer.variables, b.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb))
+    a.fit(X, Y, verbose=0, epochs=1)
+    b.fit(X, Y, verbose=0, epochs=1)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wb, wa, rtol=rtol, atol=atol)
+
+
 def test_config_round_trip_and_saved_model_resumes(tmp_path):
     opt = FusedAdamW(2e-3, weight_decay=0.05, beta_2=0.99, epsilon=1e-8)
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert type(again) is FusedAdamW and again.get_config() == opt.get_config()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    model.compile(FusedAdam(1e-2), "mse")
-    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
-    model.fit(x, y, verbose=0, epochs=2)
+    model = _small_model(FusedAdam(1e-2))
+    model.fit(X, Y, verbose=0, epochs=2)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")  # safe_mode=True, no custom_objects
     assert type(loaded.optimizer) is FusedAdam
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
-    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    model.fit(x, y, verbose=0, epochs=1)
-    loaded.fit(x, y, verbose=0, epochs=1)
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _same_state_then_same_step(model, loaded, rtol=1e-6, atol=1e-7)
 
 
 def test_trainers_build_the_fused_optimizers():
@@ -193,28 +205,14 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
 def test_a_backup_written_with_keras_adam_resumes_with_fused_adam(tmp_path):
     """Run backups hold the optimizer under the model's ``optimizer`` attribute, not its class name, so a
     backup from before FusedAdam restores its moments and step count (and the next step is Keras's)."""
-    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
-
-    def model(opt):
-        keras.utils.set_random_seed(0)
-        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-        m.compile(opt, "mse")
-        return m
-
-    old = model(keras.optimizers.Adam(1e-2))
-    old.fit(x, y, verbose=0, epochs=2)
+    old = _small_model(keras.optimizers.Adam(1e-2))
+    old.fit(X, Y, verbose=0, epochs=2)
     old.save_weights(tmp_path / "backup.weights.h5")
-    new = model(FusedAdam(1e-2))
+    new = _small_model(FusedAdam(1e-2))
     new.optimizer.build(new.trainable_variables)
     new.load_weights(tmp_path / "backup.weights.h5")
     assert int(new.optimizer.iterations) == 2
-    for a, b in zip(old.optimizer.variables, new.optimizer.variables):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    old.fit(x, y, verbose=0, epochs=1)
-    new.fit(x, y, verbose=0, epochs=1)
-    for a, b in zip(old.get_weights(), new.get_weights()):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    _same_state_then_same_step(old, new, rtol=1e-5, atol=1e-6)
 
 
 def test_other_backends_run_keras_update(tmp_path):
