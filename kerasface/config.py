@@ -497,6 +497,9 @@ class ClassifyExperiment(Settings):
                                         help="BatchNormalization momentum of the backbone (default: the builder's, "
                                              "e.g. 0.995 for inception_resnet_v1, 0.9 for the ResNets; 0.99 or "
                                              "lower for runs of a few hundred steps)")
+    dropout: float | None = setting(None, group="model", minimum=0.0, below=1.0,
+                                    help="dropout rate on the backbone's pooled features, for backbones that have "
+                                         "one (sqnxt23v5*, inception_resnet_v1*; default: the builder's, 0.2)")
     data: str | None = _data()
     pairs: str | None = _CLASSIFY_SPLIT["pairs"]
     eval_pairs: str | None = _CLASSIFY_SPLIT["eval_pairs"]

@@ -75,6 +75,11 @@ BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "vargfacenet_tiny": vargfacenet_tiny,
 }
 
+# builders whose pooled features go through a Dropout layer (``dropout=`` rate; ``--dropout``)
+for _name in ("inception_resnet_v1", "inception_resnet_v1_nobn", "sqnxt23v5_w1", "sqnxt23v5_w1_gdc", "sqnxt23v5_w2",
+              "sqnxt23v5_w2_gdc"):
+    BACKBONES[_name].accepts_dropout = True
+
 
 def list_backbones() -> list[str]:
     return sorted(BACKBONES)

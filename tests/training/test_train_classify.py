@@ -167,6 +167,25 @@ def test_bn_momentum_reaches_every_batch_norm_of_the_backbone(preset, backbone, 
             cfg.override(bn_momentum=bad)
 
 
+def test_dropout_sets_the_rate_of_the_pooled_features_and_refuses_backbones_without_one():
+    from kerasface.training.tasks.classify import build_training_model
+
+    def rates(cfg):
+        _, bb, _ = build_training_model(cfg, num_classes=3)
+        return [float(layer.rate) for layer in bb.layers if isinstance(layer, keras.layers.Dropout)]
+
+    cfg = get_classify_preset("distill-sqnxt23v5-1.0").override(image_size=64, embedding_teacher=None,
+                                                              teacher_data=None, ce_weight=1.0,
+                                                              embedding_distill_weight=0.0)
+    assert rates(cfg) == [0.2]  # None: the builder's own rate
+    assert rates(cfg.override(dropout=0.0)) == [0.0]
+    assert rates(cfg.override(dropout=0.35)) == [0.35]
+    with pytest.raises(ValueError, match="dropout"):
+        cfg.override(dropout=1.0)
+    with pytest.raises(ValueError, match="resnet18 has no dropout"):
+        build_training_model(cfg.override(backbone="resnet18", dropout=0.1), num_classes=3)
+
+
 def test_stage_blocks_group_the_backbone_by_stage():
     from kerasface.models import thin_resnet34
 

@@ -136,6 +136,11 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     """
     if backbone is None:
         extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+        if cfg.dropout is not None:
+            if not getattr(BACKBONES.get(cfg.backbone), "accepts_dropout", False):
+                raise ValueError(f"--dropout: backbone {cfg.backbone} has no dropout on its pooled features "
+                                 "(sqnxt23v5*, inception_resnet_v1* have)")
+            extra["dropout"] = cfg.dropout
         if cfg.pretrained:
             if not getattr(BACKBONES.get(cfg.backbone), "accepts_weights", False):
                 raise ValueError(f"--pretrained {cfg.pretrained}: backbone {cfg.backbone} has no keras.applications "
