@@ -59,7 +59,15 @@ def stack_embedding_layers(backbone: keras.Model, layers: int) -> keras.Model:
 
 def with_projection(backbone: keras.Model, dim: int, always: bool = False) -> keras.Model:
     """``backbone`` when it gives ``dim``-d embeddings (and not ``always``), else the same layers followed by
-    :func:`projection_layer` (a model of the same name)."""
-    if int(backbone.outputs[0].shape[-1]) == int(dim) and not always:
+    :func:`projection_layer` (a model of the same name).  A backbone whose last layer is already a
+    ``dim``-d projection (a distilled student given to ``--init-from``) is returned as it is."""
+    size = int(backbone.outputs[0].shape[-1])
+    last = backbone.layers[-1].name if backbone.layers else None
+    if last == PROJECTION_NAME:
+        if size != int(dim):
+            raise ValueError(f"{backbone.name} already ends in a {size}-d {PROJECTION_NAME}; it cannot learn a "
+                             f"{dim}-d teacher's embedding (start from a model without the projection)")
+        return backbone
+    if size == int(dim) and not always:
         return backbone
     return append_layers(backbone, [projection_layer(dim)])

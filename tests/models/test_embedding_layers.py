@@ -100,3 +100,22 @@ def test_stack_embedding_layers_keeps_its_layer_names(layers):
     extra = [layer.name for layer in stacked.layers[len(tiny_backbone().layers):]]
     expected = [name for i in range(2, layers + 1) for name in (f"embedding_relu{i}", f"embedding_{i}")]
     assert extra == expected and stacked.outputs[0].shape[-1] == DIM and stacked.name == "tiny"
+
+
+def test_a_projected_student_continues_with_its_own_projection_under_always(tmp_path):
+    """--init-from a distilled student with --distill-projection always (the SqNxt presets): its projection is
+    kept and trained on (a second one would clash by name); a projection of another size is refused."""
+    keras.utils.set_random_seed(2)
+    student = with_projection(tiny_backbone(), DIM, always=True)
+    assert [layer.name for layer in student.layers[-2:]] == ["embedding", PROJECTION_NAME]
+    student.save(tmp_path / "student.keras")
+    loaded = keras.saving.load_model(tmp_path / "student.keras")
+    assert with_projection(loaded, DIM, always=True) is loaded
+    _, trained, _ = build_training_model(distill_cfg(distill_projection="always"), 1, backbone=loaded,
+                                         teacher_embedding_dim=DIM)
+    assert [layer.name for layer in trained.layers].count(PROJECTION_NAME) == 1
+    x = images(seed=2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(trained(x)), keras.ops.convert_to_numpy(student(x)),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=f"already ends in a {DIM}-d {PROJECTION_NAME}"):
+        with_projection(loaded, TEACHER_DIM, always=True)
