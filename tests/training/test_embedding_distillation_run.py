@@ -341,10 +341,12 @@ def test_presets_and_settings_rules():
         assert p.train_folds == tuple(range(1, 10)) and p.holdout_folds == (10,)
     # SqNxt-23v5's embedding is pooled ReLU features (never negative): its presets project it, so the
     # student can point where the teacher's signed embeddings do; same-size students get none by default
+    # ... and regress it from the pooled features without report 002's dropout of 0.2
     for name in ("distill-sqnxt23v5-1.0", "distill-sqnxt23v5-2.0"):
-        assert CLASSIFY_PRESETS[name].distill_projection == "always"
+        assert CLASSIFY_PRESETS[name].distill_projection == "always" and CLASSIFY_PRESETS[name].dropout == 0.0
     cfg = CLASSIFY_PRESETS["distill-sqnxt23v5-1.0"].override(teacher_data="chips")
     _, backbone, _ = build_training_model(cfg, 3, teacher_embedding_dim=128)
+    assert [layer.rate for layer in backbone.layers if isinstance(layer, keras.layers.Dropout)] == [0.0]
     assert backbone.layers[-1].name == "distill_projection" and backbone.output_shape == (None, 128)
     raw = keras.Model(backbone.inputs[0], backbone.get_layer("embedding").output)
     x = np.random.default_rng(0).normal(size=(4, 112, 112, 3)).astype("float32")
