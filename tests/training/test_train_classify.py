@@ -182,6 +182,16 @@ def test_dropout_sets_the_rate_of_the_pooled_features_and_refuses_backbones_with
         cfg.override(dropout=1.0)
     with pytest.raises(ValueError, match="resnet18 has no dropout"):
         build_training_model(cfg.override(backbone="resnet18", dropout=0.1), num_classes=3)
+    _, plain, _ = build_training_model(cfg.override(backbone="resnet18", dropout=0.0), num_classes=3)  # none to drop
+    assert not [layer for layer in plain.layers if isinstance(layer, keras.layers.Dropout)]
+    # --init-from: the given rate replaces the saved model's (None keeps it)
+    _, start, _ = build_training_model(cfg, num_classes=3)
+    _, given, _ = build_training_model(cfg.override(dropout=0.0), num_classes=3, backbone=start)
+    assert given is start and rates(cfg.override(dropout=0.0)) == [0.0]
+    assert [float(layer.rate) for layer in given.layers if isinstance(layer, keras.layers.Dropout)] == [0.0]
+    assert build_training_model(cfg, num_classes=3, backbone=plain)[1] is plain  # None: nothing to set
+    with pytest.raises(ValueError, match="--init-from model .* has no dropout layer"):
+        build_training_model(cfg.override(dropout=0.3), num_classes=3, backbone=plain)
 
 
 def test_stage_blocks_group_the_backbone_by_stage():

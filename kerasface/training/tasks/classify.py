@@ -136,11 +136,11 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
     """
     if backbone is None:
         extra = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
-        if cfg.dropout is not None:
-            if not getattr(BACKBONES.get(cfg.backbone), "accepts_dropout", False):
-                raise ValueError(f"--dropout: backbone {cfg.backbone} has no dropout on its pooled features "
-                                 "(sqnxt23v5*, inception_resnet_v1* have)")
+        if cfg.dropout is not None and getattr(BACKBONES.get(cfg.backbone), "accepts_dropout", False):
             extra["dropout"] = cfg.dropout
+        elif cfg.dropout:  # 0: nothing to drop, so a backbone without a dropout layer is fine
+            raise ValueError(f"--dropout: backbone {cfg.backbone} has no dropout on its pooled features "
+                             "(sqnxt23v5*, inception_resnet_v1* have)")
         if cfg.pretrained:
             if not getattr(BACKBONES.get(cfg.backbone), "accepts_weights", False):
                 raise ValueError(f"--pretrained {cfg.pretrained}: backbone {cfg.backbone} has no keras.applications "
@@ -148,6 +148,12 @@ def build_training_model(cfg: ClassifyExperiment, num_classes: int, backbone: ke
             extra["weights"] = cfg.pretrained
         backbone = build_backbone(cfg.backbone, input_shape=(cfg.image_size, cfg.image_size, 3), **extra)
         backbone = stack_embedding_layers(backbone, cfg.embedding_layers)
+    elif cfg.dropout is not None:  # --init-from: the given rate replaces the saved one
+        drops = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Dropout)]
+        if cfg.dropout and not drops:
+            raise ValueError(f"--dropout: the --init-from model {backbone.name} has no dropout layer")
+        for layer in drops:
+            layer.rate = float(cfg.dropout)
     if teacher_embedding_dim is not None:
         backbone = with_projection(backbone, teacher_embedding_dim, always=cfg.distill_projection == "always")
     side = backbone.inputs[0].shape[1]
