@@ -295,20 +295,17 @@ _DISTILL_PRETRAINED_COMMON = {
     "min_images": 1,  # no labels are used: people with one image teach as much as the others
     "bn_momentum": 0.99,  # runs of 900-1,800 steps: the BN statistics the saved student uses must keep up
 }
+# SqNxt-23v5's 128-d embedding is pooled ReLU features (>= 0): a projection makes it signed like the
+# teacher's (without it the first runs stalled at cosine 0.63 to the teacher, chance on fold 10).
+# No dropout on the pooled features (report 002's 0.2 is for its classifier): the projection regresses
+# the teacher's embedding from them, and with 0.2 the students fitted it more slowly. Two cosine cycles
+# of 20 epochs: the second (measured as a run --init-from the first) took the 1.0 student from 72 to 85 %.
+_DISTILL_SQNXT = {"epochs": 40, "cycle_epochs": 20.0, "distill_projection": "always", "dropout": 0.0}
 _DISTILL_PRETRAINED_PRESETS = [
-    # SqNxt-23v5's 128-d embedding is pooled ReLU features (>= 0): a projection makes it signed like the
-    # teacher's (without it the first runs stalled at cosine 0.63 to the teacher, chance on fold 10).
-    # No dropout on the pooled features (report 002's 0.2 is for its classifier): the projection regresses
-    # the teacher's embedding from them, and with 0.2 the students fitted it more slowly. Two cosine cycles
-    # of 20 epochs: the second (measured as a run --init-from the first) took the 1.0 student from 72 to 85 %.
-    {"name": "distill-sqnxt23v5-1.0", "backbone": "sqnxt23v5_w1", "epochs": 40, "cycle_epochs": 20.0,
-     "distill_projection": "always", "dropout": 0.0,
-     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 1.0 (128-d, no dropout, + a 128-d "
-                                                  "projection)", epochs=40)},
-    {"name": "distill-sqnxt23v5-2.0", "backbone": "sqnxt23v5_w2", "epochs": 40, "cycle_epochs": 20.0,
-     "distill_projection": "always", "dropout": 0.0,
-     "description": _DISTILL_PRETRAINED.format(bb="SqNxt-23v5 width 2.0 (128-d, no dropout, + a 128-d "
-                                                  "projection)", epochs=40)},
+    *({"name": f"distill-sqnxt23v5-{w}", "backbone": bb, **_DISTILL_SQNXT,
+       "description": _DISTILL_PRETRAINED.format(bb=f"SqNxt-23v5 width {w} (128-d, no dropout, + a 128-d "
+                                                    "projection)", epochs=_DISTILL_SQNXT["epochs"])}
+      for w, bb in (("1.0", "sqnxt23v5_w1"), ("2.0", "sqnxt23v5_w2"))),
     {"name": "distill-vargfacenet", "backbone": "vargfacenet", "epochs": 4, "cycle_epochs": 4.0,
      "description": _DISTILL_PRETRAINED.format(bb="VarGFaceNet (512-d, + a 128-d projection)", epochs=4)},
 ]

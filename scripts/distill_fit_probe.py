@@ -29,9 +29,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasface.losses import embedding_distillation_loss
 from kerasface.models import squeezenext
 from kerasface.models.embedding_layers import with_projection
 from kerasface.models.vargfacenet import vargfacenet
+from kerasface.ops import normalize_faces
 from kerasface.training.teacher_cache import centred_targets, load_embedding_teacher, teacher_embeddings
 
 
@@ -102,7 +104,7 @@ def main(argv=None):
         image = cv2.imread(str(data / path))[:, :, ::-1]
         if image.shape[0] != args.image_size:
             image = cv2.resize(image, (args.image_size, args.image_size), interpolation=cv2.INTER_LINEAR)
-        return (image.astype(np.float32) - 127.5) / 128
+        return normalize_faces(image)
 
     faces = np.stack([face(p) for p in paths])
     keras.utils.set_random_seed(args.seed)
@@ -112,16 +114,14 @@ def main(argv=None):
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            s = tf.math.l2_normalize(student(x, training=True), -1)
-            loss = tf.reduce_mean(1.0 - tf.reduce_sum(s * y, -1))
+            loss = embedding_distillation_loss(student(x, training=True), y)
         grads = tape.gradient(loss, student.trainable_variables)
         optimizer.apply_gradients(zip(grads, student.trainable_variables))
         return loss
 
     def mean_cosine(lo, hi):
         e = student.predict(faces[lo:hi], batch_size=128, verbose=0)
-        e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-12
-        return float(np.mean(np.sum(e * targets[lo:hi], 1)))
+        return 1.0 - float(embedding_distillation_loss(e, targets[lo:hi]))
 
     rng = np.random.default_rng(args.seed)
     label = {k: v for k, v in vars(args).items() if k not in ("data", "teacher_data", "cache", "json")}

@@ -62,8 +62,7 @@ def with_projection(backbone: keras.Model, dim: int, always: bool = False) -> ke
     :func:`projection_layer` (a model of the same name).  A backbone whose last layer is already a
     ``dim``-d projection (a distilled student given to ``--init-from``) is returned as it is."""
     size = int(backbone.outputs[0].shape[-1])
-    last = backbone.layers[-1].name if backbone.layers else None
-    if last == PROJECTION_NAME:
+    if backbone.layers[-1].name == PROJECTION_NAME:
         if size != int(dim):
             raise ValueError(f"{backbone.name} already ends in a {size}-d {PROJECTION_NAME}; it cannot learn a "
                              f"{dim}-d teacher's embedding (start from a model without the projection)")
