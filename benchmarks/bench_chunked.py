@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the kerasface command does (kerasface.runtime)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "lfw_sample" / "lfw"

@@ -139,6 +139,7 @@ def main():
         print("ROW " + json.dumps(fn(args.batch, args.steps, args.warmup, args.size)), flush=True)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the kerasface command does (kerasface.runtime)
     sys.path.insert(0, str(HERE.parent))
     from kerasface.models import profile_model, resnet34
 

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# the kernels the kerasface command runs (kerasface.runtime): TensorFlow's oneDNN, on CPUs without AVX-512 too;
+# TF_ENABLE_ONEDNN_OPTS=0 python3 -m pytest runs the suite on Eigen's kernels
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -15,11 +15,13 @@ trainer and parses the command line as it is.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from kerasface.cli import align, embed, evaluate, exit_codes, find, lowlight_grid, pack, presets, summary, train, verify
 from kerasface.cli.quiet import configure_logging, import_tensorflow
 from kerasface.io import first_line
+from kerasface.runtime import onednn_state, prefer_onednn
 
 __all__ = ["build_parser", "main", "preset_in"]
 
@@ -74,6 +76,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(preset_in(argv)).parse_args(argv)
     configure_logging(args.verbose)
+    prefer_onednn()  # before TensorFlow is imported; TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's kernels (kerasface.runtime)
+    if args.command in train.COMMANDS:
+        logging.getLogger("kerasface").info("TensorFlow CPU kernels: %s", onednn_state())
     label = getattr(args, "label", args.command)
     try:
         if args.command not in LIGHT_COMMANDS:
