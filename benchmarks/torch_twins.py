@@ -1,7 +1,7 @@
 """kerasface against whole-network PyTorch twins, timed interleaved in one process.
 
     python benchmarks/torch_twins.py [--model vargfacenet] [--batch 32] [--steps 3] [--rounds 3]
-        [--group-conv auto] [--no-infer] [--json out.jsonl]
+        [--group-conv auto] [--rules avx512,avx2,pre17] [--threads N] [--no-infer] [--json out.jsonl]
 
 Models (``--model``, comma-separated):
 
@@ -14,7 +14,8 @@ Models (``--model``, comma-separated):
   a batch is ``--batch`` images.
 
 The PyTorch twins below have the same layers, shapes and trainable parameter count (asserted) and the
-same FLOPs; they run channels-last with ``torch.set_num_threads(os.cpu_count())``. Differences that do
+same FLOPs; they run channels-last with ``torch.set_num_threads(--threads)`` (default: every core; TensorFlow's
+pools get the same number when it is given). Differences that do
 not change the work: PyTorch pads a stride-2 3x3 conv symmetrically where TensorFlow pads (0, 1).
 
 Both models are built and their first training step timed. For Keras that is the trainers' first step:
@@ -183,21 +184,35 @@ def torch_params(module) -> int:
 # --- the two sides -----------------------------------------------------------------------------------
 
 
-def old_rule_side(name: str, batch: int) -> dict:
-    """kerasface with the grouped-conv rule before issue 17 (split up to 32 groups, depthwise above),
-    for a before/after comparison in the same run (VarGFaceNet verifiers only)."""
+#: ``--rules``: other grouped-conv rules, each a kerasface side of its own (VarGFaceNet verifiers only)
+RULES = {"pre17": "the rule before issue 17 (split <= 32 groups, else depthwise)",
+         "avx512": "the block rule measured on AVX-512 CPUs", "avx2": "the block rule measured on AVX2 CPUs"}
+
+
+def rule_side(name: str, batch: int, rule: str) -> dict:
+    """kerasface with another ``GroupConv2D`` rule than this machine's ``auto``, for a before/after comparison in
+    the same run: ``pre17`` or the block rule of the other CPU kind (``avx512`` / ``avx2``)."""
     import tensorflow as tf
     from bench_backbones import faces
 
-    from kerasface.layers import GroupConv2D
+    from kerasface.layers import GroupConv2D, group_conv_block_groups, resolve_group_conv_implementation
     from kerasface.presets import get_pair_preset
     from kerasface.training import build_verifier
 
     model = build_verifier(get_pair_preset("vargface").override(backbone=name, group_conv="auto"))
     backbone = model.get_layer(name)
     for layer in backbone.layers:
-        if isinstance(layer, GroupConv2D):  # read when the layer is traced
+        if not isinstance(layer, GroupConv2D):
+            continue
+        if rule == "pre17":  # read when the layer is traced
             layer.implementation = "split" if layer.groups <= 32 else "depthwise"
+            continue
+        shape = tuple(layer.input.shape)
+        if resolve_group_conv_implementation("auto", layer.groups, input_shape=shape, kernel_size=layer.kernel_size,
+                                             padding=layer.padding) == "blockdiag":
+            out = layer.compute_output_shape(shape)
+            layer.block_groups = group_conv_block_groups(layer.groups, layer.in_channels // layer.groups,
+                                                         out[1] * out[2], avx512=rule == "avx512")
     imgs = faces(112, 112, 2 * batch)
     a, b = tf.constant(imgs[:batch]), tf.constant(imgs[batch:])
     y = tf.constant(np.random.default_rng(0).integers(0, 2, batch), tf.int32)
@@ -205,7 +220,7 @@ def old_rule_side(name: str, batch: int) -> dict:
     infer_fn = tf.function(lambda t: backbone(t, training=False))
     return {"train": lambda: model.train_on_batch([a, b], y), "infer": lambda: infer_fn(both).numpy(),
             "params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
-            "label": "kerasface, rule before issue 17 (split <= 32 groups, else depthwise)"}
+            "label": f"kerasface, {RULES[rule]}"}
 
 
 def build_pair(name: str, batch: int, group_conv: str):
@@ -327,17 +342,20 @@ def run(name: str, args) -> list[dict]:
     import torch
     from cpu_peak import theoretical_peak
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.threads)
     peak = theoretical_peak()
     k, t, gflop, ips, unit, infer_batch = build_pair(name, args.batch, args.group_conv)
     print(f"\n{name}: {gflop:.3f} GFLOP/image forward, {k['params']:,} trainable parameters in both, "
           f"batch {args.batch} {unit} ({ips} images per training step), peak {peak:.0f} GFLOP/s, "
           f"load {load()}", flush=True)
     sides = {"kerasface": k, "torch": t}
-    if args.old_rule and name.startswith("vargfacenet"):
-        sides["old_rule"] = old_rule_side(name, args.batch)
+    if name.startswith("vargfacenet"):
+        for rule in args.rules:
+            sides[f"rule_{rule}"] = rule_side(name, args.batch, rule)
     if not args.torch:
         del sides["torch"]
+    if not args.keras:  # the model is built (parameter check, FLOPs) but never run: the twin alone in this process
+        del sides["kerasface"]
     first = {}
     for key, side in sides.items():
         t0 = time.perf_counter()
@@ -379,7 +397,7 @@ def run(name: str, args) -> list[dict]:
         print(line, flush=True)
         rows.append(row)
     for other in sides:
-        if other == "kerasface":
+        if other == "kerasface" or "kerasface" not in sides:
             continue
         ratio = statistics.median(rates["kerasface"]["train"]) / statistics.median(rates[other]["train"])
         msg = f"kerasface / {other}: training {ratio:.2f}x"
@@ -401,10 +419,22 @@ def main():
     ap.add_argument("--group-conv", default="auto", help="GroupConv2D path of the kerasface side")
     ap.add_argument("--no-infer", dest="infer", action="store_false")
     ap.add_argument("--no-torch", dest="torch", action="store_false", help="leave the PyTorch twin out")
-    ap.add_argument("--old-rule", action="store_true",
-                    help="add kerasface with the grouped-conv rule before issue 17 (VarGFaceNet)")
+    ap.add_argument("--no-keras", dest="keras", action="store_false",
+                    help="time the PyTorch twin alone (with --no-torch in another process: each framework in its own "
+                         "process, so neither's idle threads spin against the other's)")
+    ap.add_argument("--rules", default="", help=f"comma-separated kerasface sides with another grouped-conv rule "
+                    f"(VarGFaceNet): {', '.join(f'{k} = {v}' for k, v in RULES.items())}")
+    ap.add_argument("--old-rule", action="store_true", help="the same as --rules pre17")
     ap.add_argument("--json", help="append the rows (JSON lines) to this file")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads of each framework (TensorFlow's intra- and inter-op pools, torch.set_num_threads)")
     args = ap.parse_args()
+    if args.threads != os.cpu_count():  # before TensorFlow is imported
+        os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
+    args.rules = [r for r in args.rules.split(",") if r] + (["pre17"] if args.old_rule else [])
+    bad = sorted(set(args.rules) - set(RULES))
+    if bad:
+        raise SystemExit(f"--rules: unknown {bad} (of {', '.join(RULES)})")
     for name in args.model.split(","):
         if name not in MODELS:
             raise SystemExit(f"--model: unknown {name!r} (one of {', '.join(MODELS)})")

@@ -11,6 +11,7 @@ saved ``.keras`` model loads with ``import kerasface`` and the default ``safe_mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import keras
@@ -45,21 +46,49 @@ def _register(cls):
     return keras.saving.register_keras_serializable(package="kerasface")(cls)
 
 
-def group_conv_block_groups(groups: int, in_per_group: int, out_area: int | None) -> int:
+@functools.lru_cache(maxsize=1)
+def cpu_has_avx512() -> bool:
+    """Whether this machine's CPU has AVX-512 (``avx512f`` in Linux's ``/proc/cpuinfo``).
+
+    True when that cannot be read (another OS): the block rule measured first, on AVX-512 CPUs, then applies.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return True
+
+
+def group_conv_block_groups(groups: int, in_per_group: int, out_area: int | None, *,
+                            avx512: bool | None = None) -> int:
     """Groups folded into one dense convolution by the ``"blockdiag"`` path (a divisor of ``groups``).
 
     Measured on TF 2.21's CPU (oneDNN) kernels, forward + backward, VarGFaceNet's shapes
-    (``benchmarks/bench_group_conv.py``): a dense convolution with a block-diagonal kernel
+    (``benchmarks/bench_group_conv.py --blocks``): a dense convolution with a block-diagonal kernel
     does ``k`` times the grouped MACs but runs oneDNN's fast dense kernels, and fewer, larger
     ops. Large maps want few, narrow blocks (the wasted MACs dominate); small maps want
-    wide blocks (per-op costs dominate). The rule: up to 40 input channels per block in
-    any case when there are at most 5 groups, else about 16 input channels per block on
-    maps of 14x14 and more, about 64 on smaller ones.
+    wide blocks (per-op costs dominate). How wide depends on the CPU's vector width
+    (``avx512``; None reads it from this machine, :func:`cpu_has_avx512`):
+
+    * AVX-512: up to 40 input channels per block in any case when there are at most 5 groups,
+      else about 16 input channels per block on output maps of 14x14 and more, about 64 on smaller ones.
+    * without it (AVX2, half the multiply-adds a cycle, so wasted MACs cost twice as much): 8 input
+      channels per block on 14x14 and more (one group per block: the ``"split"`` path for
+      VarGFaceNet's 8 channels per group), 16 on smaller maps.
     """
     groups = int(groups)
-    if groups <= 5 and groups * in_per_group <= 40:
-        return groups
-    target = 16 if out_area is None or out_area >= 196 else 64
+    if avx512 is None:
+        avx512 = cpu_has_avx512()
+    large = out_area is None or out_area >= 196
+    if avx512:
+        if groups <= 5 and groups * in_per_group <= 40:
+            return groups
+        target = 16 if large else 64
+    else:
+        target = 8 if large else 16
     best = 1
     for k in range(1, groups + 1):
         if groups % k == 0 and k * in_per_group <= target:

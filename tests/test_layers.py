@@ -22,6 +22,7 @@ from kerasface.layers import (
     AbsoluteDifference,
     GroupConv2D,
     L2Normalize,
+    cpu_has_avx512,
     group_conv_block_groups,
     resolve_group_conv_implementation,
 )
@@ -194,17 +195,35 @@ def test_auto_resolution_on_cpu():
 
 
 def test_block_size_rule():
-    """VarGFaceNet's convs (8 inputs per group) get the measured block sizes; always a divisor."""
-    assert group_conv_block_groups(5, 8, 56 * 56) == 5  # head: one dense 40->40 conv
-    assert group_conv_block_groups(10, 8, 28 * 28) == 2  # 16 input channels per block
-    assert group_conv_block_groups(20, 8, 14 * 14) == 2
-    assert group_conv_block_groups(40, 8, 7 * 7) == 8  # 64 input channels per block
-    assert group_conv_block_groups(128, 8, 1) == 8
-    assert group_conv_block_groups(7, 8, 28 * 28) == 1  # no divisor fits: split
+    """VarGFaceNet's convs (8 inputs per group) get the measured block sizes per CPU kind; always a divisor."""
+    wide = {"avx512": True}
+    assert group_conv_block_groups(5, 8, 56 * 56, **wide) == 5  # head: one dense 40->40 conv
+    assert group_conv_block_groups(10, 8, 28 * 28, **wide) == 2  # 16 input channels per block
+    assert group_conv_block_groups(20, 8, 14 * 14, **wide) == 2
+    assert group_conv_block_groups(40, 8, 7 * 7, **wide) == 8  # 64 input channels per block
+    assert group_conv_block_groups(128, 8, 1, **wide) == 8
+    assert group_conv_block_groups(7, 8, 28 * 28, **wide) == 1  # no divisor fits: split
+    narrow = {"avx512": False}  # AVX2: wasted MACs cost twice as much
+    assert group_conv_block_groups(5, 8, 56 * 56, **narrow) == 1  # the head splits
+    assert group_conv_block_groups(10, 8, 28 * 28, **narrow) == 1
+    assert group_conv_block_groups(20, 8, 14 * 14, **narrow) == 1
+    assert group_conv_block_groups(20, 8, 7 * 7, **narrow) == 2  # 16 input channels per block
+    assert group_conv_block_groups(40, 8, 7 * 7, **narrow) == 2
+    assert group_conv_block_groups(10, 4, None, **narrow) == 2  # unknown map size: the large-map width
     for g in (1, 2, 3, 5, 6, 10, 12, 20, 40, 128):
         for cpg in (1, 4, 8, 16):
             for area in (None, 1, 49, 196, 3136):
-                assert g % group_conv_block_groups(g, cpg, area) == 0
+                for avx512 in (True, False, None):
+                    assert g % group_conv_block_groups(g, cpg, area, avx512=avx512) == 0
+
+
+def test_cpu_kind_is_read_from_cpuinfo():
+    flags = next((line.split() for line in open("/proc/cpuinfo") if line.startswith("flags")), None)
+    assert cpu_has_avx512() == ("avx512f" in flags if flags is not None else True)
+    # the layer's own choice follows the machine's rule
+    layer = GroupConv2D(160, 3, groups=20)
+    layer.build((None, 14, 14, 160))
+    assert layer.block_size((None, 14, 14, 160)) == group_conv_block_groups(20, 8, 196, avx512=cpu_has_avx512())
 
 
 def test_config_lists_every_path():
