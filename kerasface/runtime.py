@@ -2,9 +2,9 @@
 
 TensorFlow 2.21's Linux x86 wheels turn their oneDNN CPU kernels on by default only on CPUs with
 AVX-512 VNNI / BF16 or AMX; on others (an AVX2-only AMD EPYC here) every convolution, batch norm and
-their gradients run TensorFlow's Eigen kernels. Measured on such a machine (docs/performance.md,
-"oneDNN on CPUs without AVX-512"): SqNxt-23v5 trains 2.0-2.2x faster with oneDNN, the VarGFaceNet
-verifier 1.6x (loaded) -- the largest single speed-up of the project on that CPU. The variable
+their gradients run TensorFlow's Eigen kernels. Measured on such a machine, quiet (docs/performance.md,
+"oneDNN on CPUs without AVX-512"): with oneDNN the VarGFaceNet verifier trains 1.64x and SqNxt-23v5 1.0
+1.80x faster, and both infer 1.30x faster. The variable
 ``TF_ENABLE_ONEDNN_OPTS`` is read once, when TensorFlow is imported, so it has to be set before that.
 
 :func:`prefer_onednn` sets it to ``1`` unless the user has set it (``TF_ENABLE_ONEDNN_OPTS=0`` keeps
