@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kerasface"
 # "x.*" is the package x and everything under it; "x" is the module x alone.
 FLOORS = {
     0: ("kerasface._lazy", "kerasface.io", "kerasface.ops", "kerasface.config", "kerasface.layers",
-        "kerasface.face_spec", "kerasface.runtime"),  # contracts; runtime: TensorFlow's kernels, set before importing it
+        "kerasface.face_spec", "kerasface.runtime"),  # contracts; runtime: TF kernels, set before importing it
     1: ("kerasface.losses.*", "kerasface.optimizers"),  # keras.ops building blocks; Adam with a fused update
     # the package root registers layers, losses and models; pretrained/ converts published weights
     2: ("kerasface.models.*", "kerasface.pretrained.*", "kerasface"),
