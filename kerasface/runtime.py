@@ -45,7 +45,7 @@ def prefer_onednn(environ: MutableMapping[str, str] | None = None, *, modules=No
 
 
 def onednn_state(environ: MutableMapping[str, str] | None = None) -> str:
-    """One line for logs and run folders: whether this process asked TensorFlow for oneDNN, and how to change it."""
+    """One line for the training log: whether this process asked TensorFlow for oneDNN, and how to change it."""
     environ = os.environ if environ is None else environ
     value = environ.get(ONEDNN_VARIABLE)
     if value is None:
