@@ -3,11 +3,15 @@ process: with and without the variables built beforehand (kerasface.training.run
 and with Keras's Adam instead of kerasface's FusedAdam.
 
     python benchmarks/bench_first_step.py [--backbone vargfacenet] [--rounds 2] [--batch 32]
-                                          [--variants prebuilt,deferred,keras-adam]
+                                          [--variants prebuilt,deferred,keras-adam,phases,no-grappler]
 
 Variants: ``prebuilt`` (what the trainers do: variables built before ``fit``, ``FusedAdam``), ``deferred``
 (variables created in the first traced step, Keras's default), ``keras-adam`` (prebuilt, with
-``keras.optimizers.Adam``: about 39 graph operations per variable against FusedAdam's one kernel).
+``keras.optimizers.Adam``: about 39 graph operations per variable against FusedAdam's one kernel),
+``phases`` (prebuilt, the step cut into its phases: tracing ``tf.function(model.train_step)`` in Python, its
+first run, which includes grappler and every kernel's first call, and a second run; with the step's graph
+operations and the process's minor page faults during the first run) and ``no-grappler`` (``phases`` with
+grappler's meta optimizer off: ``tf.config.optimizer.set_experimental_options``).
 
 Keras creates the optimizer's and metrics' variables inside the first traced step when no distribution
 strategy is set, and a tf.function that creates variables is traced twice. The two variants alternate
@@ -27,7 +31,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the kerasface command does (kerasface.runtime)
 
-VARIANTS = ("prebuilt", "deferred", "keras-adam")
+VARIANTS = ("prebuilt", "deferred", "keras-adam", "phases", "no-grappler")
 
 
 def sample_pairs(batch: int):
@@ -57,8 +61,45 @@ def with_keras_adam(model):
     return model
 
 
+def phases(backbone: str, batch: int, grappler: bool = True) -> dict:
+    """The first training step in its phases (seconds): trace, first run, second run."""
+    import resource
+
+    import tensorflow as tf
+
+    from kerasface.training.runner import build_before_tracing
+
+    if not grappler:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    ds = sample_pairs(batch)
+    t0 = time.perf_counter()
+    model = sample_verifier(backbone)
+    build_before_tracing(model, ds)
+    build = time.perf_counter() - t0
+    batch_data = next(iter(ds))
+    step = tf.function(model.train_step)
+    t0 = time.perf_counter()
+    ops = len(step.get_concrete_function(batch_data).graph.get_operations())
+    trace = time.perf_counter() - t0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0 = time.perf_counter()
+    step(batch_data)
+    first = time.perf_counter() - t0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    t0 = time.perf_counter()
+    step(batch_data)
+    second = time.perf_counter() - t0
+    return {"prebuilt": True, "grappler": grappler, "optimizer": type(model.optimizer).__name__,
+            "build_s": round(build, 1), "trace_s": round(trace, 1), "graph_ops": ops, "first_run_s": round(first, 1),
+            "first_run_minor_faults": faults, "second_run_s": round(second, 2),
+            "first_incl_prebuild_s": round(trace + first, 1), "steady_step_s": round(second, 2)}
+
+
 def one(backbone: str, batch: int, variant: str) -> dict:
     from kerasface.training.runner import build_before_tracing
+
+    if variant in ("phases", "no-grappler"):
+        return phases(backbone, batch, grappler=variant == "phases")
 
     prebuild = variant != "deferred"
     ds = sample_pairs(batch)
@@ -85,7 +126,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--variants", default="prebuilt,deferred",
-                    help="comma-separated, alternating each round: prebuilt, deferred, keras-adam")
+                    help=f"comma-separated, alternating each round: {', '.join(VARIANTS)}")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -106,6 +147,9 @@ def main():
           "|---:|---|---|---:|---:|")
     for row in rows:
         what = "built before fit" if row["prebuilt"] else "created in the traced step (Keras's default)"
+        if "trace_s" in row:
+            what += (f" ({row['variant']}: trace {row['trace_s']} s, first run {row['first_run_s']} s, "
+                     f"{row['first_run_minor_faults']:,} page faults)")
         print(f"| {row['round']} | {what} | {row['optimizer']} | {row['first_incl_prebuild_s']} "
               f"| {row['steady_step_s']} |")
 
