@@ -24,7 +24,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the kerasface command 
 
 # Events that wrap others (the executor's and XLA's bookkeeping), not kernels of their own
 WRAPPERS = {"Process", "Start", "Run", "Done", "ExecuteAsyncOnStream", "BlockUntilReady", "ParallelFor", "Await",
-            "ExecutorDoneCallback"}
+            "ExecutorDoneCallback", "FunctionRun", "one_step_on_data", "train_step"}  # the last: Keras's traced step
 
 
 def op_times(trace_dir: str) -> collections.Counter:
