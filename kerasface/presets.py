@@ -301,13 +301,16 @@ _DISTILL_PRETRAINED_COMMON = {
 # the teacher's embedding from them, and with 0.2 the students fitted it more slowly. Two cosine cycles
 # of 20 epochs: the second (measured as a run --init-from the first) took the 1.0 student from 72 to 85 %.
 _DISTILL_SQNXT = {"epochs": 40, "cycle_epochs": 20.0, "distill_projection": "always", "dropout": 0.0}
+_DISTILL_VARGFACENET = {"epochs": 8, "cycle_epochs": 4.0}
 _DISTILL_PRETRAINED_PRESETS = [
     *({"name": f"distill-sqnxt23v5-{w}", "backbone": bb, **_DISTILL_SQNXT,
        "description": _DISTILL_PRETRAINED.format(bb=f"SqNxt-23v5 width {w} (128-d, no dropout, + a 128-d "
                                                     "projection)", epochs=_DISTILL_SQNXT["epochs"])}
       for w, bb in (("1.0", "sqnxt23v5_w1"), ("2.0", "sqnxt23v5_w2"))),
-    {"name": "distill-vargfacenet", "backbone": "vargfacenet", "epochs": 4, "cycle_epochs": 4.0,
-     "description": _DISTILL_PRETRAINED.format(bb="VarGFaceNet (512-d, + a 128-d projection)", epochs=4)},
+    # Two cosine cycles of 4 epochs: fold 10 90.00 % (AUC 0.963) against 88.00 % (0.955) with one cycle
+    {"name": "distill-vargfacenet", "backbone": "vargfacenet", **_DISTILL_VARGFACENET,
+     "description": _DISTILL_PRETRAINED.format(bb="VarGFaceNet (512-d, + a 128-d projection)",
+                                               epochs=_DISTILL_VARGFACENET["epochs"])},
 ]
 
 CLASSIFY_PRESETS: dict[str, ClassifyExperiment] = {

@@ -344,6 +344,9 @@ def test_presets_and_settings_rules():
     # ... and regress it from the pooled features without report 002's dropout of 0.2
     for name in ("distill-sqnxt23v5-1.0", "distill-sqnxt23v5-2.0"):
         assert CLASSIFY_PRESETS[name].distill_projection == "always" and CLASSIFY_PRESETS[name].dropout == 0.0
+    # every preset runs two cosine cycles (the second measured better for all three students)
+    for name in ("distill-sqnxt23v5-1.0", "distill-sqnxt23v5-2.0", "distill-vargfacenet"):
+        assert CLASSIFY_PRESETS[name].epochs == 2 * CLASSIFY_PRESETS[name].cycle_epochs
     cfg = CLASSIFY_PRESETS["distill-sqnxt23v5-1.0"].override(teacher_data="chips")
     _, backbone, _ = build_training_model(cfg, 3, teacher_embedding_dim=128)
     assert [layer.rate for layer in backbone.layers if isinstance(layer, keras.layers.Dropout)] == [0.0]
